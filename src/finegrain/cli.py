@@ -1,0 +1,163 @@
+"""`finegrain <step> ...`: the command line over the step functions in `finegrain.steps`.
+
+Every command takes `--config FILE` and repeated `--set key.path=value` overrides (value parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+from finegrain.config import Config, ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+ConfigOpt = typer.Option("configs/sample.yaml", "--config", "-c", help="YAML config file (local or s3://).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override: key.path=value (YAML value). Repeatable.")
+
+
+def _config(config: str, overrides: Optional[List[str]]) -> Config:
+    try:
+        return load_config(config, overrides or [])
+    except (ConfigError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _print(result: object) -> None:
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1) from None
+
+
+@app.command("make-sample")
+def make_sample(
+    out: str = typer.Option("data/sample", "--out", help="Directory to write the sample dataset into."),
+    seed: int = typer.Option(0, help="Generator seed (the bundled data uses 0)."),
+) -> None:
+    """Generate the small synthetic fine-grained dataset (Hecto layout) with planted problems and an answer key."""
+    from finegrain.data.sample import make_sample as _make
+
+    _print(_make(out, seed=seed))
+
+
+@app.command()
+def preprocess(
+    data: str = typer.Option(None, "--data", help="Dataset URI (default: data.uri from the config)."),
+    out: str = typer.Option(..., "--out", help="Output URI for manifest.parquet, classes.json, report.md."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Validate images, remove duplicates, merge identical classes, assign folds."""
+    from finegrain.steps import preprocess as step
+
+    cfg = _config(config, set_)
+    try:
+        _print(step.run(cfg, data=data or cfg.data.uri, out=out))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def train(
+    manifest: str = typer.Option(..., "--manifest", help="Preprocess output URI (or its manifest.parquet)."),
+    fold: int = typer.Option(..., "--fold", help="Validation fold of this member."),
+    backbone: str = typer.Option(..., "--backbone", help="Backbone name from train.backbones."),
+    out: str = typer.Option(..., "--out", help="Output URI for model.pt, oof.npz, test.npz, metrics.json."),
+    parent_run_id: str = typer.Option(None, "--parent-run-id", help="MLflow run to nest this member under."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Train one (backbone, fold) member; resumes from its last checkpoint if one exists."""
+    from finegrain.steps import train as step
+
+    cfg = _config(config, set_)
+    try:
+        _print(step.run(cfg, manifest=manifest, fold=fold, backbone=backbone, out=out, parent_run_id=parent_run_id))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def regroup(
+    members: List[str] = typer.Option(..., "--members", help="Train output URIs (repeat the option)."),
+    out: str = typer.Option(..., "--out"),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """t-SNE + agglomerative clustering of out-of-fold embeddings into groups of confusable classes."""
+    from finegrain.steps import regroup as step
+
+    cfg = _config(config, set_)
+    try:
+        _print(step.run(cfg, members=members, out=out))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def calibrate(
+    members: List[str] = typer.Option(..., "--members", help="Train output URIs (repeat the option)."),
+    out: str = typer.Option(..., "--out"),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Fit one temperature per member on its out-of-fold logits."""
+    from finegrain.steps import calibrate as step
+
+    cfg = _config(config, set_)
+    try:
+        _print(step.run(cfg, members=members, out=out))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def ensemble(
+    members: List[str] = typer.Option(..., "--members", help="Train output URIs (repeat the option)."),
+    calibration: str = typer.Option(..., "--calibration", help="Calibrate output URI."),
+    out: str = typer.Option(..., "--out"),
+    groups: str = typer.Option(None, "--groups", help="Regroup output URI (for hierarchical inference)."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Weighted soft voting of calibrated members (optionally hierarchical over regroup groups)."""
+    from finegrain.steps import ensemble as step
+
+    cfg = _config(config, set_)
+    try:
+        _print(step.run(cfg, members=members, calibration=calibration, out=out, groups=groups))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def submit(
+    ensemble: str = typer.Option(..., "--ensemble", help="Ensemble output URI (holds test_probs.npz)."),
+    data: str = typer.Option(None, "--data", help="Dataset URI (test.csv, sample_submission.csv)."),
+    out: str = typer.Option(..., "--out"),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Write and validate submission.csv in the sample submission's exact column order."""
+    from finegrain.steps import submit as step
+
+    cfg = _config(config, set_)
+    try:
+        _print(step.run(cfg, ensemble=ensemble, data=data or cfg.data.uri, out=out))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
