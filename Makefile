@@ -1,0 +1,72 @@
+# finegrain — the two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FG := $(VENV)/bin/finegrain
+CONFIG ?= configs/sample.yaml
+OUT ?= runs/sample
+SAMPLE := data/sample
+export NO_ALBUMENTATIONS_UPDATE := 1
+export MPLBACKEND := Agg
+
+.PHONY: help install run sample test test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train clean
+
+help:
+	@echo "make run               install if needed, then run the whole pipeline locally on the sample data"
+	@echo "make test              install if needed, then run the test suite (starts its own S3 + MLflow servers)"
+	@echo "make compile           compile pipelines/training.py to pipelines/training.yaml (CONFIG=...)"
+	@echo "make submit-pipeline   compile and submit to a Kubeflow cluster (KFP_HOST, KFP_TOKEN, CONFIG)"
+	@echo "make schedule          create a recurring run on the cluster"
+	@echo "make bench             run the benchmarks in bench/"
+	@echo "make images / push     build / push the container images (see docs/cluster.md)"
+
+# The stamp depends on pyproject.toml so a changed dependency list reinstalls.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(SAMPLE)/answer_key.json: | $(VENV)/.installed
+	$(FG) make-sample --out $(SAMPLE)
+
+sample: $(SAMPLE)/answer_key.json
+
+run: install sample
+	$(FG) run --config $(CONFIG) --out $(OUT)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: install
+	$(PY) -m pytest -q -x -m "not slow" tests
+
+lint: install
+	$(VENV)/bin/ruff check src tests components pipelines bench
+
+compile: install
+	$(PY) pipelines/training.py --config $(CONFIG) --output pipelines/training.yaml
+
+submit-pipeline: install
+	$(PY) pipelines/submit.py --config $(CONFIG) run
+
+schedule: install
+	$(PY) pipelines/submit.py --config $(CONFIG) schedule
+
+bench: bench-preprocess bench-regroup bench-train
+
+bench-preprocess: install
+	$(PY) bench/preprocess.py
+
+bench-regroup: install
+	$(PY) bench/regroup.py
+
+bench-train: install
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf runs local_outputs mlruns mlruns.db pipelines/training.yaml
+
+-include mk/cluster.mk
