@@ -1,15 +1,15 @@
 """Read and write URIs: local paths and `s3://bucket/key` (MinIO or any S3 server) through the `minio` client.
 
-Environment (never the config file, so credentials stay out of configs, logs and compiled pipelines):
-  FINEGRAIN_S3_ENDPOINT   host:port or http(s)://host:port of the S3 server (also read: MLFLOW_S3_ENDPOINT_URL,
-                          AWS_ENDPOINT_URL)
-  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY   credentials (MINIO_ACCESS_KEY / MINIO_SECRET_KEY also accepted)
-  FINEGRAIN_S3_SECURE     "1"/"true" for TLS when the endpoint has no scheme (default: plain http)
-  AWS_REGION              optional region (default us-east-1)
+The endpoint and credentials come from the environment (see `finegrain.s3client`), never from the config.
 
 Writes never leave a half-written file or object visible: local writes go to a temp file in the same
-directory and are renamed into place; S3 objects only appear once the (multipart) upload completes.
-Transient errors (connection refused/reset, timeouts, 5xx, SlowDown) are retried with exponential backoff.
+directory (`.<name>.<random>.tmp`, skipped by listings) and are renamed into place; S3 objects only appear once
+the (multipart) upload completes. Transient errors (connection refused/reset, timeouts, 5xx, SlowDown) are
+retried with exponential backoff, long enough to ride out an S3 server restart. A missing file or object is a
+FileNotFoundError naming the URI; other failures are StorageError naming the URI.
+
+Keys are used byte-for-byte as given: a dataset uploaded from macOS may hold NFD-normalised Korean names, and
+normalising the key here would make those objects unreadable. Normalise *labels* (to NFC), not keys.
 """
 
 from __future__ import annotations
@@ -19,21 +19,23 @@ import io
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import urlparse
 
-T = TypeVar("T")
+from finegrain.s3client import StorageError, client, ensure_bucket, is_missing, retry
 
+__all__ = [
+    "StorageError", "basename", "client", "copy", "delete", "download_dir", "download_file", "ensure_bucket",
+    "exists", "is_s3", "join", "list_uris", "local_path", "output_dir", "read_bytes", "read_text", "size",
+    "split_s3", "upload_dir", "upload_file", "write_bytes", "write_text",
+]  # fmt: skip
+
+# Files above this go up as multipart uploads in parts of this size (S3's minimum part is 5 MiB).
+# FINEGRAIN_S3_PART_SIZE_MB overrides it per process; `upload_file(part_size=...)` per call.
 MULTIPART_PART_SIZE = 16 * 1024 * 1024
-_RETRY_S3_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized"}
-_client_cache: dict[tuple, object] = {}
-
-
-class StorageError(IOError):
-    """A storage operation failed; the message names the URI."""
+# Objects per ListObjects page; small values make tests exercise pagination and resume.
+LIST_PAGE_SIZE = 1000
+_CHUNK = 1024 * 1024
 
 
 def is_s3(uri: str) -> bool:
@@ -44,8 +46,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     """`s3://bucket/a/b` -> (`bucket`, `a/b`)."""
     if not is_s3(uri):
         raise StorageError(f"{uri}: not an s3:// URI")
-    rest = str(uri)[5:]
-    bucket, _, key = rest.partition("/")
+    bucket, _, key = str(uri)[5:].partition("/")
     if not bucket:
         raise StorageError(f"{uri}: no bucket in URI")
     return bucket, key
@@ -65,77 +66,34 @@ def basename(uri: str) -> str:
     return str(uri).rstrip("/").rsplit("/", 1)[-1]
 
 
-# --------------------------------------------------------------------------------------------- S3 client
+def _part_size(part_size: int | None) -> int:
+    if part_size:
+        return int(part_size)
+    env = os.environ.get("FINEGRAIN_S3_PART_SIZE_MB")
+    return int(float(env) * 1024 * 1024) if env else MULTIPART_PART_SIZE
 
 
-def _endpoint() -> tuple[str, bool]:
-    raw = (
-        os.environ.get("FINEGRAIN_S3_ENDPOINT")
-        or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    if not raw:
-        raise StorageError("s3:// URI used but no endpoint is set: export FINEGRAIN_S3_ENDPOINT=host:port")
-    if "://" in raw:
-        parsed = urlparse(raw)
-        return parsed.netloc, parsed.scheme == "https"
-    secure = os.environ.get("FINEGRAIN_S3_SECURE", "").lower() in {"1", "true", "yes"}
-    return raw, secure
+def _is_temp(name: str) -> bool:
+    return name.startswith(".")
 
 
-def client():
-    """The MinIO client for the endpoint and credentials in the environment (cached per setting)."""
-    from minio import Minio
-    from urllib3 import PoolManager, Retry, Timeout
-
-    endpoint, secure = _endpoint()
-    access = os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("MINIO_ACCESS_KEY")
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or os.environ.get("MINIO_SECRET_KEY")
-    region = os.environ.get("AWS_REGION", "us-east-1")
-    key = (endpoint, secure, access, secret, region)
-    if key not in _client_cache:
-        # Our own retry loop handles transient errors; urllib3's own retries are kept short so that a dead
-        # server is reported within seconds rather than minutes.
-        http = PoolManager(
-            timeout=Timeout(connect=5.0, read=120.0),
-            maxsize=16,
-            retries=Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        )
-        _client_cache[key] = Minio(
-            endpoint, access_key=access, secret_key=secret, secure=secure, region=region, http_client=http
-        )
-    return _client_cache[key]
+@contextlib.contextmanager
+def _atomic_local(path: Path) -> Iterator[Path]:
+    """A temp path beside `path`, renamed onto it when the block succeeds and removed when it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
-def _is_transient(exc: BaseException) -> bool:
-    from minio.error import S3Error, ServerError
-    from urllib3.exceptions import HTTPError as Urllib3Error
-
-    if isinstance(exc, S3Error):
-        return exc.code in _RETRY_S3_CODES
-    if isinstance(exc, ServerError):
-        return True
-    return isinstance(exc, (Urllib3Error, ConnectionError, TimeoutError))
-
-
-def _retry(what: str, fn: Callable[[], T], retries: int | None = None) -> T:
-    retries = int(os.environ.get("FINEGRAIN_S3_RETRIES", "5")) if retries is None else retries
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt >= retries or not _is_transient(exc):
-                raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
-
-
-def ensure_bucket(bucket: str) -> None:
-    c = client()
-    if not _retry(f"s3://{bucket}: bucket_exists", lambda: c.bucket_exists(bucket)):
-        _retry(f"s3://{bucket}: make_bucket", lambda: c.make_bucket(bucket))
+def _missing_as_fnf(uri: str, exc: StorageError) -> Exception:
+    return FileNotFoundError(f"{uri}: no such object") if is_missing(exc) else exc
 
 
 # ------------------------------------------------------------------------------------------ operations
@@ -143,64 +101,48 @@ def ensure_bucket(bucket: str) -> None:
 
 def read_bytes(uri: str) -> bytes:
     uri = str(uri)
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-
-        def get() -> bytes:
-            resp = client().get_object(bucket, key)
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
+    if not is_s3(uri):
         try:
-            return _retry(f"{uri}: read", get)
-        except StorageError as exc:
-            if _is_missing(exc.__cause__):
-                raise FileNotFoundError(f"{uri}: no such object") from None
-            raise
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{uri}: no such file") from None
+    bucket, key = split_s3(uri)
+
+    def get() -> bytes:
+        resp = client(uri).get_object(bucket, key)
+        try:
+            return resp.read()  # a connection dropped mid-body raises (content length is enforced)
+        finally:
+            resp.close()
+            resp.release_conn()
+
     try:
-        return Path(uri).read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{uri}: no such file") from None
+        return retry(f"{uri}: read", get)
+    except StorageError as exc:
+        raise _missing_as_fnf(uri, exc) from exc.__cause__
 
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
-def _is_missing(exc: BaseException | None) -> bool:
-    from minio.error import S3Error
-
-    return isinstance(exc, S3Error) and exc.code in {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
-
-
 def write_bytes(uri: str, data: bytes) -> str:
     uri = str(uri)
     if is_s3(uri):
-        if len(data) >= MULTIPART_PART_SIZE:
+        if len(data) > _part_size(None):
             with tempfile.NamedTemporaryFile() as tmp:
                 tmp.write(data)
                 tmp.flush()
                 return upload_file(tmp.name, uri)
         bucket, key = split_s3(uri)
         ensure_bucket(bucket)
-        _retry(f"{uri}: write", lambda: client().put_object(bucket, key, io.BytesIO(data), len(data)))
+        retry(f"{uri}: write", lambda: client(uri).put_object(bucket, key, io.BytesIO(data), len(data)))
         return uri
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with _atomic_local(Path(uri)) as tmp:
+        with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.fsync(fh.fileno())  # the rename must never expose a file whose bytes are still in flight
     return uri
 
 
@@ -208,28 +150,20 @@ def write_text(uri: str, text: str) -> str:
     return write_bytes(uri, text.encode("utf-8"))
 
 
-def upload_file(local_path: str | Path, uri: str) -> str:
-    """Copy a local file to a URI; large files go up in multipart (the object appears only when complete)."""
-    uri = str(uri)
+def upload_file(local_path: str | Path, uri: str, *, part_size: int | None = None) -> str:
+    """Copy a local file to a URI; files over `part_size` go up in multipart (the object appears when complete)."""
+    uri, local_path = str(uri), Path(local_path)
+    if not local_path.is_file():
+        raise FileNotFoundError(f"{local_path}: no such file (uploading to {uri})")
     if not is_s3(uri):
-        dst = Path(uri)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with _atomic_local(Path(uri)) as tmp:
             shutil.copyfile(local_path, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         return uri
     bucket, key = split_s3(uri)
     ensure_bucket(bucket)
-    _retry(
-        f"{uri}: upload",
-        lambda: client().fput_object(bucket, key, str(local_path), part_size=MULTIPART_PART_SIZE),
-    )
+    size = _part_size(part_size)
+    # A retry re-uploads from scratch: minio aborts the failed multipart upload, so no stale parts mix in.
+    retry(f"{uri}: upload", lambda: client(uri).fput_object(bucket, key, str(local_path), part_size=size))
     return uri
 
 
@@ -237,52 +171,73 @@ def download_file(uri: str, local_path: str | Path) -> Path:
     """Copy a URI to a local file atomically (temp file + rename)."""
     uri, local_path = str(uri), Path(local_path)
     if not is_s3(uri):
-        if not Path(uri).exists():
+        if not Path(uri).is_file():
             raise FileNotFoundError(f"{uri}: no such file")
         upload_file(uri, str(local_path))
         return local_path
     bucket, key = split_s3(uri)
-    local_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=local_path.parent, prefix=f".{local_path.name}.", suffix=".tmp")
-    os.close(fd)
+
+    def get(tmp: Path) -> None:
+        # Each attempt rewrites the temp file from byte 0, so a retry after a dropped connection is whole.
+        resp = client(uri).get_object(bucket, key)
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in resp.stream(_CHUNK):
+                    fh.write(chunk)
+        finally:
+            resp.close()
+            resp.release_conn()
+
     try:
-        _retry(f"{uri}: download", lambda: client().fget_object(bucket, key, tmp))
-        os.replace(tmp, local_path)
+        with _atomic_local(local_path) as tmp:
+            retry(f"{uri}: download", lambda: get(tmp))
     except StorageError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if _is_missing(exc.__cause__):
-            raise FileNotFoundError(f"{uri}: no such object") from None
-        raise
+        raise _missing_as_fnf(uri, exc) from exc.__cause__
     return local_path
 
 
+def size(uri: str) -> int:
+    """Size in bytes of a file or object."""
+    uri = str(uri)
+    if not is_s3(uri):
+        try:
+            return Path(uri).stat().st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{uri}: no such file") from None
+    bucket, key = split_s3(uri)
+    try:
+        return int(retry(f"{uri}: stat", lambda: client(uri).stat_object(bucket, key)).size)
+    except StorageError as exc:
+        raise _missing_as_fnf(uri, exc) from exc.__cause__
+
+
 def exists(uri: str) -> bool:
+    """True for an existing file/object, or a directory/prefix with something under it."""
     uri = str(uri)
     if not is_s3(uri):
         return Path(uri).exists()
     bucket, key = split_s3(uri)
-    c = client()
+    c = client(uri)
     if not key:
-        return _retry(f"{uri}: exists", lambda: c.bucket_exists(bucket))
+        return retry(f"{uri}: exists", lambda: c.bucket_exists(bucket))
 
     def stat() -> bool:
         try:
             c.stat_object(bucket, key)
             return True
-        except Exception as exc:  # noqa: BLE001
-            if _is_missing(exc):
+        except Exception as exc:  # noqa: BLE001 - only "missing" is an answer; the rest goes to retry()
+            if is_missing(exc):
                 return False
             raise
 
-    if _retry(f"{uri}: exists", stat):
-        return True
-    # A "directory" prefix exists if anything lives under it.
-    return bool(list_uris(uri, recursive=True, limit=1))
+    return retry(f"{uri}: exists", stat) or bool(list_uris(uri, recursive=True, limit=1))
 
 
 def list_uris(prefix: str, recursive: bool = True, limit: int | None = None) -> list[str]:
-    """Files under a prefix (full URIs, sorted). Local: files under a directory; S3: objects under a key prefix."""
+    """Files under a prefix (full URIs, sorted). Local: files under a directory; S3: objects under a key prefix.
+
+    Local dot-files are skipped (they are in-flight temp files of atomic writes or editor litter).
+    """
     prefix = str(prefix)
     if not is_s3(prefix):
         root = Path(prefix)
@@ -290,51 +245,65 @@ def list_uris(prefix: str, recursive: bool = True, limit: int | None = None) -> 
             return []
         if root.is_file():
             return [str(root)]
-        it = root.rglob("*") if recursive else root.iterdir()
-        files = sorted(str(p) for p in it if p.is_file() and not p.name.startswith(".") or False)
+        found = root.rglob("*") if recursive else root.iterdir()
+        files = sorted(str(p) for p in found if p.is_file() and not _is_temp(p.name))
         return files[:limit] if limit else files
     bucket, key = split_s3(prefix)
     if key and not key.endswith("/"):
         key += "/"
-    c = client()
+    c = client(prefix)
+    if not retry(f"{prefix}: list", lambda: c.bucket_exists(bucket)):
+        return []
+    out: list[str] = []
+    last: list[str | None] = [None]
 
-    def listing() -> list[str]:
-        if not c.bucket_exists(bucket):
-            return []
-        out = []
-        for obj in c.list_objects(bucket, prefix=key or None, recursive=recursive):
+    def listing() -> None:
+        # Resumes after the last key received, so a server restart mid-pagination neither loses nor repeats keys.
+        pages = c._list_objects(  # noqa: SLF001 - the public list_objects cannot set the page size
+            bucket,
+            delimiter=None if recursive else "/",
+            encoding_type="url",
+            max_keys=LIST_PAGE_SIZE,
+            prefix=key,
+            start_after=last[0],
+        )
+        for obj in pages:
             if obj.is_dir:
                 continue
             out.append(f"s3://{bucket}/{obj.object_name}")
+            last[0] = obj.object_name
             if limit and len(out) >= limit:
-                break
-        return out
+                return
 
-    # The whole listing is retried: a server restart mid-pagination must not yield a partial list.
-    return sorted(_retry(f"{prefix}: list", listing))
+    retry(f"{prefix}: list", listing)
+    return sorted(out)
 
 
 def copy(src: str, dst: str) -> str:
+    """Copy a file/object between any two URIs (server-side for S3 -> S3)."""
     src, dst = str(src), str(dst)
     if not is_s3(src) and not is_s3(dst):
         return upload_file(src, dst)
-    if is_s3(src) and is_s3(dst):
-        from minio.commonconfig import CopySource
+    if not is_s3(src):
+        return upload_file(src, dst)
+    if not is_s3(dst):
+        download_file(src, dst)
+        return dst
+    from minio.commonconfig import CopySource
 
-        sb, sk = split_s3(src)
-        db, dk = split_s3(dst)
-        ensure_bucket(db)
-        try:
-            _retry(f"{src} -> {dst}: copy", lambda: client().copy_object(db, dk, CopySource(sb, sk)))
-            return dst
-        except StorageError:
-            pass  # objects over 5 GiB need compose; fall back to a streamed copy
-    with tempfile.TemporaryDirectory() as tmp:
-        local = download_file(src, Path(tmp) / "blob")
-        return upload_file(local, dst)
+    sb, sk = split_s3(src)
+    db, dk = split_s3(dst)
+    ensure_bucket(db)
+    try:
+        # copy_object switches to a multipart compose for sources over 5 GiB by itself.
+        retry(f"{src} -> {dst}: copy", lambda: client(dst).copy_object(db, dk, CopySource(sb, sk)))
+    except StorageError as exc:
+        raise (FileNotFoundError(f"{src}: no such object") if is_missing(exc) else exc) from exc.__cause__
+    return dst
 
 
 def delete(uri: str) -> None:
+    """Remove a file/object, or a directory/prefix with everything under it; a missing one is not an error."""
     uri = str(uri)
     if not is_s3(uri):
         p = Path(uri)
@@ -343,15 +312,29 @@ def delete(uri: str) -> None:
         elif p.exists():
             p.unlink()
         return
+    from minio.deleteobjects import DeleteObject
+
     bucket, key = split_s3(uri)
-    _retry(f"{uri}: delete", lambda: client().remove_object(bucket, key))
+    c = client(uri)
+    keys = [key] if key else []
+    keys += [split_s3(u)[1] for u in list_uris(uri)]
+
+    def remove() -> None:
+        errors = list(c.remove_objects(bucket, [DeleteObject(k) for k in keys]))
+        if errors:
+            raise StorageError(f"{uri}: delete failed for {len(errors)} objects, first: {errors[0]}")
+
+    if keys:
+        retry(f"{uri}: delete", remove)
 
 
 def upload_dir(local_dir: str | Path, uri: str) -> list[str]:
-    """Copy every file under a local directory to a URI prefix (keeps relative paths)."""
+    """Copy every file under a local directory to a URI prefix (keeps relative paths; skips dot-files)."""
     local_dir = Path(local_dir)
+    if not local_dir.is_dir():
+        raise FileNotFoundError(f"{local_dir}: no such directory (uploading to {uri})")
     out = []
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and not _is_temp(p.name)):
         rel = path.relative_to(local_dir).as_posix()
         out.append(upload_file(path, join(uri, rel)))
     return out
@@ -361,7 +344,10 @@ def download_dir(uri: str, local_dir: str | Path) -> Path:
     """Copy every file under a URI prefix into a local directory (keeps relative paths)."""
     local_dir = Path(local_dir)
     base = str(uri).rstrip("/")
-    for item in list_uris(base):
+    items = list_uris(base)
+    if not items and not exists(base):
+        raise FileNotFoundError(f"{uri}: no such directory or prefix")
+    for item in items:
         rel = item[len(base) :].lstrip("/")
         download_file(item, local_dir / rel)
     return local_dir
@@ -376,8 +362,11 @@ def local_path(uri: str, suffix: str = "") -> Iterator[Path]:
             raise FileNotFoundError(f"{uri}: no such file")
         yield Path(uri)
         return
+    name = basename(uri) or "blob"
+    if suffix and not name.endswith(suffix):
+        name += suffix  # readers that dispatch on the extension (np.load, torch.load) need it
     with tempfile.TemporaryDirectory() as tmp:
-        yield download_file(uri, Path(tmp) / (basename(uri) or "blob"))
+        yield download_file(uri, Path(tmp) / name)
 
 
 @contextlib.contextmanager
