@@ -119,6 +119,10 @@ class TrainConfig(_Section):
     num_workers: int = Field(2, ge=0)
     # Images are decoded once and cached at this size (x image_size) so the GPU is never starved by JPEG decode.
     cache_scale: float = Field(1.15, ge=1.0)
+    cache_dir: str | None = None  # local scratch for the decoded-image cache; None = $FINEGRAIN_CACHE_DIR or temp
+    # Validation/test resize: short side + centre crop, or a squash of the whole photo to a square.
+    eval_resize: Literal["center_crop", "squash"] = "center_crop"
+    log_model_max_mb: float = Field(200.0, ge=0.0)  # model.pt goes to MLflow only below this size
     max_steps_per_epoch: int | None = None  # for smoke tests
     seed: int = 0
     deterministic: bool = True
@@ -194,7 +198,10 @@ class PipelineConfig(_Section):
     pipeline_root: str = "minio://finegrain-pipelines/root"
     namespace: str = "finegrain"
     experiment: str = "finegrain"
-    s3_secret: str = "finegrain-s3"
+    s3_secret: str = "finegrain-s3"  # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    s3_endpoint: str = "minio.finegrain.svc.cluster.local:9000"
+    # Where steps write on the cluster; a run's outputs go under <work_root>/<config hash>/<step>/.
+    work_root: str = "s3://finegrain-artifacts/runs"
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"finegrain.io/pool": "gpu"})
     gpu_toleration_key: str = "nvidia.com/gpu"
     train_cpu: str = "8"

@@ -1,0 +1,27 @@
+"""Calibrate: one temperature per member, fitted by NLL on its out-of-fold logits."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Metrics, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def calibrate(
+    config_yaml: str,
+    members: Input[List[Artifact]],
+    work_root: str,
+    parent_run_id: str,
+    result: Output[Artifact],
+    page: Output[HTML],
+    metrics: Output[Metrics],
+) -> str:
+    """Run finegrain.steps.calibrate; the UI gets the reliability diagram and the before/after table."""
+    from finegrain import component_io
+
+    return component_io.run_calibrate(
+        config_yaml, [m.path for m in members], work_root, parent_run_id, result.path, page.path,
+        result.metadata, metrics,
+    )

@@ -1,0 +1,29 @@
+"""Ensemble: weighted soft voting of calibrated members, optionally hierarchical over the regroup groups."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def ensemble(
+    config_yaml: str,
+    members: Input[List[Artifact]],
+    calibration: Input[Artifact],
+    groups: Input[Artifact],
+    work_root: str,
+    parent_run_id: str,
+    result: Output[Artifact],
+    report: Output[Markdown],
+    metrics: Output[Metrics],
+) -> str:
+    """Run finegrain.steps.ensemble; the UI gets the weights table and the ensemble's OOF LogLoss."""
+    from finegrain import component_io
+
+    return component_io.run_ensemble(
+        config_yaml, [m.path for m in members], calibration.path, groups.path, work_root, parent_run_id,
+        result.path, report.path, result.metadata, metrics,
+    )

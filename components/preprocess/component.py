@@ -1,0 +1,25 @@
+"""Preprocess: validate, de-duplicate, merge identical classes, assign folds."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Markdown, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def preprocess(
+    config_yaml: str,
+    data_uri: str,
+    data_hash: str,
+    code_version: str,
+    work_root: str,
+    result: Output[Artifact],
+    report: Output[Markdown],
+) -> str:
+    """Run finegrain.steps.preprocess; `data_hash` and `code_version` are cache keys, not used otherwise."""
+    from finegrain import component_io
+
+    return component_io.run_preprocess(
+        config_yaml, data_uri, work_root, result.path, report.path, result.metadata,
+        data_hash=data_hash, code_version=code_version,
+    )

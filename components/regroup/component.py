@@ -1,0 +1,25 @@
+"""Regroup: t-SNE + agglomerative clustering of out-of-fold embeddings into confusable class groups."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def regroup(
+    config_yaml: str,
+    members: Input[List[Artifact]],
+    work_root: str,
+    parent_run_id: str,
+    result: Output[Artifact],
+    page: Output[HTML],
+) -> str:
+    """Run finegrain.steps.regroup over every member's out-of-fold embeddings."""
+    from finegrain import component_io
+
+    return component_io.run_regroup(
+        config_yaml, [m.path for m in members], work_root, parent_run_id, result.path, page.path, result.metadata
+    )

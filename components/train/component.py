@@ -1,0 +1,27 @@
+"""Train one (backbone, fold) member on a GPU node; resumes from its checkpoint at the work URI on retry."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Input, Metrics, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train(
+    config_yaml: str,
+    preprocess: Input[Artifact],
+    backbone: str,
+    fold: str,  # loop items of dicts arrive as strings
+    work_root: str,
+    parent_run_id: str,
+    member: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> str:
+    """Run finegrain.steps.train for one member and publish its metrics to the KFP UI."""
+    from finegrain import component_io
+
+    return component_io.run_train(
+        config_yaml, preprocess.path, backbone, fold, work_root, parent_run_id,
+        member.path, member.metadata, metrics, confusion,
+    )

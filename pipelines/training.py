@@ -1,0 +1,161 @@
+"""The finegrain training pipeline: preprocess -> train (backbone x fold fan-out on GPUs) -> regroup ->
+calibrate -> ensemble -> submit.
+
+`python pipelines/training.py --config configs/hecto.yaml --output pipelines/training.yaml` compiles it.
+The pipeline's shape (which members fan out, GPU and pod settings, image) comes from the config at build time;
+the config itself also travels as the `config_yaml` parameter so every step sees the same resolved settings.
+"""
+
+
+
+import argparse
+import copy
+import hashlib
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # so `components` imports when run as a script
+    sys.path.insert(0, str(ROOT))
+
+from kfp import compiler, dsl, kubernetes  # noqa: E402
+
+from components.calibrate.component import calibrate  # noqa: E402
+from components.ensemble.component import ensemble  # noqa: E402
+from components.preprocess.component import preprocess  # noqa: E402
+from components.regroup.component import regroup  # noqa: E402
+from components.submit.component import submit  # noqa: E402
+from components.tracking.component import start_run  # noqa: E402
+from components.train.component import train  # noqa: E402
+from finegrain import __version__  # noqa: E402
+from finegrain.config import Config, load_config  # noqa: E402
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+POD_LABEL = ("finegrain.io/role", "pipeline")  # NetworkPolicies admit only pods with this label to MinIO/MLflow
+
+
+def with_image(component, image: str):
+    """A copy of a component that runs on `image` (all components share the one finegrain image)."""
+    comp = copy.deepcopy(component)
+    comp.component_spec.implementation.container.image = image
+    return comp
+
+
+def member_items(cfg: Config) -> list[dict]:
+    """The fan-out: one item per (backbone, fold)."""
+    return [{"backbone": b.name, "fold": k} for b in cfg.train.backbones for k in range(cfg.data.folds)]
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha256(cfg.to_yaml().encode("utf-8")).hexdigest()[:12]
+
+
+def _cluster_settings(task, cfg: Config, *, cpu: str, memory: str) -> None:
+    """What every task gets on the cluster: resources, endpoints, S3 credentials from the Secret, a label."""
+    p = cfg.pipeline
+    task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    task.set_env_variable("FINEGRAIN_S3_ENDPOINT", p.s3_endpoint)
+    task.set_env_variable("MLFLOW_S3_ENDPOINT_URL", "http://" + p.s3_endpoint)
+    task.set_env_variable("NO_ALBUMENTATIONS_UPDATE", "1")
+    # Credentials reach pods only by reference to the Secret: the compiled YAML never holds a value.
+    kubernetes.use_secret_as_env(task, secret_name=p.s3_secret, secret_key_to_env=S3_ENV)
+    kubernetes.add_pod_label(task, label_key=POD_LABEL[0], label_value=POD_LABEL[1])
+    task.set_caching_options(p.cache)
+
+
+def _gpu_settings(task, cfg: Config) -> None:
+    p = cfg.pipeline
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    kubernetes.add_toleration(task, key=p.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+    for key, value in p.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    # DataLoader workers pass batches through /dev/shm; the container default (64 MiB) kills them.
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=p.train_shm_size
+    )
+    # Spot preemption: the retried pod resumes from the last epoch's checkpoint at the work URI.
+    task.set_retry(num_retries=p.train_retries, backoff_duration="60s", backoff_factor=2.0)
+    kubernetes.set_timeout(task, p.train_timeout_s)
+
+
+def build_pipeline(cfg: Config, work_root: "str | None" = None):
+    """Return the pipeline function for this config (compile it or run it with kfp.local)."""
+    p = cfg.pipeline
+    comps = {c.name: with_image(c, p.base_image) for c in (start_run, preprocess, train, regroup, calibrate, ensemble, submit)}
+    items = member_items(cfg)
+    default_work_root = work_root or f"{p.work_root.rstrip('/')}/{config_hash(cfg)}"
+
+    @dsl.pipeline(name=p.name, description=__doc__.splitlines()[0], pipeline_root=p.pipeline_root)
+    def training(
+        config_yaml: str = cfg.to_yaml(),
+        data_uri: str = cfg.data.uri,
+        data_hash: str = "unhashed",
+        code_version: str = __version__,
+        work_root: str = default_work_root,
+        run_name: str = p.name,
+    ):
+        tracking_task = comps["start-run"](
+            config_yaml=config_yaml, run_name=run_name, data_hash=data_hash, code_version=code_version
+        ).set_display_name("mlflow parent run")
+        _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
+        tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
+        parent = tracking_task.output
+
+        pre = comps["preprocess"](
+            config_yaml=config_yaml, data_uri=data_uri, data_hash=data_hash, code_version=code_version,
+            work_root=work_root,
+        ).set_display_name("preprocess")
+        _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
+
+        with dsl.ParallelFor(items=items, parallelism=p.parallelism) as item:
+            tr = comps["train"](
+                config_yaml=config_yaml, preprocess=pre.outputs["result"], backbone=item.backbone,
+                fold=item.fold, work_root=work_root, parent_run_id=parent,
+            ).set_display_name("train fold")
+            _cluster_settings(tr, cfg, cpu=p.train_cpu, memory=p.train_memory)
+            _gpu_settings(tr, cfg)
+
+        def members():
+            # one Collected per consumer: kfp 2.17 fails to compile a Collected shared by several tasks
+            return dsl.Collected(tr.outputs["member"])
+
+        rg = comps["regroup"](
+            config_yaml=config_yaml, members=members(), work_root=work_root, parent_run_id=parent
+        ).set_display_name("regroup")
+        cal = comps["calibrate"](
+            config_yaml=config_yaml, members=members(), work_root=work_root, parent_run_id=parent
+        ).set_display_name("calibrate").after(rg)
+        ens = comps["ensemble"](
+            config_yaml=config_yaml, members=members(), calibration=cal.outputs["result"],
+            groups=rg.outputs["result"], work_root=work_root, parent_run_id=parent,
+        ).set_display_name("ensemble")
+        sub = comps["submit"](
+            config_yaml=config_yaml, ensemble=ens.outputs["result"], calibration=cal.outputs["result"],
+            members=members(), data_uri=data_uri, work_root=work_root, parent_run_id=parent,
+        ).set_display_name("submit")
+        for task in (rg, cal, ens, sub):
+            _cluster_settings(task, cfg, cpu=p.step_cpu, memory=p.step_memory)
+
+    return training
+
+
+def compile_pipeline(cfg: Config, output: "str | Path") -> Path:
+    output = Path(output)
+    compiler.Compiler().compile(build_pipeline(cfg), package_path=str(output))
+    return output
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    parser = argparse.ArgumentParser(description="Compile the finegrain training pipeline to YAML.")
+    parser.add_argument("--config", default="configs/hecto.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value")
+    parser.add_argument("--output", default=str(Path(__file__).with_suffix(".yaml")))
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    path = compile_pipeline(cfg, args.output)
+    print(f"compiled {len(member_items(cfg))} members -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
