@@ -155,6 +155,26 @@ def submit(
         _fail(exc)
 
 
+@app.command()
+def run(
+    data: str = typer.Option(None, "--data", help="Dataset URI (default: data.uri; the bundled sample is generated)."),
+    out: str = typer.Option("runs/sample", "--out", help="Where every step's outputs go."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
+    from finegrain.local_run import run_pipeline_locally
+
+    cfg = _config(config, set_)
+    try:
+        summary = run_pipeline_locally(cfg, data=data, out=out)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if not summary.get("submission_valid"):
+        typer.echo("error: the pipeline finished but the submission did not validate", err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -125,6 +125,7 @@ def run_preprocess(
     cfg = config_from_text(config_yaml)
     out = step_uri(work_root, "preprocess")
     summary = step.run(cfg, data=data_uri, out=out)
+    storage.write_text(step_uri(out, "summary.json"), json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     mirror(out, out_dir)
     _source_file(out_dir, out)
     copy_text(step_uri(out, "report.md"), report_path)

@@ -1,0 +1,153 @@
+"""`finegrain run`: the same pipeline function as on the cluster, executed on this machine by `kfp.local`.
+
+Embedded defaults: local files, a `sqlite:///` MLflow store, the bundled sample data (generated on first use).
+Outputs land in DESIGN.md's layout under `--out`: preprocess/, train/<backbone>/fold<k>/, regroup/, calibrate/,
+ensemble/, submit/. kfp.local's own bookkeeping (artifacts, cache) goes under `<out>/.kfp/`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from finegrain import storage
+from finegrain.config import Config
+
+SAMPLE_URI = "data/sample"
+
+
+def repo_root() -> Path:
+    """The checkout that holds components/ and pipelines/ (the package is installed editable from it)."""
+    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
+        if (base / "pipelines" / "training.py").exists() and (base / "components").is_dir():
+            return base
+    raise FileNotFoundError("cannot find pipelines/training.py: run `finegrain run` from the finegrain checkout")
+
+
+def _load_pipeline_module():
+    root = repo_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    spec = importlib.util.spec_from_file_location("finegrain_pipeline_training", root / "pipelines" / "training.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _absolute_tracking_uri(uri: str) -> str:
+    # kfp.local runs each task in a subprocess; a relative sqlite path must mean the same file for all of them.
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    return uri
+
+
+def prepare_data(cfg: Config, data: str) -> str:
+    """Generate the bundled sample on first use; a real dataset must already exist."""
+    if not storage.is_s3(data) and not Path(data, "train").exists():
+        if Path(data).resolve() == Path(SAMPLE_URI).resolve():
+            from finegrain.data.sample import make_sample
+
+            print(f"[finegrain] generating the bundled sample dataset in {data}", flush=True)
+            make_sample(data)
+        else:
+            raise FileNotFoundError(f"{data}: dataset not found (expected {data}/train/...)")
+    return data if storage.is_s3(data) else str(Path(data).resolve())
+
+
+def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/sample") -> dict:
+    """Run the whole pipeline with kfp.local's SubprocessRunner; returns the summary (also printed)."""
+    from kfp import local
+
+    from finegrain.fingerprint import code_version, dataset_fingerprint
+
+    started = time.time()
+    data = prepare_data(cfg, data or cfg.data.uri)
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.uri = data
+    cfg.tracking.uri = _absolute_tracking_uri(cfg.tracking.uri)
+    pipeline_module = _load_pipeline_module()
+    pipeline = pipeline_module.build_pipeline(cfg, work_root=str(out_dir))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(out_dir / ".kfp" / "outputs"),
+        enable_caching=cfg.pipeline.cache,
+        cache_root=str(out_dir / ".kfp" / "cache"),
+        raise_on_error=True,
+    )
+    data_hash = dataset_fingerprint(data)
+    print(f"[finegrain] data {data} (hash {data_hash}); outputs -> {out_dir}", flush=True)
+    with warnings.catch_warnings():
+        # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        pipeline(
+            config_yaml=cfg.to_yaml(), data_uri=data, data_hash=data_hash, code_version=code_version(),
+            work_root=str(out_dir), run_name=f"{cfg.pipeline.name}-local",
+        )
+    summary = summarize(out_dir, cfg)
+    summary["elapsed_s"] = round(time.time() - started, 1)
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+def summarize(out_dir: Path, cfg: Config) -> dict:
+    """Collect what a user wants after a run from the step outputs under `out_dir`."""
+    def load(rel: str) -> dict:
+        p = out_dir / rel
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+    members = []
+    calibration = load("calibrate/calibration.json")
+    for spec in cfg.train.backbones:
+        for k in range(cfg.data.folds):
+            m = load(f"train/{spec.name}/fold{k}/metrics.json")
+            key = f"{spec.name}/fold{k}"
+            c = calibration.get(key, {})
+            members.append(
+                {
+                    "member": key,
+                    "val_logloss": m.get("val_logloss"),
+                    "val_accuracy": m.get("val_accuracy"),
+                    "nll_after_calibration": c.get("nll_after"),
+                    "temperature": c.get("temperature"),
+                }
+            )
+    ens = load("ensemble/ensemble.json")
+    check = load("submit/submission_check.json")
+    pre = load("preprocess/summary.json")
+    return {
+        "submission": str(out_dir / "submit" / "submission.csv"),
+        "submission_valid": bool(check.get("valid", check.get("ok", False))) if check else False,
+        "members": members,
+        "ensemble": {k: ens.get(k) for k in ("method", "ensemble_oof_logloss", "uniform_oof_logloss", "weights")},
+        "hierarchical": ens.get("hierarchical"),
+        "preprocess": pre.get("status_counts", pre),
+    }
+
+
+def format_summary(s: dict) -> str:
+    def f(v):
+        return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+    lines = ["", "finegrain run summary", "=" * 72]
+    lines.append(f"{'member':40s} {'val LL':>8s} {'acc':>7s} {'LL cal':>8s} {'T':>6s}")
+    for m in s["members"]:
+        lines.append(
+            f"{m['member']:40s} {f(m['val_logloss']):>8s} {f(m['val_accuracy']):>7s} "
+            f"{f(m['nll_after_calibration']):>8s} {f(m['temperature']):>6s}"
+        )
+    e = s["ensemble"]
+    lines.append(f"ensemble ({e.get('method')}): OOF LogLoss {f(e.get('ensemble_oof_logloss'))} "
+                 f"(uniform {f(e.get('uniform_oof_logloss'))})")
+    if s.get("hierarchical"):
+        lines.append(f"hierarchical inference: {s['hierarchical']}")
+    lines.append(f"preprocess: {s['preprocess']}")
+    lines.append(f"submission: {s['submission']} (valid: {s['submission_valid']})")
+    if "elapsed_s" in s:
+        lines.append(f"elapsed: {s['elapsed_s']} s")
+    return "\n".join(lines)
