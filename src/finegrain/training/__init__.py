@@ -1,0 +1,1 @@
+"""Training machinery used by `finegrain.steps.train`: the epoch loop, weight averaging and checkpoints."""
