@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from finegrain.component_io import config_to_text  # noqa: E402
 from finegrain.config import Config, load_config  # noqa: E402
 from finegrain.fingerprint import code_version, dataset_fingerprint  # noqa: E402
 from pipelines.training import compile_pipeline, config_hash, member_items  # noqa: E402
@@ -34,7 +35,7 @@ def image_for_tag(cfg: Config, tag: str) -> str:
 def run_parameters(cfg: Config, data_hash: str, version: str) -> dict:
     """The pipeline parameters of one run: the resolved config travels whole, the hashes key the cache."""
     return {
-        "config_yaml": cfg.to_yaml(),
+        "config_text": config_to_text(cfg),
         "data_uri": cfg.data.uri,
         "data_hash": data_hash,
         "code_version": version,

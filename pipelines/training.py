@@ -3,7 +3,7 @@ calibrate -> ensemble -> submit.
 
 `python pipelines/training.py --config configs/hecto.yaml --output pipelines/training.yaml` compiles it.
 The pipeline's shape (which members fan out, GPU and pod settings, image) comes from the config at build time;
-the config itself also travels as the `config_yaml` parameter so every step sees the same resolved settings.
+the config itself also travels as the `config_text` parameter so every step sees the same resolved settings.
 """
 
 
@@ -28,6 +28,7 @@ from components.submit.component import submit  # noqa: E402
 from components.tracking.component import start_run  # noqa: E402
 from components.train.component import train  # noqa: E402
 from finegrain import __version__  # noqa: E402
+from finegrain.component_io import config_to_text  # noqa: E402
 from finegrain.config import Config, load_config  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -87,7 +88,7 @@ def build_pipeline(cfg: Config, work_root: "str | None" = None):
 
     @dsl.pipeline(name=p.name, description=__doc__.splitlines()[0], pipeline_root=p.pipeline_root)
     def training(
-        config_yaml: str = cfg.to_yaml(),
+        config_text: str = config_to_text(cfg),
         data_uri: str = cfg.data.uri,
         data_hash: str = "unhashed",
         code_version: str = __version__,
@@ -95,21 +96,21 @@ def build_pipeline(cfg: Config, work_root: "str | None" = None):
         run_name: str = p.name,
     ):
         tracking_task = comps["start-run"](
-            config_yaml=config_yaml, run_name=run_name, data_hash=data_hash, code_version=code_version
+            config_text=config_text, run_name=run_name, data_hash=data_hash, code_version=code_version
         ).set_display_name("mlflow parent run")
         _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
         tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
         parent = tracking_task.output
 
         pre = comps["preprocess"](
-            config_yaml=config_yaml, data_uri=data_uri, data_hash=data_hash, code_version=code_version,
+            config_text=config_text, data_uri=data_uri, data_hash=data_hash, code_version=code_version,
             work_root=work_root,
         ).set_display_name("preprocess")
         _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
 
         with dsl.ParallelFor(items=items, parallelism=p.parallelism) as item:
             tr = comps["train"](
-                config_yaml=config_yaml, preprocess=pre.outputs["result"], backbone=item.backbone,
+                config_text=config_text, preprocess=pre.outputs["result"], backbone=item.backbone,
                 fold=item.fold, work_root=work_root, parent_run_id=parent,
             ).set_display_name("train fold")
             _cluster_settings(tr, cfg, cpu=p.train_cpu, memory=p.train_memory)
@@ -120,17 +121,17 @@ def build_pipeline(cfg: Config, work_root: "str | None" = None):
             return dsl.Collected(tr.outputs["member"])
 
         rg = comps["regroup"](
-            config_yaml=config_yaml, members=members(), work_root=work_root, parent_run_id=parent
+            config_text=config_text, members=members(), work_root=work_root, parent_run_id=parent
         ).set_display_name("regroup")
         cal = comps["calibrate"](
-            config_yaml=config_yaml, members=members(), work_root=work_root, parent_run_id=parent
+            config_text=config_text, members=members(), work_root=work_root, parent_run_id=parent
         ).set_display_name("calibrate").after(rg)
         ens = comps["ensemble"](
-            config_yaml=config_yaml, members=members(), calibration=cal.outputs["result"],
+            config_text=config_text, members=members(), calibration=cal.outputs["result"],
             groups=rg.outputs["result"], work_root=work_root, parent_run_id=parent,
         ).set_display_name("ensemble")
         sub = comps["submit"](
-            config_yaml=config_yaml, ensemble=ens.outputs["result"], calibration=cal.outputs["result"],
+            config_text=config_text, ensemble=ens.outputs["result"], calibration=cal.outputs["result"],
             members=members(), data_uri=data_uri, work_root=work_root, parent_run_id=parent,
         ).set_display_name("submit")
         for task in (rg, cal, ens, sub):

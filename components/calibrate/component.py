@@ -10,7 +10,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def calibrate(
-    config_yaml: str,
+    config_text: str,
     members: Input[List[Artifact]],
     work_root: str,
     parent_run_id: str,
@@ -22,6 +22,6 @@ def calibrate(
     from finegrain import component_io
 
     return component_io.run_calibrate(
-        config_yaml, [m.path for m in members], work_root, parent_run_id, result.path, page.path,
+        config_text, [m.path for m in members], work_root, parent_run_id, result.path, page.path,
         result.metadata, metrics,
     )

@@ -10,7 +10,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def ensemble(
-    config_yaml: str,
+    config_text: str,
     members: Input[List[Artifact]],
     calibration: Input[Artifact],
     groups: Input[Artifact],
@@ -24,6 +24,6 @@ def ensemble(
     from finegrain import component_io
 
     return component_io.run_ensemble(
-        config_yaml, [m.path for m in members], calibration.path, groups.path, work_root, parent_run_id,
+        config_text, [m.path for m in members], calibration.path, groups.path, work_root, parent_run_id,
         result.path, report.path, result.metadata, metrics,
     )

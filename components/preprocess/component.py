@@ -8,7 +8,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def preprocess(
-    config_yaml: str,
+    config_text: str,
     data_uri: str,
     data_hash: str,
     code_version: str,
@@ -20,6 +20,6 @@ def preprocess(
     from finegrain import component_io
 
     return component_io.run_preprocess(
-        config_yaml, data_uri, work_root, result.path, report.path, result.metadata,
+        config_text, data_uri, work_root, result.path, report.path, result.metadata,
         data_hash=data_hash, code_version=code_version,
     )

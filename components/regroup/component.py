@@ -10,7 +10,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def regroup(
-    config_yaml: str,
+    config_text: str,
     members: Input[List[Artifact]],
     work_root: str,
     parent_run_id: str,
@@ -21,5 +21,5 @@ def regroup(
     from finegrain import component_io
 
     return component_io.run_regroup(
-        config_yaml, [m.path for m in members], work_root, parent_run_id, result.path, page.path, result.metadata
+        config_text, [m.path for m in members], work_root, parent_run_id, result.path, page.path, result.metadata
     )

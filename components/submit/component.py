@@ -10,7 +10,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def submit(
-    config_yaml: str,
+    config_text: str,
     ensemble: Input[Artifact],
     calibration: Input[Artifact],
     members: Input[List[Artifact]],
@@ -24,6 +24,6 @@ def submit(
     from finegrain import component_io
 
     return component_io.run_submit(
-        config_yaml, ensemble.path, calibration.path, [m.path for m in members], data_uri, work_root,
+        config_text, ensemble.path, calibration.path, [m.path for m in members], data_uri, work_root,
         parent_run_id, submission.path, check.path, submission.metadata,
     )

@@ -8,7 +8,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train(
-    config_yaml: str,
+    config_text: str,
     preprocess: Input[Artifact],
     backbone: str,
     fold: str,  # loop items of dicts arrive as strings
@@ -22,6 +22,6 @@ def train(
     from finegrain import component_io
 
     return component_io.run_train(
-        config_yaml, preprocess.path, backbone, fold, work_root, parent_run_id,
+        config_text, preprocess.path, backbone, fold, work_root, parent_run_id,
         member.path, member.metadata, metrics, confusion,
     )

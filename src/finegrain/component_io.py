@@ -20,10 +20,14 @@ from finegrain.config import Config, config_from_dict
 _HEAVY = {"checkpoint.pt", "model.pt"}
 
 
-def config_from_text(config_yaml: str) -> Config:
-    import yaml
+def config_to_text(cfg: Config) -> str:
+    """The resolved config as one line of JSON: pipeline parameters must not span lines (the KFP compiler
+    writes their defaults into a YAML comment header, and a newline there breaks the compiled file)."""
+    return json.dumps(cfg.model_dump(mode="json"), ensure_ascii=False, sort_keys=True)
 
-    return config_from_dict(yaml.safe_load(config_yaml) or {})
+
+def config_from_text(config_text: str) -> Config:
+    return config_from_dict(json.loads(config_text))
 
 
 def step_uri(work_root: str, *parts: str) -> str:
@@ -95,10 +99,10 @@ def png_as_img_tag(png_path: str | Path, alt: str = "") -> str:
 SMALL_CONFUSION_MATRIX = 40  # the KFP UI's confusion matrix is unreadable beyond a few dozen classes
 
 
-def start_parent_run(config_yaml: str, run_name: str, data_hash: str, code_version: str) -> str:
+def start_parent_run(config_text: str, run_name: str, data_hash: str, code_version: str) -> str:
     from finegrain import tracking
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     run_id = tracking.start_parent_run(
         cfg.tracking, run_name, tags={"finegrain.data_hash": data_hash, "finegrain.code_version": code_version}
     )
@@ -116,13 +120,13 @@ def work_uri_of(artifact_dir: str | Path) -> str | None:
 
 
 def run_preprocess(
-    config_yaml: str, data_uri: str, work_root: str, out_dir: str, report_path: str, metadata: dict,
+    config_text: str, data_uri: str, work_root: str, out_dir: str, report_path: str, metadata: dict,
     data_hash: str = "", code_version: str = "",
 ) -> str:
     from finegrain import tracking
     from finegrain.steps import preprocess as step
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     out = step_uri(work_root, "preprocess")
     summary = step.run(cfg, data=data_uri, out=out)
     storage.write_text(step_uri(out, "summary.json"), json.dumps(summary, indent=2, ensure_ascii=False, default=str))
@@ -144,14 +148,14 @@ def _scalars(d: dict) -> dict:
 
 
 def run_train(
-    config_yaml: str, preprocess_dir: str, backbone: str, fold: int, work_root: str, parent_run_id: str,
+    config_text: str, preprocess_dir: str, backbone: str, fold: int, work_root: str, parent_run_id: str,
     out_dir: str, metadata: dict, metrics_artifact: Any = None, confusion_artifact: Any = None,
 ) -> str:
     import numpy as np
 
     from finegrain.steps import train as step
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     out = step_uri(work_root, "train", backbone, f"fold{fold}")
     result = step.run(
         cfg, manifest=str(preprocess_dir), fold=int(fold), backbone=backbone, out=out,
@@ -176,12 +180,12 @@ def run_train(
 
 
 def run_regroup(
-    config_yaml: str, members: list[str], work_root: str, parent_run_id: str, out_dir: str, page_path: str,
+    config_text: str, members: list[str], work_root: str, parent_run_id: str, out_dir: str, page_path: str,
     metadata: dict,
 ) -> str:
     from finegrain.steps import regroup as step
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     out = step_uri(work_root, "regroup")
     result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id or None)
     mirror(out, out_dir)
@@ -201,12 +205,12 @@ def _read(out_dir: str | Path, name: str) -> str:
 
 
 def run_calibrate(
-    config_yaml: str, members: list[str], work_root: str, parent_run_id: str, out_dir: str, page_path: str,
+    config_text: str, members: list[str], work_root: str, parent_run_id: str, out_dir: str, page_path: str,
     metadata: dict, metrics_artifact: Any = None,
 ) -> str:
     from finegrain.steps import calibrate as step
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     out = step_uri(work_root, "calibrate")
     result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id or None)
     mirror(out, out_dir)
@@ -234,12 +238,12 @@ def _md_table_html(rows: list[dict], cols: list[str]) -> str:
 
 
 def run_ensemble(
-    config_yaml: str, members: list[str], calibration_dir: str, groups_dir: str, work_root: str,
+    config_text: str, members: list[str], calibration_dir: str, groups_dir: str, work_root: str,
     parent_run_id: str, out_dir: str, report_path: str, metadata: dict, metrics_artifact: Any = None,
 ) -> str:
     from finegrain.steps import ensemble as step
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     out = step_uri(work_root, "ensemble")
     result = step.run(
         cfg, members=list(members), calibration=str(calibration_dir), out=out,
@@ -257,12 +261,12 @@ def run_ensemble(
 
 
 def run_submit(
-    config_yaml: str, ensemble_dir: str, calibration_dir: str, members: list[str], data_uri: str,
+    config_text: str, ensemble_dir: str, calibration_dir: str, members: list[str], data_uri: str,
     work_root: str, parent_run_id: str, out_dir: str, check_path: str, metadata: dict,
 ) -> str:
     from finegrain.steps import submit as step
 
-    cfg = config_from_text(config_yaml)
+    cfg = config_from_text(config_text)
     out = step_uri(work_root, "submit")
     result = step.run(cfg, ensemble=str(ensemble_dir), data=data_uri, out=out, parent_run_id=parent_run_id or None)
     storage.download_file(step_uri(out, "submission.csv"), out_dir)

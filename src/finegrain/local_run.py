@@ -62,6 +62,7 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
     """Run the whole pipeline with kfp.local's SubprocessRunner; returns the summary (also printed)."""
     from kfp import local
 
+    from finegrain.component_io import config_to_text
     from finegrain.fingerprint import code_version, dataset_fingerprint
 
     started = time.time()
@@ -86,7 +87,7 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
         # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         pipeline(
-            config_yaml=cfg.to_yaml(), data_uri=data, data_hash=data_hash, code_version=code_version(),
+            config_text=config_to_text(cfg), data_uri=data, data_hash=data_hash, code_version=code_version(),
             work_root=str(out_dir), run_name=f"{cfg.pipeline.name}-local",
         )
     summary = summarize(out_dir, cfg)
