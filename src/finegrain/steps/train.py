@@ -40,7 +40,7 @@ from finegrain.data.transforms import DeviceNormalizer, EvalPreset, TrainPreset
 from finegrain.metrics import accuracy, log_loss, softmax
 from finegrain.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from finegrain.training.loop import autocast, predict, train_one_epoch, warmup_cosine
-from finegrain.training.runtime import derived_seed, flatten, peak_memory_mb, pick_device, seed_everything
+from finegrain.training.runtime import derived_seed, peak_memory_mb, pick_device, seed_everything
 from finegrain.training.swa import copy_non_bn_buffers, make_ema, make_swa, recompute_bn_stats, swa_start_epoch
 
 EpochHook = Callable[[int, dict], None]
@@ -141,8 +141,7 @@ def run(
 
     with ExitStack() as stack:
         tracker, tracking_dir = _open_tracker(stack, cfg, backbone, fold, out, parent_run_id)
-        if start_epoch == 0:
-            tracker.log_params(flatten(cfg.model_dump(mode="json")))
+        tracker.log_params(cfg.model_dump(mode="json"))  # nested -> dotted keys; same values again on resume
 
         # ---- epochs
         for epoch in range(start_epoch, tc.epochs):

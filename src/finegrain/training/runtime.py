@@ -1,4 +1,4 @@
-"""Small run-level helpers for the train step: device choice, seeding, memory figures, config flattening."""
+"""Small run-level helpers for the train step: device choice, seeding, memory figures."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import random
 import resource
 import sys
-from typing import Any
 
 import numpy as np
 import torch
@@ -42,14 +41,3 @@ def peak_memory_mb(device: torch.device) -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'train': {'lr': 1}} -> {'train.lr': 1}; lists stay values (MLflow params are strings anyway)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
