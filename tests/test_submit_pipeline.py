@@ -1,0 +1,148 @@
+"""`make submit-pipeline` against a stand-in of the KFP REST API on 127.0.0.1.
+
+No cluster runs here, so this checks only what is honest to check: the requests the real kfp.Client sends
+(upload of the compiled YAML, experiment reuse/creation, the run's parameters), not that a cluster runs them.
+"""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines import submit as submit_mod  # noqa: E402
+
+
+class FakeKfp(BaseHTTPRequestHandler):
+    requests: list = []
+    experiments: list = []
+
+    def _send(self, obj, code=200):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/pipelines"):
+            self._send({"pipelines": []})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self._send({"experiments": self.experiments, "total_size": len(self.experiments)})
+        else:
+            self._send({})
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.requests.append(("POST", self.path, body))
+        if "/pipelines/upload_version" in self.path:
+            self._send({"pipeline_id": "pipe-1", "pipeline_version_id": "ver-1"})
+        elif "/pipelines/upload" in self.path:
+            self._send({"pipeline_id": "pipe-1", "display_name": "finegrain-training"})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self.experiments.append({"experiment_id": "exp-1", "display_name": json.loads(body)["display_name"]})
+            self._send(self.experiments[-1])
+        elif self.path.startswith("/apis/v2beta1/recurringruns"):
+            self._send({"recurring_run_id": "rr-1"})
+        elif self.path.startswith("/apis/v2beta1/runs"):
+            self._send({"run_id": "run-1"})
+        else:
+            self._send({}, 404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def kfp_api(monkeypatch):
+    FakeKfp.requests = []
+    FakeKfp.experiments = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("KFP_HOST", host)
+    monkeypatch.setenv("KFP_NAMESPACE", "finegrain")
+    yield host, FakeKfp
+    server.shutdown()
+
+
+def _uploaded_spec(body: bytes) -> dict:
+    """The pipeline spec inside a multipart upload (one file part: headers, blank line, file, boundary)."""
+    part = body.decode("utf-8").split("\r\n\r\n", 1)[1].rsplit("\r\n--", 1)[0]
+    return next(yaml.safe_load_all(part))
+
+
+def _dataset(tmp_path):
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "a" / "x.jpg").write_bytes(b"not really a jpeg")
+    return str(tmp_path / "data")
+
+
+def test_run_uploads_compiled_pipeline_and_starts_run(kfp_api, tmp_path, capsys):
+    host, api = kfp_api
+    data = _dataset(tmp_path)
+    rc = submit_mod.main(["run", "--config", str(ROOT / "configs/hecto.yaml"), "--set", f"data.uri={data}"])
+    assert rc == 0
+    posts = [(p, b) for m, p, b in api.requests if m == "POST"]
+    paths = [p.split("?")[0] for p, _ in posts]
+    assert paths == [
+        "/apis/v2beta1/pipelines/upload",
+        "/apis/v2beta1/pipelines/upload_version",
+        "/apis/v2beta1/experiments",
+        "/apis/v2beta1/runs",
+    ]
+    uploaded = posts[0][1].decode("utf-8", "replace")
+    assert "PIPELINE DEFINITION" in uploaded and "nvidia.com/gpu" in uploaded
+    run = json.loads(posts[3][1])
+    assert run["experiment_id"] == "exp-1"
+    assert run["pipeline_version_reference"] == {"pipeline_id": "pipe-1", "pipeline_version_id": "ver-1"}
+    params = run["runtime_config"]["parameters"]
+    from finegrain.fingerprint import dataset_fingerprint
+
+    assert params["data_hash"] == dataset_fingerprint(data)
+    assert params["data_uri"] == data
+    assert json.loads(params["config_text"])["train"]["epochs"] == 30
+    assert f"{host}/#/runs/details/run-1" in capsys.readouterr().out
+
+
+def test_changed_data_changes_the_cache_key(kfp_api, tmp_path):
+    _, api = kfp_api
+    data = _dataset(tmp_path)
+    args = ["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={data}"]
+    submit_mod.main(args)
+    (Path(data) / "train" / "a" / "y.jpg").write_bytes(b"another image")
+    submit_mod.main(args)
+    runs = [json.loads(b) for m, p, b in api.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
+    hashes = [r["runtime_config"]["parameters"]["data_hash"] for r in runs]
+    assert len(hashes) == 2 and hashes[0] != hashes[1]
+
+
+def test_schedule_creates_recurring_run(kfp_api, tmp_path, monkeypatch):
+    _, api = kfp_api
+    monkeypatch.setenv("IMAGE_TAG", "abc123")
+    rc = submit_mod.main(
+        ["schedule", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={_dataset(tmp_path)}"]
+    )
+    assert rc == 0
+    posts = {p.split("?")[0]: b for m, p, b in api.requests if m == "POST"}
+    body = json.loads(posts["/apis/v2beta1/recurringruns"])
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert body["max_concurrency"] == "1" or body["max_concurrency"] == 1
+    # IMAGE_TAG selects the CUDA image built for that commit
+    spec = _uploaded_spec(posts["/apis/v2beta1/pipelines/upload_version"])
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"finegrain:abc123-cuda"}
+
+
+def test_missing_host_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    with pytest.raises(SystemExit, match="KFP_HOST"):
+        submit_mod.main(["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={_dataset(tmp_path)}"])
