@@ -22,7 +22,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import MlflowServer, S3Server  # noqa: E402
+from servers import MlflowServer, S3Server
 
 _S3_ENV_KEYS = (
     "FINEGRAIN_S3_ENDPOINT",
@@ -58,9 +58,9 @@ def _make_bucket(server: S3Server, prefix: str) -> str:
     from minio import Minio
 
     name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    Minio(server.endpoint, access_key=server.access_key, secret_key=server.secret_key, secure=False).make_bucket(
-        name
-    )
+    Minio(
+        server.endpoint, access_key=server.access_key, secret_key=server.secret_key, secure=False
+    ).make_bucket(name)
     return name
 
 

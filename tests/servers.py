@@ -164,7 +164,9 @@ class S3Server:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}:\n{_log_tail(self.log_path)}")
+                raise RuntimeError(
+                    f"weed mini exited with {self.proc.returncode}:\n{_log_tail(self.log_path)}"
+                )
             try:
                 # Listing is not enough: the filer may answer before volumes are assigned, so write a probe.
                 if not client.bucket_exists("readiness-probe"):
@@ -186,7 +188,7 @@ class S3Server:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,6 +240,9 @@ class MlflowServer:
         t0 = time.monotonic()
         env = dict(os.environ, **self.extra_env)
         env.pop("MLFLOW_TRACKING_URI", None)  # the server must not talk to another tracking server
+        # No background job runner (a huey consumer process): tests never use server-side jobs, and it is one
+        # more process to start and kill on 2 shared cores.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -251,7 +256,9 @@ class MlflowServer:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}:\n{_log_tail(self.log_path)}")
+                raise RuntimeError(
+                    f"mlflow server exited with {self.proc.returncode}:\n{_log_tail(self.log_path)}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
                     if resp.status == 200:
@@ -261,7 +268,9 @@ class MlflowServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"mlflow server on {self.uri} not healthy after {self.start_timeout}s:\n{_log_tail(self.log_path)}")
+        raise RuntimeError(
+            f"mlflow server on {self.uri} not healthy after {self.start_timeout}s:\n{_log_tail(self.log_path)}"
+        )
 
     def stop(self) -> None:
         _kill_group(self.proc)
@@ -270,7 +279,7 @@ class MlflowServer:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "MlflowServer":
+    def __enter__(self) -> MlflowServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

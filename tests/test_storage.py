@@ -49,9 +49,8 @@ def test_missing_is_file_not_found_naming_uri(base: str, tmp_path: Path) -> None
     ):
         with pytest.raises(FileNotFoundError, match="missing.json"):
             call()
-    with pytest.raises(FileNotFoundError, match="missing.json"):
-        with storage.local_path(missing):
-            pass
+    with pytest.raises(FileNotFoundError, match="missing.json"), storage.local_path(missing):
+        pass
     assert not (tmp_path / "x").exists()
     assert not storage.exists(missing)
 
@@ -80,7 +79,10 @@ def test_list_nested_and_korean_keys(base: str) -> None:
     # NFC and NFD spellings are different keys and each stays readable exactly as listed.
     for uri in listed:
         assert storage.read_text(uri) == uri[len(base) + 1 :].replace(os.sep, "/")
-    assert storage.list_uris(storage.join(base, "a")) == [storage.join(base, "a/1.txt"), storage.join(base, "a/b/2.txt")]
+    assert storage.list_uris(storage.join(base, "a")) == [
+        storage.join(base, "a/1.txt"),
+        storage.join(base, "a/b/2.txt"),
+    ]
     assert storage.list_uris(storage.join(base, "a"), recursive=False) == [storage.join(base, "a/1.txt")]
     assert len(storage.list_uris(base, limit=2)) == 2
     assert storage.list_uris(storage.join(base, "no-such-prefix")) == []
@@ -141,10 +143,9 @@ def test_output_dir_uploads_on_success_only(s3_bucket: str) -> None:
     with storage.output_dir(f"{s3_bucket}/step") as out:
         (out / "report.md").write_text("# ok")
     assert storage.read_text(f"{s3_bucket}/step/report.md") == "# ok"
-    with pytest.raises(RuntimeError):
-        with storage.output_dir(f"{s3_bucket}/failed") as out:
-            (out / "half.md").write_text("partial")
-            raise RuntimeError("step crashed")
+    with pytest.raises(RuntimeError), storage.output_dir(f"{s3_bucket}/failed") as out:
+        (out / "half.md").write_text("partial")
+        raise RuntimeError("step crashed")
     assert not storage.exists(f"{s3_bucket}/failed")
     with storage.local_path(f"{s3_bucket}/step/report.md") as local:
         assert local.read_text() == "# ok"
@@ -197,7 +198,9 @@ def test_listing_survives_server_restart(s3_server, s3_bucket: str, monkeypatch:
         storage.write_bytes(f"{s3_bucket}/{name}", b"x")
     monkeypatch.setattr(storage, "LIST_PAGE_SIZE", 7)
     # The 4th page request hits a dead server; the listing resumes after the restart.
-    restarter = _kill_on_request(monkeypatch, s3_server, lambda m, q: m == "GET" and q.get("list-type") == "2", 4)
+    restarter = _kill_on_request(
+        monkeypatch, s3_server, lambda m, q: m == "GET" and q.get("list-type") == "2", 4
+    )
     t0 = time.monotonic()
     listed = storage.list_uris(f"{s3_bucket}/img")
     restarter.join(timeout=60)

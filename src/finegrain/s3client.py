@@ -128,7 +128,7 @@ def retry(what: str, fn: Callable[[], T], retries: int | None = None) -> T:
             return fn()
         except StorageError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if attempt >= retries or not is_transient(exc):
                 raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from exc
             log.warning("%s: %s (attempt %d/%d), retrying in %.1fs", what, exc, attempt + 1, retries, delay)

@@ -138,11 +138,10 @@ def write_bytes(uri: str, data: bytes) -> str:
         ensure_bucket(bucket)
         retry(f"{uri}: write", lambda: client(uri).put_object(bucket, key, io.BytesIO(data), len(data)))
         return uri
-    with _atomic_local(Path(uri)) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must never expose a file whose bytes are still in flight
+    with _atomic_local(Path(uri)) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())  # the rename must never expose a file whose bytes are still in flight
     return uri
 
 
@@ -182,8 +181,7 @@ def download_file(uri: str, local_path: str | Path) -> Path:
         resp = client(uri).get_object(bucket, key)
         try:
             with open(tmp, "wb") as fh:
-                for chunk in resp.stream(_CHUNK):
-                    fh.write(chunk)
+                fh.writelines(resp.stream(_CHUNK))
         finally:
             resp.close()
             resp.release_conn()
@@ -225,7 +223,7 @@ def exists(uri: str) -> bool:
         try:
             c.stat_object(bucket, key)
             return True
-        except Exception as exc:  # noqa: BLE001 - only "missing" is an answer; the rest goes to retry()
+        except Exception as exc:
             if is_missing(exc):
                 return False
             raise
@@ -259,7 +257,7 @@ def list_uris(prefix: str, recursive: bool = True, limit: int | None = None) -> 
 
     def listing() -> None:
         # Resumes after the last key received, so a server restart mid-pagination neither loses nor repeats keys.
-        pages = c._list_objects(  # noqa: SLF001 - the public list_objects cannot set the page size
+        pages = c._list_objects(
             bucket,
             delimiter=None if recursive else "/",
             encoding_type="url",
