@@ -10,6 +10,7 @@ evaluated, TTA-predicted and saved -> outputs, metrics.json last (it marks the m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tempfile
@@ -284,7 +285,8 @@ def _open_tracker(stack: ExitStack, cfg: Config, backbone: str, fold: int, out: 
     tracking_uri = storage.join(out, "tracking")
     if storage.is_s3(out):
         local = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        storage.download_dir(tracking_uri, local)  # the run id of an interrupted attempt, to resume that run
+        with contextlib.suppress(FileNotFoundError):  # the run id of an interrupted attempt, to resume that run
+            storage.download_dir(tracking_uri, local)
     else:
         local = Path(tracking_uri)
     stack.callback(_sync_tracking_dir, local, out)  # registered first so it runs after the tracker has flushed
