@@ -161,13 +161,14 @@ class SpyModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body, self.fc, self.calls = nn.Linear(3, 4), nn.Linear(4, 3), []
+        self.body, self.fc, self.calls, self.updates = nn.Linear(3, 4), nn.Linear(4, 3), [], []
 
     def embed(self, x):
         return self.body(x.mean(dim=(2, 3)))
 
-    def head(self, emb, labels=None):
+    def head(self, emb, labels=None, update_stats=True):
         self.calls.append(None if labels is None else labels.clone())
+        self.updates.append(update_stats)
         return self.fc(emb)
 
 
@@ -186,6 +187,7 @@ def test_loop_passes_labels_to_the_head_also_when_mixing(mix):
     assert torch.equal(model.calls[0], y)
     if mix:  # the head scores both label sets of the mixed batch, each with its margin
         assert len(model.calls) == 2 and sorted(model.calls[1].tolist()) == sorted(y.tolist())
+        assert model.updates == [True, False], "margin statistics must be updated once per batch"
 
 
 def test_recompute_bn_stats_matches_the_data():

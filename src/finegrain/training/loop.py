@@ -100,7 +100,8 @@ def train_one_epoch(
             emb = embed(x)
             loss = loss_fn(model.head(emb, y).float(), y)
             if lam < 1.0:
-                loss = lam * loss + (1 - lam) * loss_fn(model.head(emb, y_b).float(), y_b)
+                # update_stats=False: a margin head's running feature-norm statistics see each batch once.
+                loss = lam * loss + (1 - lam) * loss_fn(model.head(emb, y_b, update_stats=False).float(), y_b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
