@@ -1,0 +1,399 @@
+"""Checks on the Kubernetes manifests: every kustomization renders, every object validates, and the
+cluster-side names agree with what the pipeline sets (PipelineConfig defaults).
+
+Built-in kinds are validated with kubernetes-validate (strict: unknown fields are errors); the Karpenter
+kinds against the CRD schemas vendored in manifests/crds/. Each kustomization is rendered once per module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from finegrain.config import PipelineConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+KUSTOMIZATIONS = ("base", "overlays/local", "overlays/eks", "overlays/gke")
+REAL_CLUSTER_OVERLAYS = ("overlays/eks", "overlays/gke")
+# The oldest release we claim to support and the newest the installed kubernetes-validate ships.
+K8S_VERSIONS = ("1.34.0", kubernetes_validate.latest_version())
+POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
+PLACEHOLDER = re.compile(r"change-me", re.IGNORECASE)
+# Values that are never placeholders: key material and tokens with well-known shapes.
+CREDENTIAL_PATTERNS = {
+    "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"),
+    "Slack token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    # user:password@ in a URL, unless both parts are Kubernetes $(VAR) references.
+    "URL with inline credentials": re.compile(r"://(?!\$\([A-Z_]+\):\$\([A-Z_]+\)@)[^/\s:@]+:[^/\s@]+@"),
+}
+SECRETISH_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.IGNORECASE)
+CFG = PipelineConfig()
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    """{kustomization: [objects]} from `kubectl kustomize`, once per module."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not on PATH; it renders the kustomizations (`kubectl kustomize`)")
+    out = {}
+    for name in KUSTOMIZATIONS:
+        proc = subprocess.run(
+            ["kubectl", "kustomize", str(MANIFESTS / name)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, f"manifests/{name}: kubectl kustomize failed:\n{proc.stderr}"
+        out[name] = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return out
+
+
+def _unique_objects(rendered: dict[str, list[dict]]) -> list[tuple[str, dict]]:
+    seen, out = set(), []
+    for name, objs in rendered.items():
+        for obj in objs:
+            key = json.dumps(obj, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append((name, obj))
+    return out
+
+
+def _ident(name: str, obj: dict) -> str:
+    return f"manifests/{name}: {obj['kind']}/{obj['metadata']['name']}"
+
+
+def _strict(schema: dict) -> dict:
+    """A CRD structural schema as JSON Schema that rejects unknown fields (the API server would prune them)."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _crd_schemas() -> dict[tuple[str, str], dict]:
+    """{(apiVersion, kind): JSON Schema} from every vendored CRD, for each served version."""
+    schemas = {}
+    for path in sorted((MANIFESTS / "crds").glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                api_version = f"{spec['group']}/{version['name']}"
+                schemas[(api_version, spec["names"]["kind"])] = _strict(version["schema"]["openAPIV3Schema"])
+    return schemas
+
+
+CRD_SCHEMAS = _crd_schemas()
+
+
+def _pod_specs(objs: list[dict]):
+    for obj in objs:
+        if obj["kind"] in POD_OWNERS:
+            yield obj, obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            yield obj, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif obj["kind"] == "Pod":
+            yield obj, obj["spec"]
+
+
+def _containers(pod_spec: dict):
+    yield from pod_spec.get("initContainers", [])
+    yield from pod_spec.get("containers", [])
+
+
+def _one(objs: list[dict], kind: str, name: str) -> dict:
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected exactly one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_kustomization_renders_namespaced_objects(rendered, name):
+    objs = rendered[name]
+    assert objs, f"manifests/{name} rendered nothing"
+    cluster_scoped = {"Namespace", "PriorityClass", "StorageClass", "NodePool", "EC2NodeClass"}
+    for obj in objs:
+        if obj["kind"] not in cluster_scoped:
+            assert obj["metadata"].get("namespace") == CFG.namespace, f"{_ident(name, obj)} not in {CFG.namespace}"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_builtin_objects_validate_strictly(rendered, version):
+    errors = []
+    for name, obj in _unique_objects(rendered):
+        if (obj["apiVersion"], obj["kind"]) in CRD_SCHEMAS:
+            continue  # validated against its vendored CRD below
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(f"{_ident(name, obj)}: no schema in Kubernetes {version} and no CRD in manifests/crds/")
+        except kubernetes_validate.ValidationError as err:
+            errors.append(f"{_ident(name, obj)}: {'.'.join(map(str, err.path))}: {err.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_strict_validation_rejects_an_unknown_field(rendered):
+    deployment = json.loads(json.dumps(_one(rendered["base"], "Deployment", "mlflow")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+def test_custom_resources_validate_against_vendored_crds(rendered):
+    custom = [(n, o) for n, o in _unique_objects(rendered) if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
+    assert {o["kind"] for _, o in custom} == {"NodePool", "EC2NodeClass"}
+    for name, obj in custom:
+        schema = CRD_SCHEMAS[(obj["apiVersion"], obj["kind"])]
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
+        assert not errors, _ident(name, obj) + ":\n" + "\n".join(
+            f"  {'.'.join(map(str, e.path))}: {e.message}" for e in errors
+        )
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("spec", "disruption", "consolidationPolicy"), "Sometimes"),
+        (("spec", "template", "spec", "taints", 0, "effect"), "NoWay"),
+        (("spec", "template", "spec", "unknownField"), True),
+    ],
+)
+def test_crd_validation_rejects_a_broken_nodepool(rendered, path, value):
+    nodepool = json.loads(json.dumps(_one(rendered["overlays/eks"], "NodePool", "finegrain-gpu")))
+    node = nodepool
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    schema = CRD_SCHEMAS[(nodepool["apiVersion"], "NodePool")]
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(nodepool)), f"{path}={value!r} accepted"
+
+
+def test_every_container_has_resources_and_runs_non_root(rendered):
+    problems = []
+    for name, obj in _unique_objects(rendered):
+        for owner, pod in _pod_specs([obj]):
+            pod_sc = pod.get("securityContext", {})
+            for c in _containers(pod):
+                where = f"{_ident(name, owner)} container {c['name']}"
+                res = c.get("resources", {})
+                for section in ("requests", "limits"):
+                    missing = {"cpu", "memory"} - set(res.get(section, {}))
+                    if missing:
+                        problems.append(f"{where}: resources.{section} lacks {sorted(missing)}")
+                sc = {**pod_sc, **c.get("securityContext", {})}
+                if sc.get("runAsNonRoot") is not True:
+                    problems.append(f"{where}: runAsNonRoot is not true")
+                if not isinstance(sc.get("runAsUser"), int) or sc["runAsUser"] == 0:
+                    problems.append(f"{where}: runAsUser must be a non-zero UID")
+                if c.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{where}: allowPrivilegeEscalation is not false")
+                if "ALL" not in c.get("securityContext", {}).get("capabilities", {}).get("drop", []):
+                    problems.append(f"{where}: capabilities.drop lacks ALL")
+                if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                    problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+                image = c.get("image", "")
+                tag = image.rsplit("/", 1)[-1].partition(":")[2]
+                if "@sha256:" not in image and (not tag or tag == "latest" or tag.startswith("latest-")):
+                    problems.append(f"{where}: image {image!r} is not pinned to a version tag")
+    assert not problems, "\n".join(problems)
+
+
+def test_secrets_are_placeholders_and_only_in_the_local_overlay(rendered):
+    for name in REAL_CLUSTER_OVERLAYS + ("base",):
+        secrets = [o["metadata"]["name"] for o in rendered[name] if o["kind"] == "Secret"]
+        assert not secrets, f"manifests/{name} would overwrite real credentials on apply: {secrets}"
+    for obj in rendered["overlays/local"]:
+        if obj["kind"] != "Secret":
+            continue
+        values = dict(obj.get("stringData", {}))
+        values.update({k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()})
+        for key, value in values.items():
+            if not (PLACEHOLDER.search(value) or (key.endswith("_USER") and value.isalpha())):
+                pytest.fail(f"Secret/{obj['metadata']['name']} {key}: not an obvious placeholder: {value[:4]}...")
+
+
+def test_no_credentials_in_rendered_text_or_env(rendered):
+    for name, objs in rendered.items():
+        text = yaml.safe_dump_all(objs)
+        for what, pattern in CREDENTIAL_PATTERNS.items():
+            match = pattern.search(text)
+            assert not match, f"manifests/{name}: looks like a {what}: {match.group(0)[:12]}..."
+        for owner, pod in _pod_specs(objs):
+            for c in _containers(pod):
+                for env in c.get("env", []):
+                    if SECRETISH_ENV.search(env["name"]) and "value" in env:
+                        pytest.fail(f"{_ident(name, owner)}: env {env['name']} is a literal; use a secretKeyRef")
+
+
+def test_secret_references_match_the_secrets_that_get_created(rendered):
+    """Every secretKeyRef is provided both by scripts/create_secrets.sh and by the local placeholders."""
+    script = (ROOT / "scripts" / "create_secrets.sh").read_text()
+    created = {}
+    for line in re.findall(r"^make_secret (.+)$", script, re.MULTILINE):
+        secret, *pairs = line.split()
+        created[secret] = set(pairs[0::2])
+    local = {
+        o["metadata"]["name"]: set(o.get("stringData", {})) | set(o.get("data", {}))
+        for o in rendered["overlays/local"]
+        if o["kind"] == "Secret"
+    }
+    assert created == local, "scripts/create_secrets.sh and components/placeholder-secrets disagree"
+    refs = set()
+    for _, pod in _pod_specs(rendered["base"]):
+        for c in _containers(pod):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.add((ref["name"], ref["key"]))
+    launcher = yaml.safe_load(_one(rendered["base"], "ConfigMap", "kfp-launcher")["data"]["providers"])
+    secret_ref = launcher["minio"]["default"]["credentials"]["secretRef"]
+    refs |= {(secret_ref["secretName"], secret_ref["accessKeyKey"]), (secret_ref["secretName"], secret_ref["secretKeyKey"])}
+    missing = {ref for ref in refs if ref[1] not in created.get(ref[0], set())}
+    assert not missing, f"referenced but never created: {sorted(missing)}"
+    assert (CFG.s3_secret, "AWS_ACCESS_KEY_ID") in refs and (CFG.s3_secret, "AWS_SECRET_ACCESS_KEY") in refs
+
+
+def test_karpenter_gpu_pool_matches_the_pipeline(rendered):
+    objs = rendered["overlays/eks"]
+    pool = _one(objs, "NodePool", "finegrain-gpu")
+    template = pool["spec"]["template"]
+    for key, value in CFG.gpu_node_selector.items():
+        assert template["metadata"]["labels"].get(key) == value, f"NodePool lacks label {key}={value}"
+    taints = {(t["key"], t["effect"]) for t in template["spec"]["taints"]}
+    assert (CFG.gpu_toleration_key, "NoSchedule") in taints
+    assert pool["spec"]["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "60s"}
+    assert {"nvidia.com/gpu", "cpu"} <= set(pool["spec"]["limits"])
+    reqs = {r["key"]: r for r in template["spec"]["requirements"]}
+    assert set(reqs["karpenter.sh/capacity-type"]["values"]) == {"spot", "on-demand"}
+    families = set(reqs["karpenter.k8s.aws/instance-family"]["values"])
+    assert families and all(re.fullmatch(r"(g5|g6|g6e|p4d|p4de|p5|p5e|p5en)", f) for f in families), families
+    node_class = _one(objs, "EC2NodeClass", "finegrain-gpu")
+    assert template["spec"]["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "finegrain-gpu"}
+    assert node_class["spec"]["metadataOptions"]["httpTokens"] == "required"
+
+
+def test_cluster_autoscaler_node_groups_match_the_pipeline():
+    """eksctl (EKS without Karpenter) and the GKE node pool: min 0, and labelled/tainted as the pipeline expects."""
+    config = yaml.safe_load((MANIFESTS / "cluster-autoscaler" / "eksctl-gpu-nodegroup.yaml").read_text())
+    (group,) = config["managedNodeGroups"]
+    assert group["minSize"] == 0 and group["desiredCapacity"] == 0 and group["maxSize"] >= 1
+    assert {(t["key"], t["effect"]) for t in group["taints"]} == {(CFG.gpu_toleration_key, "NoSchedule")}
+    tags = group["tags"]
+    for key, value in CFG.gpu_node_selector.items():
+        assert group["labels"].get(key) == value
+        # Without this tag the autoscaler cannot know, at zero nodes, that the group satisfies the selector.
+        assert tags.get(f"k8s.io/cluster-autoscaler/node-template/label/{key}") == value
+    taint_tag = tags.get(f"k8s.io/cluster-autoscaler/node-template/taint/{CFG.gpu_toleration_key}", "")
+    assert taint_tag.endswith(":NoSchedule"), taint_tag
+    assert tags.get("k8s.io/cluster-autoscaler/enabled") == "true"
+
+    script = (MANIFESTS / "overlays" / "gke" / "gpu-node-pool.sh").read_text()
+    flags = dict(re.findall(r"--([a-z-]+) (\S+)", script))
+    assert flags["min-nodes"] == "0" and "--enable-autoscaling" in script
+    labels = dict(item.split("=", 1) for item in flags["node-labels"].split(","))
+    assert labels == CFG.gpu_node_selector
+    assert re.fullmatch(re.escape(CFG.gpu_toleration_key) + r"=\w+:NoSchedule", flags["node-taints"])
+
+
+def test_kfp_launcher_points_at_our_minio(rendered):
+    launcher = _one(rendered["base"], "ConfigMap", "kfp-launcher")
+    assert launcher["metadata"]["namespace"] == CFG.namespace
+    assert launcher["data"]["defaultPipelineRoot"] == CFG.pipeline_root
+    scheme = CFG.pipeline_root.split("://", 1)[0]
+    provider = yaml.safe_load(launcher["data"]["providers"])[scheme]["default"]
+    assert provider["endpoint"] == "minio.finegrain.svc.cluster.local:9000" and provider["disableSSL"] is True
+    assert provider["credentials"]["fromEnv"] is False
+    assert provider["credentials"]["secretRef"] == {
+        "secretName": CFG.s3_secret,
+        "accessKeyKey": "AWS_ACCESS_KEY_ID",
+        "secretKeyKey": "AWS_SECRET_ACCESS_KEY",
+    }
+
+
+def test_services_buckets_and_priority_class_follow_the_contract(rendered):
+    objs = rendered["base"]
+    ports = {o["metadata"]["name"]: {p["port"] for p in o["spec"]["ports"]} for o in objs if o["kind"] == "Service"}
+    assert {9000, 9001} <= ports["minio"] and ports["mlflow"] == {5000} and ports["mlflow-postgres"] == {5432}
+    script = _one(objs, "Job", "minio-buckets")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    bucket_loop = re.search(r"for bucket in ([^;]+);", script).group(1).split()
+    assert set(bucket_loop) == {"finegrain-data", "finegrain-artifacts", "finegrain-pipelines", "mlflow"}
+    assert CFG.pipeline_root.split("://", 1)[1].split("/", 1)[0] in bucket_loop
+    mlflow_args = _one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--serve-artifacts" in mlflow_args and "--artifacts-destination=s3://mlflow/" in mlflow_args
+    assert any(a.startswith("--allowed-hosts=") and "mlflow.finegrain.svc.cluster.local:*" in a for a in mlflow_args)
+    assert _one(objs, "PriorityClass", "finegrain-training")["value"] > 0
+    quota = _one(objs, "ResourceQuota", "finegrain-quota")["spec"]["hard"]
+    assert int(quota["requests.nvidia.com/gpu"]) >= 1
+
+
+def _ingress_allowed(policies: list[dict], source: dict[str, str], target: dict[str, str], port: int) -> bool:
+    """Whether a pod labelled `source` may open `port` on a pod labelled `target` (same namespace)."""
+
+    def matches(selector: dict, labels: dict) -> bool:
+        assert set(selector) <= {"matchLabels"}, f"evaluator handles matchLabels only, got {selector}"
+        return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+    applying = [p["spec"] for p in policies if matches(p["spec"]["podSelector"], target)]
+    assert applying, f"no NetworkPolicy selects {target}: ingress would be open"
+    for spec in applying:
+        for rule in spec.get("ingress", []):
+            assert all(set(peer) == {"podSelector"} for peer in rule["from"]), rule
+            if any(matches(peer["podSelector"], source) for peer in rule["from"]) and any(
+                p["port"] == port for p in rule.get("ports", [])
+            ):
+                return True
+    return False
+
+
+def test_network_policies_admit_only_the_intended_clients(rendered):
+    policies = [o for o in rendered["base"] if o["kind"] == "NetworkPolicy"]
+    pipeline = {"finegrain.io/role": "pipeline"}
+    minio, mlflow = {"app.kubernetes.io/name": "minio"}, {"app.kubernetes.io/name": "mlflow"}
+    postgres = {"app.kubernetes.io/name": "mlflow-postgres"}
+    stranger = {"app": "something-else"}
+    assert _ingress_allowed(policies, pipeline, minio, 9000)
+    assert _ingress_allowed(policies, mlflow, minio, 9000)
+    assert _ingress_allowed(policies, pipeline, mlflow, 5000)
+    assert _ingress_allowed(policies, mlflow, postgres, 5432)
+    assert not _ingress_allowed(policies, stranger, minio, 9000)
+    assert not _ingress_allowed(policies, stranger, mlflow, 5000)
+    assert not _ingress_allowed(policies, mlflow, mlflow, 5000)
+    assert not _ingress_allowed(policies, pipeline, postgres, 5432)
+    assert not _ingress_allowed(policies, pipeline, minio, 9001)  # the console is not for pipeline pods
+    assert not _ingress_allowed(policies, pipeline, {"app": "any-other-pod"}, 8080)  # default deny
+
+
+def test_deploy_kustomization_sets_registry_and_cluster_name(tmp_path, rendered):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from deploy_kustomization import build_kustomization
+    finally:
+        sys.path.pop(0)
+    out_dir = tmp_path / "eks"
+    out_dir.mkdir()
+    kustomization = build_kustomization("eks", "registry.test/team", out_dir, cluster_name="prod")
+    (out_dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    proc = subprocess.run(["kubectl", "kustomize", str(out_dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    image = _one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("registry.test/team/finegrain-mlflow:")
+    node_class = _one(objs, "EC2NodeClass", "finegrain-gpu")["spec"]
+    assert node_class["role"] == "KarpenterNodeRole-prod"
+    assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "prod"}}]
+    with pytest.raises(SystemExit, match="no such|choose one of"):
+        build_kustomization("nope", "registry.test", out_dir)
