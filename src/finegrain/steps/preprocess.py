@@ -1,0 +1,202 @@
+"""Preprocess step: validate images, find duplicates, merge identical classes, flag noisy labels, assign folds.
+
+    finegrain preprocess --config configs/sample.yaml --data data/sample --out runs/x/preprocess
+
+Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md and config.yaml.
+Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else an id shared by every copy of one
+picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
+corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
+training: a second copy of a picture only adds leakage between folds). Test rows keep status ok unless corrupt,
+which aborts the run after every test file has been checked: a submission needs every test ID.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from finegrain import storage
+from finegrain.config import Config, save_config
+from finegrain.data import dedup
+from finegrain.data.folds import assign_folds, fold_balance
+from finegrain.data.layouts import read_dataset
+from finegrain.data.noise import find_noisy_labels, load_oof
+from finegrain.data.prep_report import render_report
+from finegrain.data.statuses import assign_statuses, suggest_merges
+from finegrain.data.validate import check_image, scan_image
+
+COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "sha256", "phash", "dup_group",
+           "fold", "status", "reason", "width", "height"]  # fmt: skip
+
+
+class BadTestImagesError(ValueError):
+    """One or more test images cannot be used; the message lists every one and why."""
+
+
+def _parallel(fn: Callable, items: list, workers: int, desc: str) -> list:
+    """map(fn, items) on `workers` processes with a progress bar; inline for one worker or a handful of items."""
+    if workers <= 1 or len(items) < 16:
+        return [fn(x) for x in tqdm(items, desc=desc, unit="img", leave=False)]
+    # spawn, not fork: a forked child would share the parent's open S3 connection pool.
+    ctx = multiprocessing.get_context("spawn")
+    chunk = max(1, min(64, len(items) // (workers * 8)))
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        return list(tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, unit="img", leave=False))
+
+
+def _working_gray(uri: str, size: tuple[int, int], scale: float, max_pixels: int) -> np.ndarray | None:
+    checked = check_image(storage.read_bytes(uri), max_pixels=max_pixels, draft_size=dedup.WORK_SIDE)
+    return None if checked.image is None else dedup.working_gray(checked.image, size, scale)
+
+
+def _confirm_job(job: tuple) -> tuple[bool, float, int, float]:
+    """Re-read a candidate pair at working resolution and run the strict same-picture check."""
+    uri_a, size_a, uri_b, size_b, thumb_a, thumb_b, params = job
+    # One scale for both, relative to native pixels, so a pure crop lines up 1:1.
+    scale = min(1.0, dedup.WORK_SIDE / max(*size_a, *size_b))
+    a = _working_gray(uri_a, size_a, scale, params["max_pixels"])
+    b = _working_gray(uri_b, size_b, scale, params["max_pixels"])
+    if a is None or b is None:
+        return False, 0.0, 256, float("inf")
+    r = dedup.confirm_near_duplicate(
+        a, b, thumb_a, thumb_b, max_dct_distance=params["confirm_distance"],
+        min_similarity=params["confirm_min_similarity"], max_local_diff=params["confirm_max_local_diff"],
+    )  # fmt: skip
+    return r.same, r.ncc, r.dct_distance, r.local_diff
+
+
+def find_duplicates(table: pd.DataFrame, thumbs: list, cfg: Config) -> tuple[np.ndarray, pd.DataFrame]:
+    """dup_group per row (-1 = unique) and a table of the confirmed/rejected near-duplicate candidate pairs."""
+    pp = cfg.preprocess
+    usable = np.nonzero((table["status"] != "corrupt").to_numpy())[0]
+    edges: list[tuple[int, int]] = []
+    first_of_sha: dict[str, int] = {}
+    for i in usable:
+        sha = table.at[i, "sha256"]
+        if sha in first_of_sha:
+            edges.append((first_of_sha[sha], int(i)))
+        else:
+            first_of_sha[sha] = int(i)
+    reps = np.array(sorted(first_of_sha.values()), dtype=np.int64)  # one row per distinct file content
+    full = np.array([dedup.hex_to_hash(table.at[i, "phash"]) for i in reps], dtype=np.uint64)
+    inner = np.array([dedup.hex_to_hash(table.at[i, "phash_inner"]) for i in reps], dtype=np.uint64)
+    cand = np.unique(
+        np.concatenate([dedup.find_candidate_pairs(full, pp.near_dup_distance),
+                        dedup.find_candidate_pairs(full, pp.near_dup_distance, other=inner)]),  # fmt: skip
+        axis=0,
+    )
+    params = pp.model_dump()
+    jobs = []
+    for a, b in cand:
+        i, j = int(reps[a]), int(reps[b])
+        jobs.append((table.at[i, "path"], (int(table.at[i, "width"]), int(table.at[i, "height"])), table.at[j, "path"],
+                     (int(table.at[j, "width"]), int(table.at[j, "height"])), thumbs[i], thumbs[j], params))  # fmt: skip
+    results = _parallel(_confirm_job, jobs, pp.workers, "confirming near duplicates")
+    pairs = pd.DataFrame(
+        [(int(reps[a]), int(reps[b]), *r) for (a, b), r in zip(cand, results)],
+        columns=["a", "b", "same", "ncc", "dct_distance", "local_diff"],
+    )
+    edges += [(int(r.a), int(r.b)) for r in pairs.itertuples() if r.same]
+    return dedup.connected_groups(len(table), edges), pairs
+
+
+def _mark_noisy(table: pd.DataFrame, classes: list[str], cfg: Config) -> list[dict]:
+    pp = cfg.preprocess
+    rows = np.nonzero(((table["split"] == "train") & (table["status"] == "ok")).to_numpy())[0]
+    probs, covered = load_oof(pp.noise_oof, table.loc[rows, "image_id"].tolist(), classes)
+    rows, probs = rows[covered], probs[covered]
+    given = table.loc[rows, "class_index"].to_numpy()
+    found = []
+    for flag in find_noisy_labels(probs, given, pp.noise_method, pp.noise_threshold):
+        i = int(rows[flag.row])
+        why = (f"noisy label ({pp.noise_method}, score {flag.score:.3f}): given {classes[flag.given]} "
+               f"p={flag.p_given:.3f}, predicted {classes[flag.predicted]} p={flag.p_predicted:.3f}")  # fmt: skip
+        table.at[i, "status"], table.at[i, "reason"] = "noisy", why
+        found.append({"path": table.at[i, "path"], "given": classes[flag.given],
+                      "predicted": classes[flag.predicted], "score": round(flag.score, 4)})  # fmt: skip
+    return found
+
+
+def _write_parquet(table: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    # Fixed writer settings and no index: a rerun on the same data gives byte-identical files.
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def run(cfg: Config, data: str, out: str) -> dict:
+    """Run the preprocess step on the dataset at `data`, writing its outputs to `out`; returns summary counts."""
+    pp = cfg.preprocess
+    ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+    table = ds.images.reset_index(drop=True).copy()
+    scans = _parallel(
+        functools.partial(scan_image, max_pixels=pp.max_pixels, min_side=pp.min_side),
+        table["path"].tolist(), pp.workers, "validating + hashing",
+    )  # fmt: skip
+    thumbs = [s.pop("thumb") for s in scans]
+    inner = [s.pop("phash_inner") for s in scans]
+    table = pd.concat([table, pd.DataFrame(scans)], axis=1)
+    table["phash_inner"] = inner
+
+    bad_test = table[(table["split"] == "test") & (table["status"] == "corrupt")]
+    if len(bad_test):
+        listing = "\n".join(f"  {r.image_id} ({r.path}): {r.reason}" for r in bad_test.itertuples())
+        raise BadTestImagesError(
+            f"{len(bad_test)} test image(s) unusable; the submission needs every test ID, fix or replace them:\n"
+            + listing
+        )
+
+    aliases = {a: c for a, c in cfg.data.aliases.items() if a in set(ds.classes)}
+    table["class_name"] = [aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)]
+    table["dup_group"], pairs = find_duplicates(table, thumbs, cfg)
+    suggestions = suggest_merges(table, pp.suggest_merge_fraction)
+    if pp.apply_suggested_merges:
+        for s in suggestions:
+            aliases[s["alias"]] = s["canonical"]
+            aliases = {a: (s["canonical"] if c == s["alias"] else c) for a, c in aliases.items()}
+        table["class_name"] = [aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)]
+    conflicts = assign_statuses(table, pp.drop_cross_class_conflicts)
+
+    classes = sorted({c for c in table["class_name"] if c})
+    index = {c: i for i, c in enumerate(classes)}
+    table["class_index"] = [index.get(c, -1) for c in table["class_name"]]
+    noisy = _mark_noisy(table, classes, cfg) if pp.noise_oof else []
+
+    train_ok = np.nonzero(((table["split"] == "train") & (table["status"] == "ok")).to_numpy())[0]
+    folds, fold_warnings = assign_folds(
+        table.loc[train_ok, "class_name"].tolist(), table.loc[train_ok, "dup_group"].tolist(), cfg.data.folds,
+        cfg.data.seed,
+    )  # fmt: skip
+    table["fold"] = -1
+    table.loc[train_ok, "fold"] = folds
+    manifest = table[COLUMNS].astype({"class_index": "int64", "dup_group": "int64", "fold": "int64",
+                                      "width": "int64", "height": "int64"})  # fmt: skip
+    classes_json = {"classes": classes, "aliases": dict(sorted(aliases.items())),
+                    "submission_columns": list(ds.submission_columns), "layout": ds.layout,
+                    "test_ids": list(ds.test_ids)}  # fmt: skip
+    balance = fold_balance(manifest.loc[train_ok, "class_name"], folds, cfg.data.folds)
+    report = render_report(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
+    with storage.output_dir(out) as local:
+        (local / "manifest.parquet").write_bytes(_write_parquet(manifest))
+        (local / "classes.json").write_text(json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8")
+        (local / "report.md").write_text(report, encoding="utf-8")
+    save_config(cfg, out)
+    counts = manifest["status"].value_counts()
+    return {
+        "out": out, "layout": ds.layout, "images": len(manifest), "train": int((manifest.split == "train").sum()),
+        "test": int((manifest.split == "test").sum()), "classes": len(classes),
+        "status": {k: int(counts.get(k, 0)) for k in ("ok", "duplicate", "near_duplicate", "corrupt",
+                                                       "cross_class_conflict", "noisy")},
+        "dup_groups": int(manifest["dup_group"].max() + 1), "suggested_merges": len(suggestions),
+        "training_rows": int(len(train_ok)), "folds": cfg.data.folds, "warnings": fold_warnings,
+    }  # fmt: skip
