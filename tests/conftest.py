@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -71,13 +72,34 @@ def s3_bucket(s3_server: S3Server) -> str:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database with every schema migration applied (made once per session)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creating the store migrates it
+    return path
+
+
+@pytest.fixture
+def sqlite_tracking_uri(mlflow_db_template: Path, tmp_path: Path) -> str:
+    """A fresh embedded tracking store (`sqlite:///...`) for one test, copied from the migrated template."""
+    path = tmp_path / "mlruns.db"
+    shutil.copyfile(mlflow_db_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(
+    s3_server: S3Server, mlflow_db_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
     """An MLflow tracking server (SQLite backend) proxying artifacts to a bucket on the test S3 server."""
     bucket = _make_bucket(s3_server, "mlflow")
     server = MlflowServer(
         tmp_path_factory.mktemp("mlflow"),
         artifacts_destination=f"s3://{bucket}/artifacts",
         env=s3_server.env(),
+        db_template=mlflow_db_template,
     )
     server.artifact_bucket = bucket  # tests check that artifacts land here
     atexit.register(server.stop)

@@ -204,9 +204,13 @@ class MlflowServer:
         artifacts_destination: str | None = None,
         env: dict[str, str] | None = None,
         start_timeout: float = 120.0,
+        db_template: str | Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if db_template and not (self.workdir / "mlflow.db").exists():
+            # An already-migrated empty database: the server skips ~40 schema migrations at start.
+            shutil.copyfile(db_template, self.workdir / "mlflow.db")
         self.log_path = self.workdir / "mlflow.log"
         self.artifacts_destination = artifacts_destination or (self.workdir / "artifacts").as_uri()
         self.extra_env = dict(env or {})

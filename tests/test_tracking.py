@@ -32,8 +32,8 @@ def test_flatten_nested_params() -> None:
     }
 
 
-def test_embedded_sqlite_params_metrics_artifacts_nested(tmp_path: Path) -> None:
-    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlruns.db", experiment="unit", retries=0)
+def test_embedded_sqlite_params_metrics_artifacts_nested(sqlite_tracking_uri: str, tmp_path: Path) -> None:
+    cfg = TrackingConfig(uri=sqlite_tracking_uri, experiment="unit", retries=0)
     parent = start_parent_run(cfg, "pipeline", tags={"config": "sample"})
     assert parent
     art = tmp_path / "report.md"
@@ -109,8 +109,8 @@ def test_server_round_trip_with_artifacts_on_s3(mlflow_server, tmp_path: Path) -
     assert storage.read_text(mine[0]) == '{"val_logloss": 0.3}'
 
 
-def test_resume_continues_the_same_run(tmp_path: Path) -> None:
-    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlruns.db", experiment="resume", retries=0)
+def test_resume_continues_the_same_run(sqlite_tracking_uri: str, tmp_path: Path) -> None:
+    cfg = TrackingConfig(uri=sqlite_tracking_uri, experiment="resume", retries=0)
     local = tmp_path / "fold0"
     with pytest.raises(RuntimeError), Tracker(cfg, "m/fold0", local_dir=local) as first:
         first.log_metrics({"loss": 2.0}, step=0)
@@ -135,23 +135,29 @@ def test_survives_server_outage_and_replays(mlflow_server, tmp_path: Path) -> No
     tr.retry_cooldown_s = 3600.0  # after the first failure, buffer without waiting
     try:
         with tr:
-            tr.log_metrics({"loss": 3.0}, step=0)
+            tr.log_metrics({"loss": 30.0}, step=0)
             mlflow_server.stop()
             t0 = time.monotonic()
             with pytest.warns(RuntimeWarning, match="unavailable"):
-                tr.log_metrics({"loss": 2.0}, step=1)
-            tr.log_metrics({"loss": 1.0}, step=2)
+                tr.log_metrics({"loss": 29.0}, step=1)
+            for step in range(2, 30):
+                tr.log_metrics({"loss": 30.0 - step}, step=step)
             tr.log_params({"after": "outage"})
             assert time.monotonic() - t0 < 15, "a dead server stalled training"
             mlflow_server.start()
+            batches = []
+            real = tr._client.log_batch
+            tr._client.log_batch = lambda *a, **kw: (batches.append(kw), real(*a, **kw))[1]
     finally:
         mlflow_server.start()  # the session's server must be up for later tests whatever happens here
+    # 29 buffered metric calls went back as one request (then the params).
+    assert [len(b.get("metrics", ())) for b in batches] == [29, 0]
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     run = client.get_run(tr.run_id)
     assert run.info.status == "FINISHED"
-    assert _history(client, tr.run_id, "loss") == [(0, 3.0), (1, 2.0), (2, 1.0)]
+    assert _history(client, tr.run_id, "loss") == [(s, 30.0 - s) for s in range(30)]
     assert run.data.params["after"] == "outage"
-    assert [r["step"] for r in _jsonl(tmp_path) if r["kind"] == "metrics"] == [0, 1, 2]
+    assert [r["step"] for r in _jsonl(tmp_path) if r["kind"] == "metrics"] == list(range(30))
 
 
 def test_unreachable_server_from_the_start_never_raises(tmp_path: Path) -> None:

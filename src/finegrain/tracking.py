@@ -119,7 +119,9 @@ class Tracker:
         self.resume = resume
         self.run_id: str | None = None
         self._client = None
-        self._pending: list[tuple[str, Callable[[], None]]] = []
+        # (what, call, metrics): buffered calls in order; metric batches carry their Metric list instead of a
+        # call, so a replay after a long outage merges them into few requests instead of one per step.
+        self._pending: list[tuple[str, Callable[[], None] | None, list | None]] = []
         self._down_since: float | None = None
         self._last_attempt = 0.0
         self._warned = False
@@ -238,10 +240,35 @@ class Tracker:
 
     # ----------------------------------------------------------------------------------- calls
 
-    def _call(self, what: str, fn: Callable[[], None], force: bool = False) -> None:
-        """Run `fn` against the server with retries; on a transient failure buffer it for replay."""
-        self._pending.append((what, fn))
-        cooling = self._down_since is not None and time.monotonic() - self._last_attempt < self.retry_cooldown_s
+    def _replay(self) -> None:
+        """Send the buffered calls in order; a call the server rejects for good is dropped with a warning."""
+        while self._pending:
+            name, fn, metrics = self._pending[0]
+            n = 1
+            if metrics is not None:
+                batch = list(metrics)
+                while n < len(self._pending) and self._pending[n][2] is not None:
+                    if len(batch) + len(self._pending[n][2]) > 1000:  # MLflow's per-request metric limit
+                        break
+                    batch += self._pending[n][2]
+                    n += 1
+                fn = lambda b=batch: self._client.log_batch(self.run_id, metrics=b)
+            try:
+                fn()
+            except Exception as exc:
+                if not _is_permanent(exc):
+                    raise
+                log.warning("MLflow %s: %s: %s (dropped)", name, type(exc).__name__, exc)
+            del self._pending[:n]
+
+    def _call(
+        self, what: str, fn: Callable[[], None] | None, force: bool = False, metrics: list | None = None
+    ) -> None:
+        """Run `fn` (or log `metrics`) with retries; on a transient failure buffer it for replay."""
+        self._pending.append((what, fn, metrics))
+        cooling = (
+            self._down_since is not None and time.monotonic() - self._last_attempt < self.retry_cooldown_s
+        )
         if cooling and not force:
             return
         delay = 0.5
@@ -250,15 +277,7 @@ class Tracker:
             try:
                 with _short_http_timeouts():
                     self._connect()
-                    while self._pending:
-                        name, pending = self._pending[0]
-                        try:
-                            pending()
-                        except Exception as exc:
-                            if not _is_permanent(exc):
-                                raise
-                            log.warning("MLflow %s: %s: %s (dropped)", name, type(exc).__name__, exc)
-                        self._pending.pop(0)
+                    self._replay()
                 if self._down_since is not None:
                     log.warning("MLflow %s reachable again; buffered calls replayed", self.cfg.uri)
                 self._down_since, self._warned = None, False
@@ -300,7 +319,7 @@ class Tracker:
         items = [Metric(k, v, now, step or 0) for k, v in values.items()]
         for i in range(0, len(items), 1000):
             chunk = items[i : i + 1000]
-            self._call("log_metrics", lambda c=chunk: self._client.log_batch(self.run_id, metrics=c))
+            self._call("log_metrics", None, metrics=chunk)
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
