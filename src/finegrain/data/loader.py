@@ -228,10 +228,17 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(
-    dataset: CachedImageDataset, batch_size: int, seed: int, train: bool, num_workers: int, pin_memory: bool
+    dataset: CachedImageDataset,
+    batch_size: int,
+    seed: int,
+    train: bool,
+    num_workers: int,
+    pin_memory: bool,
+    timeout: float = 0,
 ) -> DataLoader:
     """A DataLoader over `dataset` with an `EpochSampler`; call `loader.sampler.set_epoch(e)` per epoch."""
-    workers = dict(persistent_workers=True, prefetch_factor=4) if num_workers > 0 else {}
+    # timeout: seconds to wait for a worker's batch before raising (0 = forever), so a stuck worker fails loudly.
+    workers = dict(persistent_workers=True, prefetch_factor=4, timeout=timeout) if num_workers > 0 else {}
     return DataLoader(
         dataset,
         batch_size=batch_size,
