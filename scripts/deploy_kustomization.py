@@ -24,7 +24,13 @@ def _ec2nodeclass_patch(cluster_name: str) -> dict:
     """JSON patch pointing the Karpenter EC2NodeClass at this cluster's node role, subnets and security groups."""
     ops = [{"op": "replace", "path": "/spec/role", "value": f"KarpenterNodeRole-{cluster_name}"}]
     for field in ("subnetSelectorTerms", "securityGroupSelectorTerms"):
-        ops.append({"op": "replace", "path": f"/spec/{field}", "value": [{"tags": {"karpenter.sh/discovery": cluster_name}}]})
+        ops.append(
+            {
+                "op": "replace",
+                "path": f"/spec/{field}",
+                "value": [{"tags": {"karpenter.sh/discovery": cluster_name}}],
+            }
+        )
     return {"target": {"kind": "EC2NodeClass", "name": "finegrain-gpu"}, "patch": yaml.safe_dump(ops)}
 
 

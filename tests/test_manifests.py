@@ -11,7 +11,6 @@ import base64
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,13 +21,24 @@ import yaml
 
 from finegrain.config import PipelineConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-MANIFESTS = ROOT / "manifests"
-KUSTOMIZATIONS = ("base", "overlays/local", "overlays/eks", "overlays/gke")
+sys.path.insert(0, str(Path(__file__).parent))
+from k8s_manifests import (
+    KUSTOMIZATIONS,
+    MANIFESTS,
+    ROOT,
+    containers,
+    crd_schemas,
+    ident,
+    ingress_allowed,
+    one,
+    pod_specs,
+    render,
+    unique_objects,
+)
+
 REAL_CLUSTER_OVERLAYS = ("overlays/eks", "overlays/gke")
 # The oldest release we claim to support and the newest the installed kubernetes-validate ships.
 K8S_VERSIONS = ("1.34.0", kubernetes_validate.latest_version())
-POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 PLACEHOLDER = re.compile(r"change-me", re.IGNORECASE)
 # Values that are never placeholders: key material and tokens with well-known shapes.
 CREDENTIAL_PATTERNS = {
@@ -41,84 +51,15 @@ CREDENTIAL_PATTERNS = {
 }
 SECRETISH_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE", re.IGNORECASE)
 CFG = PipelineConfig()
+CRD_SCHEMAS = crd_schemas()
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
-    """{kustomization: [objects]} from `kubectl kustomize`, once per module."""
+    """{kustomization: [objects]}, rendered once per module."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not on PATH; it renders the kustomizations (`kubectl kustomize`)")
-    out = {}
-    for name in KUSTOMIZATIONS:
-        proc = subprocess.run(
-            ["kubectl", "kustomize", str(MANIFESTS / name)], capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0, f"manifests/{name}: kubectl kustomize failed:\n{proc.stderr}"
-        out[name] = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-    return out
-
-
-def _unique_objects(rendered: dict[str, list[dict]]) -> list[tuple[str, dict]]:
-    seen, out = set(), []
-    for name, objs in rendered.items():
-        for obj in objs:
-            key = json.dumps(obj, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                out.append((name, obj))
-    return out
-
-
-def _ident(name: str, obj: dict) -> str:
-    return f"manifests/{name}: {obj['kind']}/{obj['metadata']['name']}"
-
-
-def _strict(schema: dict) -> dict:
-    """A CRD structural schema as JSON Schema that rejects unknown fields (the API server would prune them)."""
-    if isinstance(schema, dict):
-        schema = {k: _strict(v) for k, v in schema.items()}
-        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema:
-            schema["additionalProperties"] = False
-        return schema
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-def _crd_schemas() -> dict[tuple[str, str], dict]:
-    """{(apiVersion, kind): JSON Schema} from every vendored CRD, for each served version."""
-    schemas = {}
-    for path in sorted((MANIFESTS / "crds").glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
-            spec = crd["spec"]
-            for version in spec["versions"]:
-                api_version = f"{spec['group']}/{version['name']}"
-                schemas[(api_version, spec["names"]["kind"])] = _strict(version["schema"]["openAPIV3Schema"])
-    return schemas
-
-
-CRD_SCHEMAS = _crd_schemas()
-
-
-def _pod_specs(objs: list[dict]):
-    for obj in objs:
-        if obj["kind"] in POD_OWNERS:
-            yield obj, obj["spec"]["template"]["spec"]
-        elif obj["kind"] == "CronJob":
-            yield obj, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-        elif obj["kind"] == "Pod":
-            yield obj, obj["spec"]
-
-
-def _containers(pod_spec: dict):
-    yield from pod_spec.get("initContainers", [])
-    yield from pod_spec.get("containers", [])
-
-
-def _one(objs: list[dict], kind: str, name: str) -> dict:
-    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected exactly one {kind}/{name}, found {len(found)}"
-    return found[0]
+    return {name: render(MANIFESTS / name) for name in KUSTOMIZATIONS}
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -128,39 +69,45 @@ def test_kustomization_renders_namespaced_objects(rendered, name):
     cluster_scoped = {"Namespace", "PriorityClass", "StorageClass", "NodePool", "EC2NodeClass"}
     for obj in objs:
         if obj["kind"] not in cluster_scoped:
-            assert obj["metadata"].get("namespace") == CFG.namespace, f"{_ident(name, obj)} not in {CFG.namespace}"
+            assert obj["metadata"].get("namespace") == CFG.namespace, (
+                f"{ident(name, obj)} not in {CFG.namespace}"
+            )
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_builtin_objects_validate_strictly(rendered, version):
     errors = []
-    for name, obj in _unique_objects(rendered):
+    for name, obj in unique_objects(rendered):
         if (obj["apiVersion"], obj["kind"]) in CRD_SCHEMAS:
             continue  # validated against its vendored CRD below
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
-            errors.append(f"{_ident(name, obj)}: no schema in Kubernetes {version} and no CRD in manifests/crds/")
+            errors.append(
+                f"{ident(name, obj)}: no schema in Kubernetes {version} and no CRD in manifests/crds/"
+            )
         except kubernetes_validate.ValidationError as err:
-            errors.append(f"{_ident(name, obj)}: {'.'.join(map(str, err.path))}: {err.message}")
+            errors.append(f"{ident(name, obj)}: {'.'.join(map(str, err.path))}: {err.message}")
     assert not errors, "\n".join(errors)
 
 
 def test_strict_validation_rejects_an_unknown_field(rendered):
-    deployment = json.loads(json.dumps(_one(rendered["base"], "Deployment", "mlflow")))
+    deployment = json.loads(json.dumps(one(rendered["base"], "Deployment", "mlflow")))
     deployment["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
 
 
 def test_custom_resources_validate_against_vendored_crds(rendered):
-    custom = [(n, o) for n, o in _unique_objects(rendered) if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
+    custom = [(n, o) for n, o in unique_objects(rendered) if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
     assert {o["kind"] for _, o in custom} == {"NodePool", "EC2NodeClass"}
     for name, obj in custom:
         schema = CRD_SCHEMAS[(obj["apiVersion"], obj["kind"])]
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
-        assert not errors, _ident(name, obj) + ":\n" + "\n".join(
-            f"  {'.'.join(map(str, e.path))}: {e.message}" for e in errors
+        assert not errors, (
+            ident(name, obj)
+            + ":\n"
+            + "\n".join(f"  {'.'.join(map(str, e.path))}: {e.message}" for e in errors)
         )
 
 
@@ -173,7 +120,7 @@ def test_custom_resources_validate_against_vendored_crds(rendered):
     ],
 )
 def test_crd_validation_rejects_a_broken_nodepool(rendered, path, value):
-    nodepool = json.loads(json.dumps(_one(rendered["overlays/eks"], "NodePool", "finegrain-gpu")))
+    nodepool = json.loads(json.dumps(one(rendered["overlays/eks"], "NodePool", "finegrain-gpu")))
     node = nodepool
     for key in path[:-1]:
         node = node[key]
@@ -184,11 +131,11 @@ def test_crd_validation_rejects_a_broken_nodepool(rendered, path, value):
 
 def test_every_container_has_resources_and_runs_non_root(rendered):
     problems = []
-    for name, obj in _unique_objects(rendered):
-        for owner, pod in _pod_specs([obj]):
+    for name, obj in unique_objects(rendered):
+        for owner, pod in pod_specs([obj]):
             pod_sc = pod.get("securityContext", {})
-            for c in _containers(pod):
-                where = f"{_ident(name, owner)} container {c['name']}"
+            for c in containers(pod):
+                where = f"{ident(name, owner)} container {c['name']}"
                 res = c.get("resources", {})
                 for section in ("requests", "limits"):
                     missing = {"cpu", "memory"} - set(res.get(section, {}))
@@ -223,7 +170,9 @@ def test_secrets_are_placeholders_and_only_in_the_local_overlay(rendered):
         values.update({k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()})
         for key, value in values.items():
             if not (PLACEHOLDER.search(value) or (key.endswith("_USER") and value.isalpha())):
-                pytest.fail(f"Secret/{obj['metadata']['name']} {key}: not an obvious placeholder: {value[:4]}...")
+                pytest.fail(
+                    f"Secret/{obj['metadata']['name']} {key}: not an obvious placeholder: {value[:4]}..."
+                )
 
 
 def test_no_credentials_in_rendered_text_or_env(rendered):
@@ -232,11 +181,13 @@ def test_no_credentials_in_rendered_text_or_env(rendered):
         for what, pattern in CREDENTIAL_PATTERNS.items():
             match = pattern.search(text)
             assert not match, f"manifests/{name}: looks like a {what}: {match.group(0)[:12]}..."
-        for owner, pod in _pod_specs(objs):
-            for c in _containers(pod):
+        for owner, pod in pod_specs(objs):
+            for c in containers(pod):
                 for env in c.get("env", []):
                     if SECRETISH_ENV.search(env["name"]) and "value" in env:
-                        pytest.fail(f"{_ident(name, owner)}: env {env['name']} is a literal; use a secretKeyRef")
+                        pytest.fail(
+                            f"{ident(name, owner)}: env {env['name']} is a literal; use a secretKeyRef"
+                        )
 
 
 def test_secret_references_match_the_secrets_that_get_created(rendered):
@@ -253,15 +204,18 @@ def test_secret_references_match_the_secrets_that_get_created(rendered):
     }
     assert created == local, "scripts/create_secrets.sh and components/placeholder-secrets disagree"
     refs = set()
-    for _, pod in _pod_specs(rendered["base"]):
-        for c in _containers(pod):
+    for _, pod in pod_specs(rendered["base"]):
+        for c in containers(pod):
             for env in c.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     refs.add((ref["name"], ref["key"]))
-    launcher = yaml.safe_load(_one(rendered["base"], "ConfigMap", "kfp-launcher")["data"]["providers"])
+    launcher = yaml.safe_load(one(rendered["base"], "ConfigMap", "kfp-launcher")["data"]["providers"])
     secret_ref = launcher["minio"]["default"]["credentials"]["secretRef"]
-    refs |= {(secret_ref["secretName"], secret_ref["accessKeyKey"]), (secret_ref["secretName"], secret_ref["secretKeyKey"])}
+    refs |= {
+        (secret_ref["secretName"], secret_ref["accessKeyKey"]),
+        (secret_ref["secretName"], secret_ref["secretKeyKey"]),
+    }
     missing = {ref for ref in refs if ref[1] not in created.get(ref[0], set())}
     assert not missing, f"referenced but never created: {sorted(missing)}"
     assert (CFG.s3_secret, "AWS_ACCESS_KEY_ID") in refs and (CFG.s3_secret, "AWS_SECRET_ACCESS_KEY") in refs
@@ -269,7 +223,7 @@ def test_secret_references_match_the_secrets_that_get_created(rendered):
 
 def test_karpenter_gpu_pool_matches_the_pipeline(rendered):
     objs = rendered["overlays/eks"]
-    pool = _one(objs, "NodePool", "finegrain-gpu")
+    pool = one(objs, "NodePool", "finegrain-gpu")
     template = pool["spec"]["template"]
     for key, value in CFG.gpu_node_selector.items():
         assert template["metadata"]["labels"].get(key) == value, f"NodePool lacks label {key}={value}"
@@ -281,8 +235,12 @@ def test_karpenter_gpu_pool_matches_the_pipeline(rendered):
     assert set(reqs["karpenter.sh/capacity-type"]["values"]) == {"spot", "on-demand"}
     families = set(reqs["karpenter.k8s.aws/instance-family"]["values"])
     assert families and all(re.fullmatch(r"(g5|g6|g6e|p4d|p4de|p5|p5e|p5en)", f) for f in families), families
-    node_class = _one(objs, "EC2NodeClass", "finegrain-gpu")
-    assert template["spec"]["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "finegrain-gpu"}
+    node_class = one(objs, "EC2NodeClass", "finegrain-gpu")
+    assert template["spec"]["nodeClassRef"] == {
+        "group": "karpenter.k8s.aws",
+        "kind": "EC2NodeClass",
+        "name": "finegrain-gpu",
+    }
     assert node_class["spec"]["metadataOptions"]["httpTokens"] == "required"
 
 
@@ -310,7 +268,7 @@ def test_cluster_autoscaler_node_groups_match_the_pipeline():
 
 
 def test_kfp_launcher_points_at_our_minio(rendered):
-    launcher = _one(rendered["base"], "ConfigMap", "kfp-launcher")
+    launcher = one(rendered["base"], "ConfigMap", "kfp-launcher")
     assert launcher["metadata"]["namespace"] == CFG.namespace
     assert launcher["data"]["defaultPipelineRoot"] == CFG.pipeline_root
     scheme = CFG.pipeline_root.split("://", 1)[0]
@@ -326,37 +284,22 @@ def test_kfp_launcher_points_at_our_minio(rendered):
 
 def test_services_buckets_and_priority_class_follow_the_contract(rendered):
     objs = rendered["base"]
-    ports = {o["metadata"]["name"]: {p["port"] for p in o["spec"]["ports"]} for o in objs if o["kind"] == "Service"}
+    ports = {
+        o["metadata"]["name"]: {p["port"] for p in o["spec"]["ports"]} for o in objs if o["kind"] == "Service"
+    }
     assert {9000, 9001} <= ports["minio"] and ports["mlflow"] == {5000} and ports["mlflow-postgres"] == {5432}
-    script = _one(objs, "Job", "minio-buckets")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    script = one(objs, "Job", "minio-buckets")["spec"]["template"]["spec"]["containers"][0]["args"][0]
     bucket_loop = re.search(r"for bucket in ([^;]+);", script).group(1).split()
     assert set(bucket_loop) == {"finegrain-data", "finegrain-artifacts", "finegrain-pipelines", "mlflow"}
     assert CFG.pipeline_root.split("://", 1)[1].split("/", 1)[0] in bucket_loop
-    mlflow_args = _one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
+    mlflow_args = one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--serve-artifacts" in mlflow_args and "--artifacts-destination=s3://mlflow/" in mlflow_args
-    assert any(a.startswith("--allowed-hosts=") and "mlflow.finegrain.svc.cluster.local:*" in a for a in mlflow_args)
-    assert _one(objs, "PriorityClass", "finegrain-training")["value"] > 0
-    quota = _one(objs, "ResourceQuota", "finegrain-quota")["spec"]["hard"]
+    assert any(
+        a.startswith("--allowed-hosts=") and "mlflow.finegrain.svc.cluster.local:*" in a for a in mlflow_args
+    )
+    assert one(objs, "PriorityClass", "finegrain-training")["value"] > 0
+    quota = one(objs, "ResourceQuota", "finegrain-quota")["spec"]["hard"]
     assert int(quota["requests.nvidia.com/gpu"]) >= 1
-
-
-def _ingress_allowed(policies: list[dict], source: dict[str, str], target: dict[str, str], port: int) -> bool:
-    """Whether a pod labelled `source` may open `port` on a pod labelled `target` (same namespace)."""
-
-    def matches(selector: dict, labels: dict) -> bool:
-        assert set(selector) <= {"matchLabels"}, f"evaluator handles matchLabels only, got {selector}"
-        return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
-
-    applying = [p["spec"] for p in policies if matches(p["spec"]["podSelector"], target)]
-    assert applying, f"no NetworkPolicy selects {target}: ingress would be open"
-    for spec in applying:
-        for rule in spec.get("ingress", []):
-            assert all(set(peer) == {"podSelector"} for peer in rule["from"]), rule
-            if any(matches(peer["podSelector"], source) for peer in rule["from"]) and any(
-                p["port"] == port for p in rule.get("ports", [])
-            ):
-                return True
-    return False
 
 
 def test_network_policies_admit_only_the_intended_clients(rendered):
@@ -365,16 +308,16 @@ def test_network_policies_admit_only_the_intended_clients(rendered):
     minio, mlflow = {"app.kubernetes.io/name": "minio"}, {"app.kubernetes.io/name": "mlflow"}
     postgres = {"app.kubernetes.io/name": "mlflow-postgres"}
     stranger = {"app": "something-else"}
-    assert _ingress_allowed(policies, pipeline, minio, 9000)
-    assert _ingress_allowed(policies, mlflow, minio, 9000)
-    assert _ingress_allowed(policies, pipeline, mlflow, 5000)
-    assert _ingress_allowed(policies, mlflow, postgres, 5432)
-    assert not _ingress_allowed(policies, stranger, minio, 9000)
-    assert not _ingress_allowed(policies, stranger, mlflow, 5000)
-    assert not _ingress_allowed(policies, mlflow, mlflow, 5000)
-    assert not _ingress_allowed(policies, pipeline, postgres, 5432)
-    assert not _ingress_allowed(policies, pipeline, minio, 9001)  # the console is not for pipeline pods
-    assert not _ingress_allowed(policies, pipeline, {"app": "any-other-pod"}, 8080)  # default deny
+    assert ingress_allowed(policies, pipeline, minio, 9000)
+    assert ingress_allowed(policies, mlflow, minio, 9000)
+    assert ingress_allowed(policies, pipeline, mlflow, 5000)
+    assert ingress_allowed(policies, mlflow, postgres, 5432)
+    assert not ingress_allowed(policies, stranger, minio, 9000)
+    assert not ingress_allowed(policies, stranger, mlflow, 5000)
+    assert not ingress_allowed(policies, mlflow, mlflow, 5000)
+    assert not ingress_allowed(policies, pipeline, postgres, 5432)
+    assert not ingress_allowed(policies, pipeline, minio, 9001)  # the console is not for pipeline pods
+    assert not ingress_allowed(policies, pipeline, {"app": "any-other-pod"}, 8080)  # default deny
 
 
 def test_deploy_kustomization_sets_registry_and_cluster_name(tmp_path, rendered):
@@ -387,12 +330,10 @@ def test_deploy_kustomization_sets_registry_and_cluster_name(tmp_path, rendered)
     out_dir.mkdir()
     kustomization = build_kustomization("eks", "registry.test/team", out_dir, cluster_name="prod")
     (out_dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    proc = subprocess.run(["kubectl", "kustomize", str(out_dir)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    image = _one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["image"]
+    objs = render(out_dir)
+    image = one(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith("registry.test/team/finegrain-mlflow:")
-    node_class = _one(objs, "EC2NodeClass", "finegrain-gpu")["spec"]
+    node_class = one(objs, "EC2NodeClass", "finegrain-gpu")["spec"]
     assert node_class["role"] == "KarpenterNodeRole-prod"
     assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "prod"}}]
     with pytest.raises(SystemExit, match="no such|choose one of"):
