@@ -174,3 +174,23 @@ def test_unreachable_server_from_the_start_never_raises(tmp_path: Path) -> None:
     assert tr.run_id is None
     assert start_parent_run(cfg, "pipeline") is None
     assert [r["kind"] for r in _jsonl(tmp_path)] == ["params", "metrics"]
+
+
+def test_http_timeouts_are_scoped_and_a_user_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from finegrain.tracking import _http_settings
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    with _http_settings():
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+        with _http_settings(600):  # artifact uploads get a long timeout
+            assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "600"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "42")
+    with _http_settings(600):
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"

@@ -43,7 +43,9 @@ MAX_KEY_LENGTH = 250
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
 # MLflow's own HTTP retries default to 7 with exponential backoff (~4 min per call); ours are short and the
 # circuit breaker below takes over, so one dead server never stalls an epoch for minutes.
-_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+API_TIMEOUT_S = 10
+ARTIFACT_TIMEOUT_S = 600  # a proxied upload is answered only once the server has stored the whole file
+_we_set: set[str] = set()  # the MLFLOW_HTTP_* variables currently set by us rather than by the user
 # Errors that retrying cannot fix: drop the call (after a warning) instead of buffering it forever.
 _PERMANENT_CODES = {
     "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST",
@@ -77,15 +79,23 @@ def _is_permanent(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def _short_http_timeouts() -> Iterator[None]:
+def _http_settings(timeout_s: int = API_TIMEOUT_S) -> Iterator[None]:
     """MLflow reads these per request; scope them to our calls and leave a user's explicit setting alone."""
-    added = [k for k in _HTTP_ENV if k not in os.environ]
-    os.environ.update({k: _HTTP_ENV[k] for k in added})
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in wanted}
+    mine = [k for k in wanted if saved[k] is None or k in _we_set]
+    for k in mine:
+        os.environ[k] = wanted[k]
+        _we_set.add(k)
     try:
         yield
     finally:
-        for k in added:
-            os.environ.pop(k, None)
+        for k in mine:
+            if saved[k] is None:
+                os.environ.pop(k, None)
+                _we_set.discard(k)
+            else:
+                os.environ[k] = saved[k]
 
 
 def _default_artifact_location(cfg: TrackingConfig) -> str | None:
@@ -275,7 +285,7 @@ class Tracker:
         for attempt in range(self.cfg.retries + 1):
             self._last_attempt = time.monotonic()
             try:
-                with _short_http_timeouts():
+                with _http_settings():
                     self._connect()
                     self._replay()
                 if self._down_since is not None:
@@ -338,7 +348,7 @@ class Tracker:
         if path is not None:
             self._call(
                 f"log_artifact {local_path}",
-                lambda: self._client.log_artifact(self.run_id, str(path), artifact_path),
+                lambda: self._with_long_timeout(self._client.log_artifact, str(path), artifact_path),
             )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
@@ -348,8 +358,12 @@ class Tracker:
         if path is not None:
             self._call(
                 f"log_artifacts {local_dir}",
-                lambda: self._client.log_artifacts(self.run_id, str(path), artifact_path),
+                lambda: self._with_long_timeout(self._client.log_artifacts, str(path), artifact_path),
             )
+
+    def _with_long_timeout(self, upload: Callable[..., None], path: str, artifact_path: str | None) -> None:
+        with _http_settings(ARTIFACT_TIMEOUT_S):
+            upload(self.run_id, path, artifact_path)
 
     def _stage(self, src: str | Path) -> Path | None:
         """A private copy of a file/dir (or of an s3:// object/prefix): the caller may delete the original
@@ -396,7 +410,7 @@ def end_run(cfg: TrackingConfig, run_id: str | None, status: str = "FINISHED") -
     from mlflow import MlflowClient
 
     try:
-        with _short_http_timeouts():
+        with _http_settings():
             MlflowClient(tracking_uri=cfg.uri).set_terminated(run_id, status=status)
     except Exception as exc:  # noqa: BLE001 - tracking must never fail the pipeline
         log.warning("MLflow %s: could not end run %s: %s", cfg.uri, run_id, exc)
