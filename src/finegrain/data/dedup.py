@@ -26,6 +26,7 @@ THUMB = 64  # thumbnail side kept per image for confirmation (4 KiB each: 135 MB
 _COMPARE = 32  # the 256-bit DCT hash of an aligned pair is taken at this size
 # Crop sizes (fraction of each side kept) searched when roughly aligning two thumbnails.
 _KEEP = (1.0, 0.96, 0.92, 0.88, 0.84)
+LOCAL_BLOCK = 6  # block side (working pixels) of the local difference check
 WORK_SIDE = 256  # confirmation compares the pair at most this many pixels on the long side
 
 
@@ -161,7 +162,7 @@ class PairCheck:
     same: bool
     ncc: float  # after alignment, at working resolution
     dct_distance: int  # 256-bit DCT hash distance of the aligned pair
-    local_diff: float  # worst 8x8-block mean |z(a) - z(b)| after a light blur: small local edits show here
+    local_diff: float  # worst 6x6-block mean |z(a) - z(b)| after a light blur: small local edits show here
     note: str = ""
 
 
@@ -203,7 +204,7 @@ def confirm_near_duplicate(
         return PairCheck(False, ncc, 256, float("inf"), "no alignment found")
     p, q = cv2.GaussianBlur(patch, (0, 0), 1.0), cv2.GaussianBlur(small, (0, 0), 1.0)
     diff = np.abs(_z(p) - _z(q))
-    block = 8
+    block = LOCAL_BLOCK
     gh, gw = diff.shape[0] // block, diff.shape[1] // block
     local = float(diff[: gh * block, : gw * block].reshape(gh, block, gw, block).mean(axis=(1, 3)).max())
     to32 = [cv2.resize(x, (_COMPARE, _COMPARE), interpolation=cv2.INTER_AREA) for x in (patch, small)]

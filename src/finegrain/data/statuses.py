@@ -4,7 +4,7 @@
     conflicts = assign_statuses(table, drop_conflicts=True)   # sets status/reason in place
 
 Within a group whose training rows all carry one class (after alias merges) one representative stays `ok` -- the
-largest picture (most likely the original, not a downscaled or cropped copy), then the first in manifest order --
+largest picture (most likely the original, not a downscaled or cropped copy), then the largest file, then the first in manifest order --
 and the others become `duplicate` (same bytes as the representative) or `near_duplicate`. A group spanning
 classes is a `cross_class_conflict`: label noise, so by default none of its rows trains. Test rows are never
 demoted (the submission needs them); a test row that copies a training picture gets a note in `reason`.
@@ -56,7 +56,8 @@ def suggest_merges(table: pd.DataFrame, fraction: float) -> list[dict]:
 
 
 def _representative(table: pd.DataFrame, rows: list[int]) -> int:
-    return min(rows, key=lambda i: (-int(table.at[i, "width"]) * int(table.at[i, "height"]), i))
+    # Larger file at equal size: the less compressed one (a re-encode at lower quality is the copy).
+    return min(rows, key=lambda i: (-int(table.at[i, "width"]) * int(table.at[i, "height"]), -int(table.at[i, "nbytes"]), i))
 
 
 def assign_statuses(table: pd.DataFrame, drop_conflicts: bool) -> list[dict]:

@@ -157,6 +157,7 @@ def scan_image(uri: str, max_pixels: int, min_side: int) -> dict:
     data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=2 * THUMB)
     out = {
         "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
+        "nbytes": len(data) if data is not None else 0,
         "status": checked.status,
         "reason": checked.reason,
         "width": checked.width,

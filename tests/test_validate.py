@@ -1,0 +1,117 @@
+"""Every bad-input kind gets status corrupt with a reason; the odd-but-usable ones become RGB and stay ok."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from finegrain.data.validate import check_image, read_and_check
+
+LIMIT = dict(max_pixels=40_000_000, min_side=16)
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _photo(w: int = 120, h: int = 80) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "name, data, needle",
+    [
+        ("zero-byte", b"", "empty file"),
+        ("truncated", _encode(_photo(), "JPEG")[:1500], "truncated"),
+        ("not an image", b"<html>this is not a jpeg</html>" * 10, "not an image"),
+        ("garbage after JPEG magic", b"\xff\xd8\xff\xe0" + b"\x00" * 300, "not an image"),
+        ("too small", _encode(_photo(8, 8), "PNG"), "too small"),
+    ],
+)
+def test_bad_files_are_corrupt_with_reason(name: str, data: bytes, needle: str) -> None:
+    result = check_image(data, **LIMIT)
+    assert result.status == "corrupt", name
+    assert result.image is None
+    assert needle.lower() in result.reason.lower(), result.reason
+
+
+def test_decompression_bomb_refused_from_header_before_decoding(monkeypatch) -> None:
+    data = _encode(_photo(400, 300), "PNG")
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))  # any decode attempt is recorded
+    result = check_image(data, max_pixels=100_000, min_side=1)
+    assert result.status == "corrupt" and "decompression bomb" in result.reason
+    assert (result.width, result.height) == (400, 300)
+    assert not decoded
+
+
+def test_pil_bomb_error_is_caught() -> None:
+    # Beyond PIL's own 2x MAX_IMAGE_PIXELS limit Image.open itself raises; that must still be a status, not a crash.
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1000
+    try:
+        result = check_image(_encode(_photo(400, 300), "PNG"), max_pixels=10**9, min_side=1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    assert result.status == "corrupt" and "decompression bomb" in result.reason
+
+
+def _rgba() -> bytes:
+    img = _photo().convert("RGBA")
+    alpha = np.zeros((80, 120), np.uint8)
+    alpha[:, 60:] = 255
+    img.putalpha(Image.fromarray(alpha))
+    return _encode(img, "PNG")
+
+
+def _exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    return _encode(_photo(120, 80), "JPEG", exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    "name, data, note",
+    [
+        ("alpha", _rgba(), "alpha flattened"),
+        ("cmyk", _encode(_photo().convert("CMYK"), "JPEG"), "CMYK"),
+        ("grayscale", _encode(_photo().convert("L"), "PNG"), "grayscale"),
+        ("16-bit", _encode(Image.fromarray((np.arange(120 * 80).reshape(80, 120) * 6).astype(np.uint16)), "PNG"),
+         "16-bit"),
+        ("exif", _exif_rotated(), "EXIF orientation 6"),
+    ],
+)
+def test_odd_but_usable_images_become_rgb(name: str, data: bytes, note: str) -> None:
+    result = check_image(data, **LIMIT)
+    assert result.status == "ok", result.reason
+    assert result.image is not None and result.image.mode == "RGB"
+    assert note in result.reason
+    if name == "exif":
+        assert result.image.size == (80, 120) and (result.width, result.height) == (80, 120)
+    if name == "alpha":
+        px = np.asarray(result.image)
+        assert (px[:, :60] == 255).all()  # transparent half flattened on white
+    if name == "16-bit":
+        px = np.asarray(result.image)[..., 0]
+        assert px.max() > 200 and px.min() < 10  # scaled over the 8-bit range, not clipped to white
+
+
+def test_unreadable_path_is_corrupt(tmp_path) -> None:
+    data, result = read_and_check(str(tmp_path / "missing.jpg"), **LIMIT)
+    assert data is None and result.status == "corrupt" and "unreadable path" in result.reason
+    data, result = read_and_check(str(tmp_path), **LIMIT)  # a directory where a file was expected
+    assert result.status == "corrupt" and "unreadable path" in result.reason
+
+
+def test_draft_decode_still_catches_truncation() -> None:
+    data = _encode(_photo(800, 600), "JPEG")
+    ok = check_image(data, draft_size=128, **LIMIT)
+    assert ok.status == "ok" and ok.image.size[0] < 800 and (ok.width, ok.height) == (800, 600)
+    bad = check_image(data[: len(data) * 2 // 3], draft_size=128, **LIMIT)
+    assert bad.status == "corrupt" and "truncated" in bad.reason
