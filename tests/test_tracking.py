@@ -179,18 +179,18 @@ def test_unreachable_server_from_the_start_never_raises(tmp_path: Path) -> None:
 def test_http_timeouts_are_scoped_and_a_user_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from finegrain.tracking import _http_settings
+    from finegrain.mlflow_support import http_settings
 
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    with _http_settings():
+    with http_settings():
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
-        with _http_settings(600):  # artifact uploads get a long timeout
+        with http_settings(600):  # artifact uploads get a long timeout
             assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "600"
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "42")
-    with _http_settings(600):
+    with http_settings(600):
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"

@@ -5,8 +5,8 @@
         tr.log_metrics({"val_logloss": 0.31}, step=epoch)
         tr.log_artifact(out / "metrics.json")
 
-Every call also appends to `<local_dir>/metrics.jsonl` (`finegrain.runlog`), so nothing is lost even with tracking disabled or the
-server gone. A call the server refuses transiently (unreachable, 5xx, timeout) is retried with backoff, then
+Every call also appends to `<local_dir>/metrics.jsonl` (`finegrain.runlog`), so nothing is lost even with
+tracking disabled or the server gone. A call the server refuses transiently (unreachable, 5xx, timeout) is retried with backoff, then
 buffered with a warning and replayed in order at the next successful call or at exit; while the server is
 down, calls are buffered without waiting (a circuit breaker), so a dead server costs training seconds, not
 minutes. `<local_dir>/mlflow_run_id` lets a resumed attempt (KFP retry, preemption) continue the same run.
@@ -16,19 +16,25 @@ No side effect at import; the client is an explicit `MlflowClient(tracking_uri=c
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import re
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finegrain import storage
+from finegrain.mlflow_support import (
+    ARTIFACT_TIMEOUT_S,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+    clean_key,
+    flatten,
+    http_settings,
+    is_permanent,
+)
 from finegrain.runlog import RunLog
 
 if TYPE_CHECKING:
@@ -37,65 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("finegrain.tracking")
 
 RUN_ID_FILE = "mlflow_run_id"
-MAX_PARAM_VAL_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH (3.x)
-MAX_TAG_VAL_LENGTH = 8000
-MAX_KEY_LENGTH = 250
-_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
-# MLflow's own HTTP retries default to 7 with exponential backoff (~4 min per call); ours are short and the
-# circuit breaker below takes over, so one dead server never stalls an epoch for minutes.
-API_TIMEOUT_S = 10
-ARTIFACT_TIMEOUT_S = 600  # a proxied upload is answered only once the server has stored the whole file
-_we_set: set[str] = set()  # the MLFLOW_HTTP_* variables currently set by us rather than by the user
-# Errors that retrying cannot fix: drop the call (after a warning) instead of buffering it forever.
-_PERMANENT_CODES = {
-    "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST",
-    "PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_STATE", "NOT_IMPLEMENTED",
-}  # fmt: skip
-
-
-def _key(name: object) -> str:
-    # MLflow rejects a whole batch over one bad key; keep what it accepts (\w is Unicode: Korean is fine).
-    return _BAD_KEY_CHARS.sub("_", str(name))[:MAX_KEY_LENGTH]
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
-def _is_permanent(exc: BaseException) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(exc, MlflowException):
-        return exc.error_code in _PERMANENT_CODES
-    return isinstance(exc, (FileNotFoundError, IsADirectoryError, ValueError, TypeError))
-
-
-@contextlib.contextmanager
-def _http_settings(timeout_s: int = API_TIMEOUT_S) -> Iterator[None]:
-    """MLflow reads these per request; scope them to our calls and leave a user's explicit setting alone."""
-    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
-    saved = {k: os.environ.get(k) for k in wanted}
-    mine = [k for k in wanted if saved[k] is None or k in _we_set]
-    for k in mine:
-        os.environ[k] = wanted[k]
-        _we_set.add(k)
-    try:
-        yield
-    finally:
-        for k in mine:
-            if saved[k] is None:
-                os.environ.pop(k, None)
-                _we_set.discard(k)
-            else:
-                os.environ[k] = saved[k]
 
 
 def _default_artifact_location(cfg: TrackingConfig) -> str | None:
@@ -266,7 +213,7 @@ class Tracker:
             try:
                 fn()
             except Exception as exc:
-                if not _is_permanent(exc):
+                if not is_permanent(exc):
                     raise
                 log.warning("MLflow %s: %s: %s (dropped)", name, type(exc).__name__, exc)
             del self._pending[:n]
@@ -285,7 +232,7 @@ class Tracker:
         for attempt in range(self.cfg.retries + 1):
             self._last_attempt = time.monotonic()
             try:
-                with _http_settings():
+                with http_settings():
                     self._connect()
                     self._replay()
                 if self._down_since is not None:
@@ -308,7 +255,7 @@ class Tracker:
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        flat = {_key(k): str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(params).items()}
+        flat = {clean_key(k): str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(params).items()}
         self._runlog.append("params", flat)
         if not self.cfg.enabled or not flat:
             return
@@ -320,7 +267,7 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        values = {_key(k): float(v) for k, v in metrics.items() if v is not None}
+        values = {clean_key(k): float(v) for k, v in metrics.items() if v is not None}
         self._runlog.append("metrics", values, step=step)
         if not self.cfg.enabled or not values:
             return
@@ -334,7 +281,7 @@ class Tracker:
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
-        flat = {_key(k): str(v)[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
+        flat = {clean_key(k): str(v)[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
         self._runlog.append("tags", flat)
         if not self.cfg.enabled or not flat:
             return
@@ -362,7 +309,7 @@ class Tracker:
             )
 
     def _with_long_timeout(self, upload: Callable[..., None], path: str, artifact_path: str | None) -> None:
-        with _http_settings(ARTIFACT_TIMEOUT_S):
+        with http_settings(ARTIFACT_TIMEOUT_S):
             upload(self.run_id, path, artifact_path)
 
     def _stage(self, src: str | Path) -> Path | None:
@@ -410,7 +357,7 @@ def end_run(cfg: TrackingConfig, run_id: str | None, status: str = "FINISHED") -
     from mlflow import MlflowClient
 
     try:
-        with _http_settings():
+        with http_settings():
             MlflowClient(tracking_uri=cfg.uri).set_terminated(run_id, status=status)
     except Exception as exc:  # noqa: BLE001 - tracking must never fail the pipeline
         log.warning("MLflow %s: could not end run %s: %s", cfg.uri, run_id, exc)
