@@ -19,14 +19,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.fft import idctn
 
-CANVAS = (
-    192,
-    144,
-)  # final picture size (4:3 like the Hecto photos), drawn at SUPERSAMPLE x for anti-aliasing
+# Final picture size (4:3 like the Hecto photos), drawn at SUPERSAMPLE x for anti-aliasing.
+CANVAS = (192, 144)
 SUPERSAMPLE = 2
-_LAYER = (400, 200)
+_LAYER = (400, 200)  # the car is drawn facing right in this frame, ground at y=170
 _TEXTURE_BAND = (10, 24)  # DCT indices (k/2 cycles per picture) the background texture lives in
-_TEXTURE_GRID = (96, 72)  # the car is drawn facing right in this frame, ground at y=170
+_TEXTURE_GRID = (96, 72)  # the texture is made at this size and resized (holds the band, 30x cheaper)
 
 # Per group: lower body box, cabin polygon, wheel centres/radius, palette. The silhouette tells makes apart.
 _BODIES = {
@@ -289,7 +287,6 @@ def _texture(seed: int, size: tuple[int, int]) -> np.ndarray:
     Blotches that plain to the eye but finer than what a 64-bit pHash sees (the 8x8 lowest DCT frequencies of a
     32x32 thumbnail, under 4 cycles), so two pictures differing in it are look-alikes for pHash, not for pixels.
     """
-    # Built on a small grid (any side over the band's top index holds the band) and resized: 30x cheaper.
     w, h = _TEXTURE_GRID
     ky, kx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")  # DCT index k = k/2 cycles per picture
     radius = np.hypot(ky, kx)
