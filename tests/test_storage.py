@@ -240,3 +240,18 @@ def test_missing_endpoint_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
         storage.read_bytes("s3://bucket/key.txt")
     with pytest.raises(StorageError, match="no bucket"):
         storage.split_s3("s3:///key")
+
+
+def test_configure_applies_the_storage_section(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finegrain import s3client
+    from finegrain.config import StorageConfig
+
+    monkeypatch.setattr(storage, "MULTIPART_PART_SIZE", storage.MULTIPART_PART_SIZE)
+    monkeypatch.setattr(s3client, "DEFAULT_RETRIES", s3client.DEFAULT_RETRIES)
+    monkeypatch.delenv("FINEGRAIN_S3_PART_SIZE_MB", raising=False)
+    storage.configure(StorageConfig(retries=2, multipart_threshold_mb=5))
+    assert s3client.DEFAULT_RETRIES == 2
+    uri = storage.write_bytes(f"{s3_bucket}/w.bin", os.urandom(11 * 1024 * 1024))  # > 5 MiB: multipart
+    assert storage.client().stat_object(*storage.split_s3(uri)).etag.endswith("-3")

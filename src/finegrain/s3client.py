@@ -6,7 +6,7 @@ Environment (never the config file, so credentials stay out of configs, logs and
   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY   credentials (MINIO_ACCESS_KEY / MINIO_SECRET_KEY also accepted)
   FINEGRAIN_S3_SECURE     "1"/"true" for TLS when the endpoint has no scheme (default: plain http)
   AWS_REGION              optional region (default us-east-1)
-  FINEGRAIN_S3_RETRIES    how many times a transiently failing operation is retried (default 5)
+  FINEGRAIN_S3_RETRIES    how many times a transiently failing operation is retried (default: storage.retries)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _RETRY_S3_CODES = {
     "OperationAborted",
 }
 _MISSING_S3_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload"}
+DEFAULT_RETRIES = 5  # `finegrain.storage.configure(cfg.storage)` sets it from the config
 _lock = threading.Lock()
 _client_cache: dict[tuple, object] = {}
 _known_buckets: set[tuple[str, str]] = set()
@@ -121,7 +122,7 @@ def retry(what: str, fn: Callable[[], T], retries: int | None = None) -> T:
     Anything else, or the last transient failure, is raised as StorageError naming `what`.
     """
     if retries is None:
-        retries = int(os.environ.get("FINEGRAIN_S3_RETRIES", "5"))
+        retries = int(os.environ.get("FINEGRAIN_S3_RETRIES", DEFAULT_RETRIES))
     delay = 0.5
     for attempt in range(retries + 1):
         try:

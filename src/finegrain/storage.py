@@ -21,11 +21,16 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from finegrain import s3client
 from finegrain.s3client import StorageError, client, ensure_bucket, is_missing, retry
 
+if TYPE_CHECKING:
+    from finegrain.config import StorageConfig
+
 __all__ = [
-    "StorageError", "basename", "client", "copy", "delete", "download_dir", "download_file", "ensure_bucket",
+    "StorageError", "basename", "client", "configure", "copy", "delete", "download_dir", "download_file", "ensure_bucket",
     "exists", "is_s3", "join", "list_uris", "local_path", "output_dir", "read_bytes", "read_text", "size",
     "split_s3", "upload_dir", "upload_file", "write_bytes", "write_text",
 ]  # fmt: skip
@@ -36,6 +41,17 @@ MULTIPART_PART_SIZE = 16 * 1024 * 1024
 # Objects per ListObjects page; small values make tests exercise pagination and resume.
 LIST_PAGE_SIZE = 1000
 _CHUNK = 1024 * 1024
+
+
+def configure(settings: StorageConfig) -> None:
+    """Apply the config's `storage` section process-wide: `storage.configure(cfg.storage)`.
+
+    `multipart_threshold_mb` is both the multipart threshold and the part size. The environment variables
+    FINEGRAIN_S3_RETRIES / FINEGRAIN_S3_PART_SIZE_MB still win, so an operator can override one pod.
+    """
+    global MULTIPART_PART_SIZE
+    s3client.DEFAULT_RETRIES = int(settings.retries)
+    MULTIPART_PART_SIZE = int(settings.multipart_threshold_mb) * 1024 * 1024
 
 
 def is_s3(uri: str) -> bool:
