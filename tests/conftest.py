@@ -35,6 +35,16 @@ _S3_ENV_KEYS = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by the servers they use, so `-m "not mlflow_server"` etc. select without bookkeeping."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"s3_server", "s3_bucket", "mlflow_server"}:
+            item.add_marker(pytest.mark.s3)
+        if "mlflow_server" in names:
+            item.add_marker(pytest.mark.mlflow_server)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A SeaweedFS S3 server for the whole session; its endpoint and credentials are in os.environ meanwhile."""

@@ -19,7 +19,7 @@ KOREAN = "스포티지_5세대_2021_2023"
 NFC, NFD = unicodedata.normalize("NFC", KOREAN), unicodedata.normalize("NFD", KOREAN)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def base(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A writable root URI: a local directory, or a fresh bucket on the S3 test server."""
     if request.param == "local":
