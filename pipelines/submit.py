@@ -5,7 +5,8 @@
 
 Environment: KFP_HOST (the KFP API endpoint, e.g. https://kubeflow.example.com/pipeline), KFP_TOKEN (optional
 bearer token; in-cluster service-account tokens also work), KFP_NAMESPACE (the profile namespace; default
-pipeline.namespace), IMAGE_TAG (optional: run on `<base_image repo>:<IMAGE_TAG>-cuda`), and for the dataset
+pipeline.namespace), IMAGE_TAG (optional: run on `$REGISTRY/finegrain:<IMAGE_TAG>-cuda`, REGISTRY defaulting to
+the repository of pipeline.base_image), and for the dataset
 fingerprint the usual S3 variables (FINEGRAIN_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
 This needs a reachable cluster; nothing here is exercised against one in the test suite.
 """
@@ -27,8 +28,10 @@ from finegrain.fingerprint import code_version, dataset_fingerprint  # noqa: E40
 from pipelines.training import compile_pipeline, config_hash, member_items  # noqa: E402
 
 
-def image_for_tag(cfg: Config, tag: str) -> str:
-    repo = cfg.pipeline.base_image.rsplit(":", 1)[0]
+def image_for_tag(cfg: Config, tag: str, registry: str = "") -> str:
+    """The CUDA image built for one commit: `$REGISTRY/finegrain:<tag>-cuda` (registry from the config's
+    base_image when REGISTRY is not set)."""
+    repo = f"{registry.rstrip('/')}/finegrain" if registry else cfg.pipeline.base_image.rsplit(":", 1)[0]
     return f"{repo}:{tag}-cuda"
 
 
@@ -89,10 +92,12 @@ def submit(client, cfg: Config, action: str, params: dict, package: Path, host: 
         job = client.create_recurring_run(
             experiment_id=exp_id, job_name=job_name, cron_expression=cfg.pipeline.schedule_cron,
             pipeline_id=pipeline_id, version_id=version_id, params=params, max_concurrency=1,
+            service_account=cfg.pipeline.service_account,
         )
         return f"recurring run {job.recurring_run_id} ({cfg.pipeline.schedule_cron})"
     run = client.run_pipeline(
-        experiment_id=exp_id, job_name=job_name, pipeline_id=pipeline_id, version_id=version_id, params=params
+        experiment_id=exp_id, job_name=job_name, pipeline_id=pipeline_id, version_id=version_id, params=params,
+        service_account=cfg.pipeline.service_account,
     )
     return f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
 
@@ -106,7 +111,7 @@ def main(argv=None) -> int:
     overrides = list(args.overrides)
     cfg = load_config(args.config, overrides)
     if os.environ.get("IMAGE_TAG"):
-        cfg.pipeline.base_image = image_for_tag(cfg, os.environ["IMAGE_TAG"])
+        cfg.pipeline.base_image = image_for_tag(cfg, os.environ["IMAGE_TAG"], os.environ.get("REGISTRY", ""))
     params = run_parameters(cfg, dataset_fingerprint(cfg.data.uri), code_version())
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(cfg, Path(tmp) / "training.yaml")

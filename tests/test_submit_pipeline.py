@@ -110,6 +110,7 @@ def test_run_uploads_compiled_pipeline_and_starts_run(kfp_api, tmp_path, capsys)
     assert params["data_hash"] == dataset_fingerprint(data)
     assert params["data_uri"] == data
     assert json.loads(params["config_text"])["train"]["epochs"] == 30
+    assert run["service_account"] == "finegrain-pipeline"
     assert f"{host}/#/runs/details/run-1" in capsys.readouterr().out
 
 
@@ -128,6 +129,7 @@ def test_changed_data_changes_the_cache_key(kfp_api, tmp_path):
 def test_schedule_creates_recurring_run(kfp_api, tmp_path, monkeypatch):
     _, api = kfp_api
     monkeypatch.setenv("IMAGE_TAG", "abc123")
+    monkeypatch.setenv("REGISTRY", "registry.example.org/team")
     rc = submit_mod.main(
         ["schedule", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={_dataset(tmp_path)}"]
     )
@@ -139,7 +141,7 @@ def test_schedule_creates_recurring_run(kfp_api, tmp_path, monkeypatch):
     # IMAGE_TAG selects the CUDA image built for that commit
     spec = _uploaded_spec(posts["/apis/v2beta1/pipelines/upload_version"])
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"finegrain:abc123-cuda"}
+    assert images == {"registry.example.org/team/finegrain:abc123-cuda"}
 
 
 def test_missing_host_is_a_clear_error(monkeypatch, tmp_path):

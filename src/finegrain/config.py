@@ -200,6 +200,8 @@ class PipelineConfig(_Section):
     parallelism: int = Field(4, ge=1)
     pipeline_root: str = "minio://finegrain-pipelines/root"
     namespace: str = "finegrain"
+    # Pipeline pods run as this ServiceAccount (manifests/ binds it to read the S3 Secret).
+    service_account: str = "finegrain-pipeline"
     experiment: str = "finegrain"
     s3_secret: str = "finegrain-s3"  # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
     s3_endpoint: str = "minio.finegrain.svc.cluster.local:9000"
