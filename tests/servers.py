@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -183,6 +184,11 @@ class S3Server:
 
     def stop(self) -> None:
         _kill_group(self.proc)
+        # A SIGKILLed weed leaves its unix sockets (/tmp/seaweedfs-<component>-<port>.sock, not configurable
+        # for the gRPC ones) behind; the ports are ours, so are the sockets.
+        for port in self.ports.values():
+            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def restart(self) -> None:
         self.stop()
