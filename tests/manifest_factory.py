@@ -37,13 +37,14 @@ def make_manifest(
         for i in range(per_class):
             path = root / "images" / "train" / name / f"{name}_{i:03d}.jpg"
             sha = write(path, c)
-            rows.append(dict(image_id=path.stem, path=str(path), split="train", label=name, class_name=name,
-                             class_index=c, sha256=sha, fold=i % folds, status="ok", reason=""))
+            rows.append({"image_id": path.stem, "path": str(path), "split": "train", "label": name,
+                         "class_name": name, "class_index": c, "sha256": sha, "fold": i % folds, "status": "ok",
+                         "reason": ""})
     for i in range(n_test):
         path = root / "images" / "test" / f"TEST_{i:03d}.jpg"
         sha = write(path, i % n_classes)
-        rows.append(dict(image_id=path.stem, path=str(path), split="test", label="", class_name="",
-                         class_index=-1, sha256=sha, fold=-1, status="ok", reason=""))
+        rows.append({"image_id": path.stem, "path": str(path), "split": "test", "label": "", "class_name": "",
+                     "class_index": -1, "sha256": sha, "fold": -1, "status": "ok", "reason": ""})
     table = pd.DataFrame(rows)
     table["phash"] = "0" * 16
     table["dup_group"] = -1

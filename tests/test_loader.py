@@ -6,9 +6,9 @@ import json
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from manifest_factory import make_manifest
 
 from finegrain.data.loader import (
     CachedImageDataset,
@@ -20,7 +20,6 @@ from finegrain.data.loader import (
     resolve_image_uris,
 )
 from finegrain.data.transforms import TrainPreset
-from manifest_factory import make_manifest
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

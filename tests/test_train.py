@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from manifest_factory import make_manifest
 from torch import nn
 
 from finegrain import storage
@@ -20,7 +21,6 @@ from finegrain.data.transforms import DeviceNormalizer, EvalPreset
 from finegrain.steps import train
 from finegrain.training.loop import predict, train_one_epoch
 from finegrain.training.swa import recompute_bn_stats
-from manifest_factory import make_manifest
 
 BACKBONE = "test_efficientnet"  # tiny, and has BatchNorm (so SWA's BN pass is exercised)
 EPOCHS = 3

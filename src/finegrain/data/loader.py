@@ -238,7 +238,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over `dataset` with an `EpochSampler`; call `loader.sampler.set_epoch(e)` per epoch."""
     # timeout: seconds to wait for a worker's batch before raising (0 = forever), so a stuck worker fails loudly.
-    workers = dict(persistent_workers=True, prefetch_factor=4, timeout=timeout) if num_workers > 0 else {}
+    workers = {"persistent_workers": True, "prefetch_factor": 4, "timeout": timeout} if num_workers > 0 else {}
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -17,12 +17,12 @@ from typing import Literal
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from albumentations.pytorch import ToTensorV2
 
 TTA_VIEWS = ("identity", "hflip", "vflip", "center_crop_90")
 

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -42,7 +41,13 @@ from finegrain.metrics import accuracy, log_loss, softmax
 from finegrain.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from finegrain.training.loop import autocast, predict, train_one_epoch, warmup_cosine
 from finegrain.training.runtime import derived_seed, peak_memory_mb, pick_device, seed_everything
-from finegrain.training.swa import copy_non_bn_buffers, make_ema, make_swa, recompute_bn_stats, swa_start_epoch
+from finegrain.training.swa import (
+    copy_non_bn_buffers,
+    make_ema,
+    make_swa,
+    recompute_bn_stats,
+    swa_start_epoch,
+)
 
 EpochHook = Callable[[int, dict], None]
 
@@ -157,7 +162,7 @@ def run(
                 amp=tc.amp, grad_clip=tc.grad_clip, mix=mix,
                 mix_generator=torch.Generator().manual_seed(derived_seed(tc.seed, epoch, "mix")),
                 max_steps=max_steps, ema=ema_model,
-                progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+                progress=lambda step, loss, bar=bar: (bar.update(1), step % 20 or bar.set_postfix(loss=f"{float(loss):.3f}")),
             )  # fmt: skip
             bar.close()
             if in_swa:

@@ -60,5 +60,5 @@ def load_checkpoint(uri: str) -> dict[str, Any] | None:
         return None
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+    except Exception as exc:
         raise ValueError(f"{uri}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart") from exc

@@ -83,7 +83,7 @@ def train_one_epoch(
     mix_generator: torch.Generator,
     max_steps: int | None = None,
     ema=None,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
     """Train for one pass (or `max_steps` batches); `scheduler` is stepped per batch when given."""
     model.train()
@@ -114,8 +114,8 @@ def train_one_epoch(
         total_loss += loss.detach()
         images += x.shape[0]
         steps += 1
-        if progress is not None:
-            progress(steps, float(loss.detach()))
+        if progress is not None:  # gets the loss tensor: reading its value syncs the GPU, so callers do it rarely
+            progress(steps, loss.detach())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
