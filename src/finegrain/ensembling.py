@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import logsumexp
 
 from finegrain.metrics import EPS, log_loss, merge_alias_columns
 
@@ -145,24 +146,32 @@ class HierarchicalTempering:
         self.classes = classes
         self.aliases = aliases
 
+    def _group_sum(self, x: np.ndarray) -> np.ndarray:
+        """Sum of the columns of each group, [n, G] (G = distinct group ids, in sorted order)."""
+        # reduceat over group-contiguous columns is O(n C); np.add.at is ~50x slower at 33k x 396.
+        _, g = np.unique(np.asarray(self.group_of), return_inverse=True)
+        order = np.argsort(g, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(g[order]) != 0])
+        return np.add.reduceat(x[:, order], starts, axis=1)
+
+    def _dense_groups(self) -> np.ndarray:
+        return np.unique(np.asarray(self.group_of), return_inverse=True)[1]
+
     def _decompose(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log P(g) per group [n, G] and log P(c|g) per class [n, C]; computed once, reused for every alpha, beta."""
         p = np.clip(np.asarray(probs, dtype=np.float64), EPS, None)
         p = p / p.sum(axis=1, keepdims=True)
-        g = np.asarray(self.group_of)
-        group_p = np.zeros((len(p), int(g.max()) + 1))
-        np.add.at(group_p.T, g, p.T)
-        return np.log(group_p), np.log(p) - np.log(group_p[:, g])
+        log_group = np.log(self._group_sum(p))
+        return log_group, np.log(p) - log_group[:, self._dense_groups()]
 
     def _compose(
         self, log_group: np.ndarray, log_within: np.ndarray, alpha: float, beta: float
     ) -> np.ndarray:
-        g = np.asarray(self.group_of)
+        g = self._dense_groups()
         # Within-group tempering: softmax of beta * log P(c|g) over each group's columns. Every log P(c|g) <= 0
         # and the largest of a group is >= -log(group size), so exp() needs no max-shift to stay finite.
         ew = np.exp(beta * log_within)
-        ew_sum = np.zeros_like(log_group)
-        np.add.at(ew_sum.T, g, ew.T)
+        ew_sum = self._group_sum(ew)
         lg = alpha * log_group
         eg = np.exp(lg - lg.max(axis=1, keepdims=True))
         between = eg / eg.sum(axis=1, keepdims=True)
@@ -171,12 +180,40 @@ class HierarchicalTempering:
     def _fit_params(
         self, log_group: np.ndarray, log_within: np.ndarray, y: np.ndarray
     ) -> tuple[float, float]:
-        def nll(log_ab: np.ndarray) -> float:
-            q = self._compose(log_group, log_within, *np.exp(log_ab))
-            return log_loss(y, q, classes=self.classes, aliases=self.aliases)
+        """alpha, beta minimising the NLL, with analytic gradients over (log alpha, log beta).
+
+        Only the true class's group matters for the within-group term, so it is evaluated on each row's own
+        group (padded to the largest group size) rather than on all C columns: seconds instead of minutes at
+        33k rows x 396 classes. Fitted on plain NLL; the keep/drop decision is scored with the metric.
+        """
+        g = self._dense_groups()
+        rows = np.arange(len(y))
+        gy = g[y]
+        members = [np.flatnonzero(g == k) for k in range(log_group.shape[1])]
+        size = max(len(m) for m in members)
+        table = np.full((len(members), size), -1, dtype=np.int64)
+        for k, m in enumerate(members):
+            table[k, : len(m)] = m
+        cols = table[gy]
+        valid = cols >= 0
+        lw = np.where(valid, log_within[rows[:, None], np.where(valid, cols, 0)], 0.0)
+        lw_true, lg_true = log_within[rows, y], log_group[rows, gy]
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            alpha, beta = np.exp(theta)
+            a = alpha * log_group
+            lse_a = logsumexp(a, axis=1)
+            pa = np.exp(a - lse_a[:, None])
+            b = np.where(valid, beta * lw, -np.inf)
+            lse_b = logsumexp(b, axis=1)
+            pb = np.exp(b - lse_b[:, None])
+            nll = -np.mean(alpha * lg_true - lse_a + beta * lw_true - lse_b)
+            d_alpha = -np.mean(lg_true - np.sum(pa * log_group, axis=1))
+            d_beta = -np.mean(lw_true - np.sum(pb * lw, axis=1))
+            return float(nll), np.array([d_alpha * alpha, d_beta * beta])
 
         bound = (np.log(0.05), np.log(20.0))
-        res = minimize(nll, np.zeros(2), method="L-BFGS-B", bounds=[bound, bound])
+        res = minimize(objective, np.zeros(2), jac=True, method="L-BFGS-B", bounds=[bound, bound])
         alpha, beta = np.exp(res.x)
         return float(alpha), float(beta)
 
