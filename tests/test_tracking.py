@@ -194,3 +194,25 @@ def test_http_timeouts_are_scoped_and_a_user_setting_wins(monkeypatch: pytest.Mo
     with http_settings(600):
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
+
+
+def test_local_dir_on_s3_keeps_run_id_and_record(
+    sqlite_tracking_uri: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    from finegrain.runlog import read_runlog
+
+    cfg = TrackingConfig(uri=sqlite_tracking_uri, experiment="s3-dir", retries=0)
+    out = f"{s3_bucket}/calibrate"
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "a.png").write_bytes(b"png")
+    storage.upload_dir(tmp_path / "plots", f"{s3_bucket}/plots")
+    with Tracker(cfg, "calibrate", local_dir=out) as first:
+        first.log_metrics({"nll": 1.0}, step=0)
+        first.log_artifacts(f"{s3_bucket}/plots", artifact_path="plots")  # an s3:// prefix is staged locally
+    with Tracker(cfg, "calibrate", local_dir=out) as second:
+        second.log_metrics({"nll": 0.5}, step=1)
+    assert second.run_id == first.run_id == storage.read_text(f"{out}/mlflow_run_id")
+    assert [r["data"]["nll"] for r in read_runlog(out)] == [1.0, 0.5]
+    client = MlflowClient(tracking_uri=cfg.uri)
+    assert _history(client, first.run_id, "nll") == [(0, 1.0), (1, 0.5)]
+    assert [a.path for a in client.list_artifacts(first.run_id, "plots")] == ["plots/a.png"]
