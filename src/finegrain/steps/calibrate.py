@@ -35,15 +35,23 @@ def plot_reliability(y: np.ndarray, before: np.ndarray, after: np.ndarray, path:
         centres = (b["edges"][:-1] + b["edges"][1:]) / 2
         width = 1.0 / n_bins
         shown = b["count"] > 0
-        ax.bar(centres[shown], b["accuracy"][shown], width=width * 0.9, color="tab:blue", label="accuracy")
+        conf, acc = b["confidence"][shown], b["accuracy"][shown]
         ax.bar(
             centres[shown],
-            (b["confidence"] - b["accuracy"])[shown],
-            bottom=b["accuracy"][shown],
+            np.minimum(acc, conf),
             width=width * 0.9,
-            color="tab:red",
-            alpha=0.35,
-            label="gap to confidence",
+            color="tab:blue",
+            label="min(accuracy, confidence)",
+        )
+        # The gap bar spans accuracy..confidence either way: red above (over-confident), green below.
+        ax.bar(
+            centres[shown],
+            np.abs(conf - acc),
+            bottom=np.minimum(acc, conf),
+            width=width * 0.9,
+            color=np.where(conf > acc, "tab:red", "tab:green"),
+            alpha=0.4,
+            label="gap (red: over-confident, green: under)",
         )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.set(
