@@ -86,6 +86,7 @@ def test_list_nested_and_korean_keys(base: str) -> None:
     assert storage.list_uris(storage.join(base, "a"), recursive=False) == [storage.join(base, "a/1.txt")]
     assert len(storage.list_uris(base, limit=2)) == 2
     assert storage.list_uris(storage.join(base, "no-such-prefix")) == []
+    assert storage.list_uris(storage.join(base, "top.txt")) == [storage.join(base, "top.txt")]  # a file lists itself
 
 
 def test_exists_for_key_and_prefix(base: str) -> None:

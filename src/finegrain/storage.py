@@ -234,17 +234,8 @@ def exists(uri: str) -> bool:
     c = client(uri)
     if not key:
         return retry(f"{uri}: exists", lambda: c.bucket_exists(bucket))
-
-    def stat() -> bool:
-        try:
-            c.stat_object(bucket, key)
-            return True
-        except Exception as exc:
-            if is_missing(exc):
-                return False
-            raise
-
-    return retry(f"{uri}: exists", stat) or bool(list_uris(uri, recursive=True, limit=1))
+    # A "directory" exists when something lives under `key/` (listing `key` itself would find the object).
+    return _object_exists(c, bucket, key) or bool(list_uris(uri.rstrip("/") + "/", recursive=True, limit=1))
 
 
 def list_uris(prefix: str, recursive: bool = True, limit: int | None = None) -> list[str]:
@@ -290,7 +281,22 @@ def list_uris(prefix: str, recursive: bool = True, limit: int | None = None) -> 
                 return
 
     retry(f"{prefix}: list", listing)
+    if not out and key and not prefix.endswith("/") and _object_exists(c, bucket, key.rstrip("/")):
+        return [prefix.rstrip("/")]  # like a local file path: listing a single object yields that object
     return sorted(out)
+
+
+def _object_exists(c, bucket: str, key: str) -> bool:
+    def stat() -> bool:
+        try:
+            c.stat_object(bucket, key)
+            return True
+        except Exception as exc:  # only "missing" is an answer; the rest goes to retry()
+            if is_missing(exc):
+                return False
+            raise
+
+    return retry(f"s3://{bucket}/{key}: stat", stat)
 
 
 def copy(src: str, dst: str) -> str:
@@ -331,7 +337,7 @@ def delete(uri: str) -> None:
     bucket, key = split_s3(uri)
     c = client(uri)
     keys = [key] if key else []
-    keys += [split_s3(u)[1] for u in list_uris(uri)]
+    keys += [split_s3(u)[1] for u in list_uris(uri.rstrip("/") + "/")]
 
     def remove() -> None:
         errors = list(c.remove_objects(bucket, [DeleteObject(k) for k in keys]))

@@ -325,7 +325,7 @@ class Tracker:
         try:
             if storage.is_s3(src):
                 # Objects under `src/` make it a "directory"; otherwise it is a single object.
-                if storage.list_uris(src, limit=1):
+                if storage.list_uris(src.rstrip("/") + "/", limit=1):
                     storage.download_dir(src, dst)
                 else:
                     storage.download_file(src, dst)
