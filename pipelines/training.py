@@ -6,8 +6,6 @@ The pipeline's shape (which members fan out, GPU and pod settings, image) comes 
 the config itself also travels as the `config_text` parameter so every step sees the same resolved settings.
 """
 
-
-
 import argparse
 import copy
 import hashlib
@@ -32,7 +30,10 @@ from finegrain.component_io import config_to_text  # noqa: E402
 from finegrain.config import Config, load_config  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-POD_LABEL = ("finegrain.io/role", "pipeline")  # NetworkPolicies admit only pods with this label to MinIO/MLflow
+POD_LABEL = (
+    "finegrain.io/role",
+    "pipeline",
+)  # NetworkPolicies admit only pods with this label to MinIO/MLflow
 
 
 def with_image(component, image: str):
@@ -82,7 +83,10 @@ def _gpu_settings(task, cfg: Config) -> None:
 def build_pipeline(cfg: Config, work_root: "str | None" = None):
     """Return the pipeline function for this config (compile it or run it with kfp.local)."""
     p = cfg.pipeline
-    comps = {c.name: with_image(c, p.base_image) for c in (start_run, preprocess, train, regroup, calibrate, ensemble, submit)}
+    comps = {
+        c.name: with_image(c, p.base_image)
+        for c in (start_run, preprocess, train, regroup, calibrate, ensemble, submit)
+    }
     items = member_items(cfg)
     default_work_root = work_root or f"{p.work_root.rstrip('/')}/{config_hash(cfg)}"
 
@@ -100,18 +104,25 @@ def build_pipeline(cfg: Config, work_root: "str | None" = None):
         ).set_display_name("mlflow parent run")
         _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
         tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
-        parent = tracking_task.output
+        parent = tracking_task.outputs["run"]
 
         pre = comps["preprocess"](
-            config_text=config_text, data_uri=data_uri, data_hash=data_hash, code_version=code_version,
+            config_text=config_text,
+            data_uri=data_uri,
+            data_hash=data_hash,
+            code_version=code_version,
             work_root=work_root,
         ).set_display_name("preprocess")
         _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
 
         with dsl.ParallelFor(items=items, parallelism=p.parallelism) as item:
             tr = comps["train"](
-                config_text=config_text, preprocess=pre.outputs["result"], backbone=item.backbone,
-                fold=item.fold, work_root=work_root, parent_run_id=parent,
+                config_text=config_text,
+                preprocess=pre.outputs["result"],
+                backbone=item.backbone,
+                fold=item.fold,
+                work_root=work_root,
+                parent_run=parent,
             ).set_display_name("train fold")
             _cluster_settings(tr, cfg, cpu=p.train_cpu, memory=p.train_memory)
             _gpu_settings(tr, cfg)
@@ -121,18 +132,31 @@ def build_pipeline(cfg: Config, work_root: "str | None" = None):
             return dsl.Collected(tr.outputs["member"])
 
         rg = comps["regroup"](
-            config_text=config_text, members=members(), work_root=work_root, parent_run_id=parent
+            config_text=config_text, members=members(), work_root=work_root, parent_run=parent
         ).set_display_name("regroup")
-        cal = comps["calibrate"](
-            config_text=config_text, members=members(), work_root=work_root, parent_run_id=parent
-        ).set_display_name("calibrate").after(rg)
+        cal = (
+            comps["calibrate"](
+                config_text=config_text, members=members(), work_root=work_root, parent_run=parent
+            )
+            .set_display_name("calibrate")
+            .after(rg)
+        )
         ens = comps["ensemble"](
-            config_text=config_text, members=members(), calibration=cal.outputs["result"],
-            groups=rg.outputs["result"], work_root=work_root, parent_run_id=parent,
+            config_text=config_text,
+            members=members(),
+            calibration=cal.outputs["result"],
+            groups=rg.outputs["result"],
+            work_root=work_root,
+            parent_run=parent,
         ).set_display_name("ensemble")
         sub = comps["submit"](
-            config_text=config_text, ensemble=ens.outputs["result"], calibration=cal.outputs["result"],
-            members=members(), data_uri=data_uri, work_root=work_root, parent_run_id=parent,
+            config_text=config_text,
+            ensemble=ens.outputs["result"],
+            calibration=cal.outputs["result"],
+            members=members(),
+            data_uri=data_uri,
+            work_root=work_root,
+            parent_run=parent,
         ).set_display_name("submit")
         for task in (rg, cal, ens, sub):
             _cluster_settings(task, cfg, cpu=p.step_cpu, memory=p.step_memory)

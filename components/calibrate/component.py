@@ -13,7 +13,7 @@ def calibrate(
     config_text: str,
     members: Input[List[Artifact]],
     work_root: str,
-    parent_run_id: str,
+    parent_run: Input[Artifact],
     result: Output[Artifact],
     page: Output[HTML],
     metrics: Output[Metrics],
@@ -22,6 +22,12 @@ def calibrate(
     from finegrain import component_io
 
     return component_io.run_calibrate(
-        config_text, [m.path for m in members], work_root, parent_run_id, result.path, page.path,
-        result.metadata, metrics,
+        config_text,
+        [m.path for m in members],
+        work_root,
+        component_io.parent_run_id(parent_run.path),
+        result.path,
+        page.path,
+        result.metadata,
+        metrics,
     )

@@ -15,7 +15,7 @@ def ensemble(
     calibration: Input[Artifact],
     groups: Input[Artifact],
     work_root: str,
-    parent_run_id: str,
+    parent_run: Input[Artifact],
     result: Output[Artifact],
     report: Output[Markdown],
     metrics: Output[Metrics],
@@ -24,6 +24,14 @@ def ensemble(
     from finegrain import component_io
 
     return component_io.run_ensemble(
-        config_text, [m.path for m in members], calibration.path, groups.path, work_root, parent_run_id,
-        result.path, report.path, result.metadata, metrics,
+        config_text,
+        [m.path for m in members],
+        calibration.path,
+        groups.path,
+        work_root,
+        component_io.parent_run_id(parent_run.path),
+        result.path,
+        report.path,
+        result.metadata,
+        metrics,
     )

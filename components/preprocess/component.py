@@ -20,6 +20,12 @@ def preprocess(
     from finegrain import component_io
 
     return component_io.run_preprocess(
-        config_text, data_uri, work_root, result.path, report.path, result.metadata,
-        data_hash=data_hash, code_version=code_version,
+        config_text,
+        data_uri,
+        work_root,
+        result.path,
+        report.path,
+        result.metadata,
+        data_hash=data_hash,
+        code_version=code_version,
     )

@@ -13,7 +13,7 @@ def regroup(
     config_text: str,
     members: Input[List[Artifact]],
     work_root: str,
-    parent_run_id: str,
+    parent_run: Input[Artifact],
     result: Output[Artifact],
     page: Output[HTML],
 ) -> str:
@@ -21,5 +21,11 @@ def regroup(
     from finegrain import component_io
 
     return component_io.run_regroup(
-        config_text, [m.path for m in members], work_root, parent_run_id, result.path, page.path, result.metadata
+        config_text,
+        [m.path for m in members],
+        work_root,
+        component_io.parent_run_id(parent_run.path),
+        result.path,
+        page.path,
+        result.metadata,
     )

@@ -16,7 +16,7 @@ def submit(
     members: Input[List[Artifact]],
     data_uri: str,
     work_root: str,
-    parent_run_id: str,
+    parent_run: Input[Artifact],
     submission: Output[Dataset],
     check: Output[Markdown],
 ) -> str:
@@ -24,6 +24,14 @@ def submit(
     from finegrain import component_io
 
     return component_io.run_submit(
-        config_text, ensemble.path, calibration.path, [m.path for m in members], data_uri, work_root,
-        parent_run_id, submission.path, check.path, submission.metadata,
+        config_text,
+        ensemble.path,
+        calibration.path,
+        [m.path for m in members],
+        data_uri,
+        work_root,
+        component_io.parent_run_id(parent_run.path),
+        submission.path,
+        check.path,
+        submission.metadata,
     )

@@ -13,7 +13,7 @@ def train(
     backbone: str,
     fold: str,  # loop items of dicts arrive as strings
     work_root: str,
-    parent_run_id: str,
+    parent_run: Input[Artifact],
     member: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -22,6 +22,14 @@ def train(
     from finegrain import component_io
 
     return component_io.run_train(
-        config_text, preprocess.path, backbone, fold, work_root, parent_run_id,
-        member.path, member.metadata, metrics, confusion,
+        config_text,
+        preprocess.path,
+        backbone,
+        fold,
+        work_root,
+        component_io.parent_run_id(parent_run.path),
+        member.path,
+        member.metadata,
+        metrics,
+        confusion,
     )

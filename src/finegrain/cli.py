@@ -44,7 +44,10 @@ def make_sample(
     """Generate the small synthetic fine-grained dataset (Hecto layout) with planted problems and an answer key."""
     from finegrain.data.sample import make_sample as _make
 
-    _print(_make(out, seed=seed))
+    key = _make(out, seed=seed)
+    # The whole answer key is in <out>/answer_key.json; the terminal gets the counts.
+    _print({"out": out, "answer_key": f"{out}/answer_key.json", "classes": len(key.get("classes", [])),
+            **{k: v for k, v in key.items() if k == "counts"}})
 
 
 @app.command()

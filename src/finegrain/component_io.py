@@ -99,14 +99,20 @@ def png_as_img_tag(png_path: str | Path, alt: str = "") -> str:
 SMALL_CONFUSION_MATRIX = 40  # the KFP UI's confusion matrix is unreadable beyond a few dozen classes
 
 
-def start_parent_run(config_text: str, run_name: str, data_hash: str, code_version: str) -> str:
+def start_parent_run(config_text: str, run_name: str, data_hash: str, code_version: str, out_path: str) -> str:
     from finegrain import tracking
 
     cfg = config_from_text(config_text)
     run_id = tracking.start_parent_run(
         cfg.tracking, run_name, tags={"finegrain.data_hash": data_hash, "finegrain.code_version": code_version}
     )
+    write_json(out_path, {"run_id": run_id or ""})
     return run_id or ""
+
+
+def parent_run_id(artifact_path: str) -> str:
+    """The parent MLflow run id written by start_parent_run ("" when tracking was off)."""
+    return json.loads(Path(artifact_path).read_text(encoding="utf-8"))["run_id"]
 
 
 def _source_file(dst_dir: str | Path, work_uri: str) -> None:
@@ -156,6 +162,7 @@ def run_train(
     from finegrain.steps import train as step
 
     cfg = config_from_text(config_text)
+    fold = int(float(fold))  # loop items arrive as strings on a cluster, as floats from kfp.local
     out = step_uri(work_root, "train", backbone, f"fold{fold}")
     result = step.run(
         cfg, manifest=str(preprocess_dir), fold=int(fold), backbone=backbone, out=out,
