@@ -253,10 +253,10 @@ def test_mlflow_run_has_params_epoch_metrics_and_artifacts(member, mlflow_server
 
 @pytest.mark.slow
 @pytest.mark.mlflow_server
-def test_training_survives_the_tracking_server_dying(member, tmp_path):
+def test_training_survives_the_tracking_server_dying(member, tmp_path, mlflow_db_template):
     from servers import MlflowServer
 
-    server = MlflowServer(tmp_path / "mlflow")
+    server = MlflowServer(tmp_path / "mlflow", db_template=mlflow_db_template)
     cfg = member["cfg"].model_copy(deep=True)
     cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.retries = True, server.uri, 0
 

@@ -21,10 +21,14 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override: key.path=value (YAML 
 
 def _config(config: str, overrides: Optional[List[str]]) -> Config:
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
     except (ConfigError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    from finegrain import storage
+
+    storage.configure(cfg.storage)
+    return cfg
 
 
 def _print(result: object) -> None:
@@ -58,9 +62,9 @@ def preprocess(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Validate images, remove duplicates, merge identical classes, assign folds."""
+    cfg = _config(config, set_)
     from finegrain.steps import preprocess as step
 
-    cfg = _config(config, set_)
     try:
         _print(step.run(cfg, data=data or cfg.data.uri, out=out))
     except (ValueError, FileNotFoundError) as exc:
@@ -78,9 +82,9 @@ def train(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Train one (backbone, fold) member; resumes from its last checkpoint if one exists."""
+    cfg = _config(config, set_)
     from finegrain.steps import train as step
 
-    cfg = _config(config, set_)
     try:
         _print(step.run(cfg, manifest=manifest, fold=fold, backbone=backbone, out=out, parent_run_id=parent_run_id))
     except (ValueError, FileNotFoundError) as exc:
@@ -95,9 +99,9 @@ def regroup(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """t-SNE + agglomerative clustering of out-of-fold embeddings into groups of confusable classes."""
+    cfg = _config(config, set_)
     from finegrain.steps import regroup as step
 
-    cfg = _config(config, set_)
     try:
         _print(step.run(cfg, members=members, out=out))
     except (ValueError, FileNotFoundError) as exc:
@@ -112,9 +116,9 @@ def calibrate(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Fit one temperature per member on its out-of-fold logits."""
+    cfg = _config(config, set_)
     from finegrain.steps import calibrate as step
 
-    cfg = _config(config, set_)
     try:
         _print(step.run(cfg, members=members, out=out))
     except (ValueError, FileNotFoundError) as exc:
@@ -131,9 +135,9 @@ def ensemble(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Weighted soft voting of calibrated members (optionally hierarchical over regroup groups)."""
+    cfg = _config(config, set_)
     from finegrain.steps import ensemble as step
 
-    cfg = _config(config, set_)
     try:
         _print(step.run(cfg, members=members, calibration=calibration, out=out, groups=groups))
     except (ValueError, FileNotFoundError) as exc:
@@ -149,9 +153,9 @@ def submit(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Write and validate submission.csv in the sample submission's exact column order."""
+    cfg = _config(config, set_)
     from finegrain.steps import submit as step
 
-    cfg = _config(config, set_)
     try:
         _print(step.run(cfg, ensemble=ensemble, data=data or cfg.data.uri, out=out))
     except (ValueError, FileNotFoundError) as exc:
@@ -166,9 +170,9 @@ def run(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
+    cfg = _config(config, set_)
     from finegrain.local_run import run_pipeline_locally
 
-    cfg = _config(config, set_)
     try:
         summary = run_pipeline_locally(cfg, data=data, out=out)
     except (ValueError, FileNotFoundError) as exc:

@@ -27,7 +27,9 @@ def config_to_text(cfg: Config) -> str:
 
 
 def config_from_text(config_text: str) -> Config:
-    return config_from_dict(json.loads(config_text))
+    cfg = config_from_dict(json.loads(config_text))
+    storage.configure(cfg.storage)  # retries and multipart size from the config, in this task's process
+    return cfg
 
 
 def step_uri(work_root: str, *parts: str) -> str:

@@ -279,8 +279,10 @@ def _format_errors(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key")
-        else:
+        elif e["loc"]:
             lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+        else:  # a whole-config check: the input is the entire config, not worth echoing
+            lines.append(f"{loc}: {e['msg']}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

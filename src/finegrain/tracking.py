@@ -253,24 +253,24 @@ class Tracker:
             self._warned = True
 
     def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
         flat = {clean_key(k): str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(params).items()}
         self._runlog.append("params", flat)
         if not self.cfg.enabled or not flat:
             return
+        from mlflow.entities import Param  # only when tracking is on: images may lack mlflow
+
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch limit on params
             chunk = items[i : i + 100]
             self._call("log_params", lambda c=chunk: self._client.log_batch(self.run_id, params=c))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         values = {clean_key(k): float(v) for k, v in metrics.items() if v is not None}
         self._runlog.append("metrics", values, step=step)
         if not self.cfg.enabled or not values:
             return
+        from mlflow.entities import Metric  # only when tracking is on: images may lack mlflow
+
         # The timestamp is taken now, so a replayed metric keeps the time it was measured.
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step or 0) for k, v in values.items()]
@@ -279,12 +279,12 @@ class Tracker:
             self._call("log_metrics", None, metrics=chunk)
 
     def set_tags(self, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
         flat = {clean_key(k): str(v)[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
         self._runlog.append("tags", flat)
         if not self.cfg.enabled or not flat:
             return
+        from mlflow.entities import RunTag  # only when tracking is on: images may lack mlflow
+
         items = [RunTag(k, v) for k, v in flat.items()]
         self._call("set_tags", lambda: self._client.log_batch(self.run_id, tags=items))
 
