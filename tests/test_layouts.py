@@ -101,6 +101,7 @@ def test_imagefolder_local(tmp_path: Path) -> None:
             (root / "train" / name / f"img{i}.png").write_bytes(_jpeg(ci))
     ds = read_dataset(str(root))
     assert ds.layout == "imagefolder" and ds.test_ids == [] and len(ds.test) == 0
+    assert ds.root == str(root)  # absolute, so the table works from any working directory
     assert ds.submission_columns == ds.classes == ["a_class", "b_class"]
     (root / "test").mkdir()
     for stem in ("zz", "aa", "mm"):
@@ -176,6 +177,12 @@ def _duplicate_train_id(root: Path) -> str:
     return f"duplicate train image_id 'train/{CLASSES[1]}/{CLASSES[1]}_0000'"
 
 
+def _submission_ids_differ(root: Path) -> str:
+    p = root / "sample_submission.csv"
+    p.write_text(p.read_text(encoding="utf-8").replace("TEST_00002", "TEST_99999"), encoding="utf-8")
+    return "sample_submission.csv: IDs differ from test.csv (only here: ['TEST_99999']"
+
+
 def _image_in_train_root(root: Path) -> str:
     (root / "train" / "stray.jpg").write_bytes(_jpeg(0))
     return "train/stray.jpg: image directly under train/"
@@ -214,6 +221,7 @@ ERRORS = {
     "test.csv columns": _test_csv_columns,
     "duplicate train id": _duplicate_train_id,
     "image in train root": _image_in_train_root,
+    "submission IDs differ": _submission_ids_differ,
 }
 
 

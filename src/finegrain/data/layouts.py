@@ -70,7 +70,8 @@ class Dataset:
 
 def _root(uri: str) -> str:
     uri = str(uri)
-    return uri.rstrip("/") if storage.is_s3(uri) else str(Path(uri))
+    # Absolute local paths: the table is handed to steps that may run from another working directory.
+    return uri.rstrip("/") if storage.is_s3(uri) else str(Path(uri).absolute())
 
 
 def _list_files(root: str) -> dict[str, str]:
@@ -200,7 +201,7 @@ def _hecto_test(root: str, rels: dict[str, str], skipped: list[str]) -> list[dic
         if len(row) <= max(i_id, i_path):
             raise DatasetError(f"{uri}:{line}: row has {len(row)} fields, expected {len(header)}")
         image_id, img_path = row[i_id].strip(), row[i_path].strip()
-        rel = img_path.removeprefix("./").lstrip("/")
+        rel = img_path.replace("\\", "/").removeprefix("./").lstrip("/")
         found = rel if rel in rels else by_nfc.get(nfc(rel))
         if found is None:
             raise DatasetError(
