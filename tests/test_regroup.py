@@ -100,18 +100,24 @@ def test_bad_input_is_rejected():
         Regrouper(compute_tsne=False).fit(np.random.rand(6, 3), np.arange(6) % 2, np.full((5, 2), 0.5))
 
 
-def test_step_writes_groups_plot_html_report(tmp_path):
+def test_step_writes_groups_plot_html_report_to_s3(tmp_path, s3_bucket):
     from synthetic_members import make_members, planted_groups
 
+    from finegrain import storage
     from finegrain.steps import regroup
 
     classes = [f"현대_차종_{i:02d}" for i in range(12)]
     members = make_members(tmp_path, n_classes=12, n_per_class=20, classes=classes)
     cfg = config_from_dict(
-        {"regroup": {"perplexity": 10, "pca_dims": 8, "label_top": 4}, "tracking": {"enabled": False}}
+        {
+            "regroup": {"perplexity": 10, "pca_dims": 8, "label_top": 4},
+            "tracking": {"uri": f"sqlite:///{tmp_path}/mlruns.db", "experiment": "test-regroup"},
+        }
     )
-    out = tmp_path / "regroup"
-    summary = regroup.run(cfg, members, str(out))
+    summary = regroup.run(cfg, members, f"{s3_bucket}/regroup")
+    out = storage.download_dir(f"{s3_bucket}/regroup", tmp_path / "regroup")
+    logged = {p.name for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()}
+    assert {"groups.json", "tsne.png", "tsne.html", "report.md"} <= logged
     groups = json.loads((out / "groups.json").read_text(encoding="utf-8"))
     assert set(groups["class_to_group"]) == set(classes)
     found = [groups["class_to_group"][c] for c in classes]
@@ -142,7 +148,7 @@ def test_step_needs_embeddings(tmp_path):
 def test_bench_smoke_runs():
     cmd = [sys.executable, str(ROOT / "bench" / "regroup.py"), "--n", "400", "--dim", "32", "--classes", "20"]
     cmd += ["--perplexity", "10", "--sklearn-points", "200", "--sklearn-timeout", "60"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "finegrain Regrouper.fit" in res.stdout and "sklearn TSNE on 200 points (measured)" in res.stdout
     assert "EXTRAPOLATED" in res.stdout

@@ -26,13 +26,13 @@ import numpy as np
 __all__ = [
     "Regrouper",
     "centroid_distance",
-    "confusion_matrix_soft",
-    "pair_confusion",
     "cluster_classes",
-    "run_tsne",
-    "hangul_font",
-    "plot_groups",
+    "confusion_matrix_soft",
     "groups_html",
+    "hangul_font",
+    "pair_confusion",
+    "plot_groups",
+    "run_tsne",
 ]
 
 
@@ -105,7 +105,9 @@ def cluster_classes(distance: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([order[g] for g in raw], dtype=np.int64)
 
 
-def run_tsne(x: np.ndarray, perplexity: float, backend: str = "auto", seed: int = 0, n_jobs: int = 2) -> np.ndarray:
+def run_tsne(
+    x: np.ndarray, perplexity: float, backend: str = "auto", seed: int = 0, n_jobs: int = 2
+) -> np.ndarray:
     """[n, 2] t-SNE coordinates: openTSNE (FFT gradients, fast at 30k points) unless backend="sklearn"."""
     n = len(x)
     if n < 4:
@@ -141,7 +143,9 @@ def run_tsne(x: np.ndarray, perplexity: float, backend: str = "auto", seed: int 
         raise ValueError(f"tsne_backend {backend!r}: choose one of auto, opentsne, sklearn")
     from sklearn.manifold import TSNE
 
-    return TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs, init="pca").fit_transform(x)
+    return TSNE(
+        n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs, init="pca"
+    ).fit_transform(x)
 
 
 class Regrouper:
@@ -184,7 +188,7 @@ class Regrouper:
         labels: np.ndarray | Sequence[np.ndarray],
         oof_probs: np.ndarray | None = None,
         oof_labels: np.ndarray | None = None,
-    ) -> "Regrouper":
+    ) -> Regrouper:
         """Learn the groups.
 
         embeddings/labels: one [n, D] array with its [n] class indices, or lists of them (one per embedding
@@ -207,6 +211,8 @@ class Regrouper:
             n_classes = int(max(int(y.max()) for y in label_sets if len(y)) + 1)
         if oof_probs is not None:
             oof_probs = np.asarray(oof_probs, dtype=np.float64)
+            if oof_probs.ndim != 2 or (self.classes is not None and oof_probs.shape[1] != n_classes):
+                raise ValueError(f"oof_probs shape {oof_probs.shape} does not match {n_classes} classes")
             n_classes = max(n_classes, oof_probs.shape[1])
         if any(len(y) and y.max() >= n_classes for y in label_sets):
             raise ValueError(f"labels reach beyond the {n_classes} classes")
@@ -214,7 +220,9 @@ class Regrouper:
         self.classes_ = list(self.classes) if self.classes is not None else list(range(n_classes))
 
         reduced = [self._reduce(e) for e in spaces]
-        self.centroid_distance_ = np.mean([centroid_distance(r, y, n_classes) for r, y in zip(reduced, label_sets)], 0)
+        self.centroid_distance_ = np.mean(
+            [centroid_distance(r, y, n_classes) for r, y in zip(reduced, label_sets)], 0
+        )
         if oof_probs is not None:
             y_probs = label_sets[0] if oof_labels is None else np.asarray(oof_labels, dtype=np.int64)
             if len(y_probs) != len(oof_probs):
@@ -293,10 +301,13 @@ def plot_groups(rg: Regrouper, out_png: str, label_top: int = 10) -> dict[str, A
     use_names = font_path is not None or all(n.isascii() for n in names)
     fig, ax = plt.subplots(figsize=(12, 10), dpi=100)
     single = sizes == 1
+    dot = float(np.clip(20_000 / max(len(xy), 1), 1.0, 12.0))  # visible at 500 points, no blob at 30,000
     # Singletons in grey so the multi-class groups (the interesting part) stand out.
-    ax.scatter(xy[single, 0], xy[single, 1], s=2, c="lightgrey", linewidths=0, rasterized=True)
+    ax.scatter(xy[single, 0], xy[single, 1], s=dot, c="lightgrey", linewidths=0, rasterized=True)
     cmap = plt.get_cmap("tab20")
-    ax.scatter(xy[~single, 0], xy[~single, 1], s=3, c=cmap(group[~single] % 20), linewidths=0, rasterized=True)
+    ax.scatter(
+        xy[~single, 0], xy[~single, 1], s=3, c=cmap(group[~single] % 20), linewidths=0, rasterized=True
+    )
     labelled = rg.most_confused_classes(label_top)
     prop = font_manager.FontProperties(fname=font_path) if font_path else None
     for c in labelled:
@@ -305,7 +316,9 @@ def plot_groups(rg: Regrouper, out_png: str, label_top: int = 10) -> dict[str, A
             continue
         cx, cy = np.median(xy[rows], axis=0)
         text = names[c] if use_names else f"#{c}"
-        ax.annotate(text, (cx, cy), fontsize=8, fontproperties=prop, bbox={"fc": "white", "alpha": 0.7, "lw": 0})
+        ax.annotate(
+            text, (cx, cy), fontsize=8, fontproperties=prop, bbox={"fc": "white", "alpha": 0.7, "lw": 0}
+        )
     n_multi = sum(len(g) > 1 for g in rg.groups_)
     ax.set_title(f"t-SNE of out-of-fold embeddings: {rg.n_classes_} classes, {n_multi} multi-class groups")
     ax.set_xticks([])
@@ -334,8 +347,12 @@ def groups_html(rg: Regrouper, png_path: str, title: str = "finegrain regroup") 
     n_single = sum(len(g) == 1 for g in rg.groups_)
     buf = io.StringIO()
     buf.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>")
-    buf.write("<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>")
-    buf.write(f"<h1>{html.escape(title)}</h1><img alt='t-SNE' src='data:image/png;base64,{img}' style='max-width:100%'>")
+    buf.write(
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
+    )
+    buf.write(
+        f"<h1>{html.escape(title)}</h1><img alt='t-SNE' src='data:image/png;base64,{img}' style='max-width:100%'>"
+    )
     buf.write(f"<p>{len(rows)} multi-class groups, {n_single} singleton classes.</p>")
     buf.write("<table><tr><th>group</th><th>classes</th><th>within-group confusion</th><th>members</th></tr>")
     buf.write("".join(rows) + "</table></body></html>")
