@@ -128,6 +128,22 @@ def test_resume_continues_the_same_run(sqlite_tracking_uri: str, tmp_path: Path)
     assert len(_jsonl(local)) == 3  # the local record is appended across attempts
 
 
+def test_rerun_under_a_new_parent_starts_a_new_nested_run(sqlite_tracking_uri: str, tmp_path: Path) -> None:
+    cfg = TrackingConfig(uri=sqlite_tracking_uri, experiment="reparent", retries=0)
+    client = MlflowClient(tracking_uri=cfg.uri)
+    parent_a, parent_b = (start_parent_run(cfg, name) for name in ("pipeline-a", "pipeline-b"))
+    local = tmp_path / "regroup"
+    with Tracker(cfg, "regroup", parent_run_id=parent_a, local_dir=local) as first:
+        first.log_metrics({"groups": 3.0})
+    with Tracker(cfg, "regroup", parent_run_id=parent_b, local_dir=local) as second:
+        second.log_metrics({"groups": 4.0})
+    assert second.run_id != first.run_id
+    assert client.get_run(second.run_id).data.tags["mlflow.parentRunId"] == parent_b
+    with Tracker(cfg, "regroup", parent_run_id=parent_b, local_dir=local) as retry:  # a retried task resumes
+        retry.log_metrics({"groups": 4.0})
+    assert retry.run_id == second.run_id
+
+
 @pytest.mark.slow  # restarts the MLflow server
 def test_survives_server_outage_and_replays(mlflow_server, tmp_path: Path) -> None:
     cfg = TrackingConfig(uri=mlflow_server.uri, experiment="outage", retries=1)

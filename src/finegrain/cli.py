@@ -175,7 +175,8 @@ def run(
 
     try:
         summary = run_pipeline_locally(cfg, data=data, out=out)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # kfp.local has already printed the failing task's own traceback above
         _fail(exc)
     if not summary.get("submission_valid"):
         typer.echo("error: the pipeline finished but the submission did not validate", err=True)

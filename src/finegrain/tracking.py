@@ -152,9 +152,15 @@ class Tracker:
 
             try:
                 run = self._client.get_run(self.run_id)
-                if run.info.status != "RUNNING":
-                    self._client.update_run(self.run_id, status="RUNNING")
-                log.info("resuming MLflow run %s", self.run_id)
+                earlier_parent = run.data.tags.get("mlflow.parentRunId")
+                if self.parent_run_id and earlier_parent != self.parent_run_id:
+                    # A new pipeline run re-running this step: the earlier run belongs to another parent.
+                    log.info("MLflow run %s belongs to another pipeline run; starting a new run", self.run_id)
+                    self.run_id = None
+                else:
+                    if run.info.status != "RUNNING":
+                        self._client.update_run(self.run_id, status="RUNNING")
+                    log.info("resuming MLflow run %s", self.run_id)
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
