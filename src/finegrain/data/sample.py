@@ -9,8 +9,8 @@ cropped), cross-class duplicates (label noise), one alias pair (one class under 
 pictures), a truncated and a zero-byte train file, and distinct look-alike pairs that must NOT be merged.
 Test images are always valid, so a whole pipeline run on the sample succeeds.
 
-The output is byte-identical for a given seed: one numpy Generator per class and purpose, derived from the seed,
-fixed JPEG settings, no timestamps, sorted JSON-free-of-sets output.
+The output is byte-identical for a given seed: one numpy Generator per class and purpose derived from the seed,
+fixed JPEG settings, no timestamps or other metadata, every list in a fixed order.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn
+from tqdm import tqdm
 
 from finegrain import storage
 from finegrain.data.synthetic_cars import CarSpec, render, sample_scene, vary_details
@@ -234,7 +235,8 @@ def _prepare_out(out: Path) -> None:
 
 
 def _write_local(out: Path, seed: int) -> dict:
-    classes = {name: _Class(name, i, seed) for i, name in enumerate(CLASS_SPECS)}
+    names = tqdm(CLASS_SPECS, desc="sample: drawing classes", unit="class", leave=False)
+    classes = {name: _Class(name, i, seed) for i, name in enumerate(names)}
     planted = _plant(classes, np.random.default_rng([seed, 1_000_000]))
     paths: dict[tuple[str, str], str] = {}
     for name, c in classes.items():
