@@ -304,20 +304,27 @@ def plot_groups(rg: Regrouper, out_png: str, label_top: int = 10) -> dict[str, A
     dot = float(np.clip(20_000 / max(len(xy), 1), 1.0, 12.0))  # visible at 500 points, no blob at 30,000
     # Singletons in grey so the multi-class groups (the interesting part) stand out.
     ax.scatter(xy[single, 0], xy[single, 1], s=dot, c="lightgrey", linewidths=0, rasterized=True)
-    cmap = plt.get_cmap("tab20")
-    ax.scatter(
-        xy[~single, 0], xy[~single, 1], s=3, c=cmap(group[~single] % 20), linewidths=0, rasterized=True
-    )
+    # tab20 without its two greys, which would read as singletons.
+    palette = np.array([plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)])
+    colours = palette[group[~single] % len(palette)]
+    ax.scatter(xy[~single, 0], xy[~single, 1], s=dot * 1.5, c=colours, linewidths=0, rasterized=True)
     labelled = rg.most_confused_classes(label_top)
     prop = font_manager.FontProperties(fname=font_path) if font_path else None
-    for c in labelled:
+    for k, c in enumerate(labelled):
         rows = y == c
         if not rows.any():
             continue
         cx, cy = np.median(xy[rows], axis=0)
         text = names[c] if use_names else f"#{c}"
+        # The most-confused classes come in pairs sitting on each other: stagger labels so both stay legible.
         ax.annotate(
-            text, (cx, cy), fontsize=8, fontproperties=prop, bbox={"fc": "white", "alpha": 0.7, "lw": 0}
+            text,
+            (cx, cy),
+            xytext=(6, 6 - 12 * (k % 2)),
+            textcoords="offset points",
+            fontsize=8,
+            fontproperties=prop,
+            bbox={"fc": "white", "alpha": 0.7, "lw": 0},
         )
     n_multi = sum(len(g) > 1 for g in rg.groups_)
     ax.set_title(f"t-SNE of out-of-fold embeddings: {rg.n_classes_} classes, {n_multi} multi-class groups")
