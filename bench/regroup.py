@@ -50,7 +50,7 @@ def make_planted(
     return emb, labels, probs.astype(np.float32), groups
 
 
-def _sklearn_tsne(x: np.ndarray, perplexity: float, queue: "mp.Queue") -> None:
+def _sklearn_tsne(x: np.ndarray, perplexity: float, queue: mp.Queue) -> None:
     from sklearn.manifold import TSNE
 
     t0 = time.perf_counter()
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=396)
     ap.add_argument("--pca-dims", type=int, default=50)
     ap.add_argument("--perplexity", type=float, default=30.0)
-    ap.add_argument("--sklearn-points", type=int, default=5000, help="time sklearn on this many rows (0 = skip)")
+    ap.add_argument(
+        "--sklearn-points", type=int, default=5000, help="time sklearn on this many rows (0 = skip)"
+    )
     ap.add_argument("--sklearn-timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -102,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     for g, members in enumerate(planted):
         truth[members] = g
     ari = adjusted_rand_score(truth, rg.class_to_group_)
-    print(f"finegrain Regrouper.fit (PCA {args.pca_dims} + openTSNE + clustering): {t_fine:.1f} s wall, ARI {ari:.3f}")
+    print(
+        f"finegrain Regrouper.fit (PCA {args.pca_dims} + openTSNE + clustering): {t_fine:.1f} s wall, ARI {ari:.3f}"
+    )
     # CPU seconds over 2 is the wall time an unshared 2-core machine would need (loaded machines inflate wall).
-    print(f"  cpu time {cpu_fine:.1f} s (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(
+        f"  cpu time {cpu_fine:.1f} s (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
 
     if args.sklearn_points <= 0:
         return 0

@@ -40,11 +40,15 @@ def _report(rg: Regrouper, backbones: dict[str, int], plot: dict, seconds: float
     lines = [
         "# Regroup",
         "",
-        f"{rg.n_classes_} classes -> {len(rg.groups_)} groups ({len(multi)} with more than one class, "
-        f"{len(rg.groups_) - len(multi)} singletons); fitted in {seconds:.1f} s.",
+        (
+            f"{rg.n_classes_} classes -> {len(rg.groups_)} groups ({len(multi)} with more than one class, "
+            f"{len(rg.groups_) - len(multi)} singletons); fitted in {seconds:.1f} s."
+        ),
         f"Embedding spaces (OOF rows): {', '.join(f'{b} ({n})' for b, n in backbones.items())}.",
-        f"Distance = (1 - {rg.confusion_weight}) x centroid cosine distance + {rg.confusion_weight} x "
-        f"(1 - pair confusion), average linkage, threshold {rg.distance_threshold}.",
+        (
+            f"Distance = (1 - {rg.confusion_weight}) x centroid cosine distance + {rg.confusion_weight} x "
+            f"(1 - pair confusion), average linkage, threshold {rg.distance_threshold}."
+        ),
         "",
         "Within-group confusion = mean OOF probability a group's images give to the other classes of the group.",
         "",
@@ -108,7 +112,7 @@ def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = N
         "n_groups": len(rg.groups_),
         "n_multi_class_groups": n_multi,
         "largest_group": max((len(g) for g in rg.groups_), default=0),
-        "backbones": {b: int(len(y)) for b, y in zip(per_backbone, labels)},
+        "backbones": {b: len(y) for b, y in zip(per_backbone, labels)},
         "fit_seconds": round(seconds, 2),
     }
     with storage.output_dir(out) as local:
