@@ -171,7 +171,8 @@ class EnsembleConfig(_Section):
 
 class SubmitConfig(_Section):
     # How an alias column of the sample gets probability mass: "split" halves the canonical probability
-    # between the pair (the scorer sums the pair, rows still sum to 1); "duplicate" copies it.
+    # between the pair (the scorer sums the pair, rows still sum to 1); "duplicate" copies it and renormalises
+    # the row, so the scored pair gets 2p/(1+p) and every other class shrinks by 1/(1+p) (see submission.py).
     alias_mode: Literal["split", "duplicate"] = "split"
     endpoint: str | None = None
     token_env: str = "FINEGRAIN_SUBMIT_TOKEN"
