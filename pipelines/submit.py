@@ -90,13 +90,22 @@ def submit(client, cfg: Config, action: str, params: dict, package: Path, host: 
     job_name = f"{cfg.pipeline.name}-{version_name}"
     if action == "schedule":
         job = client.create_recurring_run(
-            experiment_id=exp_id, job_name=job_name, cron_expression=cfg.pipeline.schedule_cron,
-            pipeline_id=pipeline_id, version_id=version_id, params=params, max_concurrency=1,
+            experiment_id=exp_id,
+            job_name=job_name,
+            cron_expression=cfg.pipeline.schedule_cron,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            params=params,
+            max_concurrency=1,
             service_account=cfg.pipeline.service_account,
         )
         return f"recurring run {job.recurring_run_id} ({cfg.pipeline.schedule_cron})"
     run = client.run_pipeline(
-        experiment_id=exp_id, job_name=job_name, pipeline_id=pipeline_id, version_id=version_id, params=params,
+        experiment_id=exp_id,
+        job_name=job_name,
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+        params=params,
         service_account=cfg.pipeline.service_account,
     )
     return f"{host.rstrip('/')}/#/runs/details/{run.run_id}"

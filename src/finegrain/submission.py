@@ -75,6 +75,31 @@ def column_sources(
     return sources, is_alias
 
 
+def probs_to_columns(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    columns: Sequence[str],
+    column_to_class: Mapping[str, str],
+    aliases: Mapping[str, str] | None = None,
+    alias_mode: str = "split",
+) -> np.ndarray:
+    """Class probabilities [n, C] -> submission-column probabilities [n, len(columns)], rows summing to 1.
+
+    Shared by the submission writer and the registered MLflow model, so both give the scorer the same mass.
+    """
+    if alias_mode not in ("split", "duplicate"):
+        raise SubmissionError(f"alias_mode {alias_mode!r}: choose split or duplicate")
+    sources, _ = column_sources(columns, column_to_class, classes, aliases or {})
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / np.where(p.sum(axis=1, keepdims=True) > 0, p.sum(axis=1, keepdims=True), 1.0)
+    out = p[:, sources]
+    if alias_mode == "split":
+        # Every class feeding k columns (itself + its aliases) has its mass shared k ways.
+        fanout = np.bincount(sources, minlength=p.shape[1])
+        return out / fanout[sources]
+    return out / out.sum(axis=1, keepdims=True)
+
+
 def build_submission(
     probs: np.ndarray,
     classes: Sequence[str],
@@ -102,19 +127,11 @@ def build_submission(
             f"test ids differ between test_probs ({len(image_ids)}) and test.csv ({len(test_ids)}): "
             f"only in test_probs {only_probs}, only in test.csv {only_csv}"
         )
-    if alias_mode not in ("split", "duplicate"):
-        raise SubmissionError(f"alias_mode {alias_mode!r}: choose split or duplicate")
     sources, is_alias = column_sources(columns, column_to_class, classes, aliases or {})
     row_of = {i: r for r, i in enumerate(image_ids)}
-    p = probs[[row_of[i] for i in test_ids]]
-    p = p / np.where(p.sum(axis=1, keepdims=True) > 0, p.sum(axis=1, keepdims=True), 1.0)
-    out = p[:, sources]
-    if alias_mode == "split":
-        # Every class feeding k columns (itself + its aliases) has its mass shared k ways.
-        fanout = np.bincount(sources, minlength=p.shape[1])
-        out = out / fanout[sources]
-    else:
-        out = out / out.sum(axis=1, keepdims=True)
+    out = probs_to_columns(
+        probs[[row_of[i] for i in test_ids]], classes, columns, column_to_class, aliases, alias_mode
+    )
     frame = pd.DataFrame(out, columns=list(columns))
     frame.insert(0, "ID", test_ids)
     frame.attrs["aliases"] = {c: classes[s] for c, s, a in zip(columns, sources, is_alias) if a}
