@@ -127,7 +127,7 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
         "members": members,
         "ensemble": {k: ens.get(k) for k in ("method", "ensemble_oof_logloss", "uniform_oof_logloss", "weights")},
         "hierarchical": ens.get("hierarchical"),
-        "preprocess": pre.get("status_counts", pre),
+        "preprocess": {k: pre.get(k) for k in ("status", "dup_groups", "suggested_merges", "training_rows")},
     }
 
 
