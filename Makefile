@@ -18,7 +18,7 @@ help:
 	@echo "make submit-pipeline   compile and submit to a Kubeflow cluster (KFP_HOST, KFP_TOKEN, CONFIG)"
 	@echo "make schedule          create a recurring run on the cluster"
 	@echo "make bench             run the benchmarks in bench/"
-	@echo "make images / push     build / push the container images (see docs/cluster.md)"
+	@echo "make images / push     build / push the container images (see README: Deploy to a cluster)"
 
 # The stamp depends on pyproject.toml so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
