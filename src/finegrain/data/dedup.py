@@ -112,7 +112,9 @@ def find_candidate_pairs(
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
-def _match(a: np.ndarray, b: np.ndarray, kx: float, ky: float) -> tuple[float, tuple[float, float, float, float]]:
+def _match(
+    a: np.ndarray, b: np.ndarray, kx: float, ky: float
+) -> tuple[float, tuple[float, float, float, float]]:
     """NCC of b shrunk to (kx, ky) of a's side, at its best place in a; the window as fractions of a."""
     n = a.shape[0]
     tw, th = round(n * kx), round(n * ky)
@@ -177,7 +179,9 @@ def _fit(
     if near is not None:
         x0 = min(max(0, near[0] - _NEAR), scaled.shape[1] - tw)
         y0 = min(max(0, near[1] - _NEAR), scaled.shape[0] - th)
-        region = scaled[y0 : min(scaled.shape[0], y0 + th + 2 * _NEAR), x0 : min(scaled.shape[1], x0 + tw + 2 * _NEAR)]
+        region = scaled[
+            y0 : min(scaled.shape[0], y0 + th + 2 * _NEAR), x0 : min(scaled.shape[1], x0 + tw + 2 * _NEAR)
+        ]
     result = cv2.matchTemplate(region, small, cv2.TM_CCOEFF_NORMED)
     _, score, _, (x, y) = cv2.minMaxLoc(result)
     x, y = x + x0, y + y0
@@ -217,7 +221,11 @@ def confirm_near_duplicate(
     if coarse < reject_below:
         return PairCheck(False, coarse, 256, float("inf"), "coarse thumbnails differ")
     (bh, bw), (sh, sw) = big.shape, small.shape
-    hypotheses = {(1.0, 1.0), (sw / bw, sh / bh), (sw / ((win[2] - win[0]) * bw), sh / ((win[3] - win[1]) * bh))}
+    hypotheses = {
+        (1.0, 1.0),
+        (sw / bw, sh / bh),
+        (sw / ((win[2] - win[0]) * bw), sh / ((win[3] - win[1]) * bh)),
+    }
     best = max((_fit(big, small, fx, fy) + ((fx, fy),) for fx, fy in sorted(hypotheses)), key=lambda r: r[0])
     if best[1] is None:
         return PairCheck(False, best[0], 256, float("inf"), "no alignment found")
