@@ -40,6 +40,23 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1) from None
 
 
+def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) -> None:
+    """Validate the config first (a typo fails before torch is imported), then run `finegrain.steps.<step>`.
+
+    A `data=None` keyword falls back to the config's `data.uri`.
+    """
+    import importlib
+
+    cfg = _config(config, overrides)
+    if "data" in kwargs and kwargs["data"] is None:
+        kwargs["data"] = cfg.data.uri
+    module = importlib.import_module(f"finegrain.steps.{step}")
+    try:
+        _print(module.run(cfg, **kwargs))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
 @app.command("make-sample")
 def make_sample(
     out: str = typer.Option("data/sample", "--out", help="Directory to write the sample dataset into."),
@@ -50,8 +67,14 @@ def make_sample(
 
     key = _make(out, seed=seed)
     # The whole answer key is in <out>/answer_key.json; the terminal gets the counts.
-    _print({"out": out, "answer_key": f"{out}/answer_key.json", "classes": len(key.get("classes", [])),
-            **{k: v for k, v in key.items() if k == "counts"}})
+    _print(
+        {
+            "out": out,
+            "answer_key": f"{out}/answer_key.json",
+            "classes": len(key.get("classes", [])),
+            **{k: v for k, v in key.items() if k == "counts"},
+        }
+    )
 
 
 @app.command()
@@ -62,13 +85,7 @@ def preprocess(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Validate images, remove duplicates, merge identical classes, assign folds."""
-    cfg = _config(config, set_)
-    from finegrain.steps import preprocess as step
-
-    try:
-        _print(step.run(cfg, data=data or cfg.data.uri, out=out))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    _run_step("preprocess", config, set_, data=data, out=out)
 
 
 @app.command()
@@ -82,13 +99,16 @@ def train(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Train one (backbone, fold) member; resumes from its last checkpoint if one exists."""
-    cfg = _config(config, set_)
-    from finegrain.steps import train as step
-
-    try:
-        _print(step.run(cfg, manifest=manifest, fold=fold, backbone=backbone, out=out, parent_run_id=parent_run_id))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    _run_step(
+        "train",
+        config,
+        set_,
+        manifest=manifest,
+        fold=fold,
+        backbone=backbone,
+        out=out,
+        parent_run_id=parent_run_id,
+    )
 
 
 @app.command()
@@ -99,13 +119,7 @@ def regroup(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """t-SNE + agglomerative clustering of out-of-fold embeddings into groups of confusable classes."""
-    cfg = _config(config, set_)
-    from finegrain.steps import regroup as step
-
-    try:
-        _print(step.run(cfg, members=members, out=out))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    _run_step("regroup", config, set_, members=members, out=out)
 
 
 @app.command()
@@ -116,13 +130,7 @@ def calibrate(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Fit one temperature per member on its out-of-fold logits."""
-    cfg = _config(config, set_)
-    from finegrain.steps import calibrate as step
-
-    try:
-        _print(step.run(cfg, members=members, out=out))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    _run_step("calibrate", config, set_, members=members, out=out)
 
 
 @app.command()
@@ -135,13 +143,7 @@ def ensemble(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Weighted soft voting of calibrated members (optionally hierarchical over regroup groups)."""
-    cfg = _config(config, set_)
-    from finegrain.steps import ensemble as step
-
-    try:
-        _print(step.run(cfg, members=members, calibration=calibration, out=out, groups=groups))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    _run_step("ensemble", config, set_, members=members, calibration=calibration, out=out, groups=groups)
 
 
 @app.command()
@@ -153,18 +155,14 @@ def submit(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Write and validate submission.csv in the sample submission's exact column order."""
-    cfg = _config(config, set_)
-    from finegrain.steps import submit as step
-
-    try:
-        _print(step.run(cfg, ensemble=ensemble, data=data or cfg.data.uri, out=out))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    _run_step("submit", config, set_, ensemble=ensemble, data=data, out=out)
 
 
 @app.command()
 def run(
-    data: str = typer.Option(None, "--data", help="Dataset URI (default: data.uri; the bundled sample is generated)."),
+    data: str = typer.Option(
+        None, "--data", help="Dataset URI (default: data.uri; the bundled sample is generated)."
+    ),
     out: str = typer.Option("runs/sample", "--out", help="Where every step's outputs go."),
     config: str = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
