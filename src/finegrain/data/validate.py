@@ -52,7 +52,11 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        arr8 = np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) / (hi - lo) * 255 + 0.5).astype(np.uint8)
+        arr8 = (
+            np.zeros(arr.shape, np.uint8)
+            if hi <= lo
+            else ((arr - lo) / (hi - lo) * 255 + 0.5).astype(np.uint8)
+        )
         notes.append("float image rescaled to 8-bit")
         return Image.fromarray(arr8, "L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
@@ -76,12 +80,13 @@ def check_image(
     *,
     max_pixels: int,
     min_side: int = 1,
-    draft_size: int | None = None,
+    draft_size: int | tuple[int, int] | None = None,
 ) -> CheckedImage:
     """Decode `data` fully (so truncation is caught) and return it as RGB, or say why it is unusable.
 
-    draft_size: for JPEG, decode at a reduced DCT scale whose result is still at least this many pixels on
-        each side (the whole entropy-coded stream is still read, so truncated files are still detected).
+    draft_size: for JPEG, decode at a reduced DCT scale (1/2, 1/4 or 1/8) whose result is still at least this
+        many pixels on each side, or (width, height) as displayed (after EXIF rotation). Every scanline of the
+        entropy-coded stream is still decoded, so truncated files are still detected, at 1.5-2x less cost.
     """
     if not data:
         return _corrupt("empty file (0 bytes)")
@@ -116,7 +121,8 @@ def check_image(
         notes.append("unreadable EXIF ignored")
     try:
         if draft_size and img.format == "JPEG":
-            img.draft("RGB", (draft_size, draft_size))
+            want = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
+            img.draft("RGB", want[::-1] if orientation in (5, 6, 7, 8) else want)  # those store it transposed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
@@ -154,7 +160,8 @@ def scan_image(uri: str, max_pixels: int, min_side: int) -> dict:
     """
     from finegrain.data.dedup import THUMB, fingerprint, hash_hex
 
-    data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=2 * THUMB)
+    # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side.
+    data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB)
     out = {
         "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
         "nbytes": len(data) if data is not None else 0,

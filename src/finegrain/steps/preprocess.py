@@ -12,12 +12,13 @@ which aborts the run after every test file has been checked: a submission needs 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import multiprocessing
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -43,39 +44,137 @@ class BadTestImagesError(ValueError):
     """One or more test images cannot be used; the message lists every one and why."""
 
 
-def _parallel(fn: Callable, items: list, workers: int, desc: str) -> list:
-    """map(fn, items) on `workers` processes with a progress bar; inline for one worker or a handful of items."""
-    if workers <= 1 or len(items) < 16:
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """One process pool for the whole step (hashing, then confirmation); None when running inline.
+
+    Spawn, not fork: a forked child would share the parent's open S3 connection pool. A spawned worker costs a
+    fresh interpreter plus our imports (~0.3 s), so it is paid once per run, and the workers are started right
+    away so that they boot while the parent lists the dataset.
+    """
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in range(workers):
+            pool.submit(_warm_up)
+        yield pool
+
+
+def _warm_up() -> None:
+    """Runs once in each new worker: importing the worker functions' modules is the slow part of its start."""
+    from finegrain.data import dedup, validate  # noqa: F401
+
+
+def _parallel(fn: Callable, items: list, desc: str, pool: ProcessPoolExecutor | None, workers: int) -> list:
+    """map(fn, items) on the pool with a progress bar; inline without a pool or for a handful of items."""
+    if pool is None or len(items) < 16:
         return [fn(x) for x in tqdm(items, desc=desc, unit="img", leave=False)]
-    # spawn, not fork: a forked child would share the parent's open S3 connection pool.
-    ctx = multiprocessing.get_context("spawn")
+    # Chunks amortise the per-task pickling round trip; 8 chunks per worker keep the two busy until the end.
     chunk = max(1, min(64, len(items) // (workers * 8)))
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, unit="img", leave=False))
+    return list(
+        tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, unit="img", leave=False)
+    )
 
 
-def _working_gray(uri: str, size: tuple[int, int], scale: float, max_pixels: int) -> np.ndarray | None:
-    checked = check_image(storage.read_bytes(uri), max_pixels=max_pixels, draft_size=dedup.WORK_SIDE)
-    return None if checked.image is None else dedup.working_gray(checked.image, size, scale)
+def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
+    """Run the strict same-picture check on a batch of candidate pairs, decoding each picture once per scale.
+
+    job = (images {key: (uri, (w, h), thumb)}, pairs [(key_a, key_b)], params). Pairs are batched by their first
+    image, so a picture with several candidates (common: a car model shot the same way) is decoded once.
+    """
+    images, pairs, params = job
+    grays: dict[tuple, np.ndarray | None] = {}
+
+    def gray(key: int, scale: float) -> np.ndarray | None:
+        if (key, scale) not in grays:
+            uri, (w, h), _ = images[key]
+            target = (max(8, round(w * scale)), max(8, round(h * scale)))
+            checked = check_image(storage.read_bytes(uri), max_pixels=params["max_pixels"], draft_size=target)
+            grays[key, scale] = (
+                None if checked.image is None else dedup.working_gray(checked.image, (w, h), scale)
+            )
+        return grays[key, scale]
+
+    out = []
+    for ka, kb in pairs:
+        (size_a, thumb_a), (size_b, thumb_b) = images[ka][1:], images[kb][1:]
+        # One scale for both, relative to native pixels, so a pure crop lines up 1:1.
+        scale = min(1.0, dedup.WORK_SIDE / max(*size_a, *size_b))
+        a, b = gray(ka, scale), gray(kb, scale)
+        if a is None or b is None:
+            out.append((False, 0.0, 256, float("inf")))
+            continue
+        r = dedup.confirm_near_duplicate(
+            a, b, thumb_a, thumb_b, max_dct_distance=params["confirm_distance"],
+            min_similarity=params["confirm_min_similarity"], max_local_diff=params["confirm_max_local_diff"],
+        )  # fmt: skip
+        out.append((r.same, r.ncc, r.dct_distance, r.local_diff))
+    return out
 
 
-def _confirm_job(job: tuple) -> tuple[bool, float, int, float]:
-    """Re-read a candidate pair at working resolution and run the strict same-picture check."""
-    uri_a, size_a, uri_b, size_b, thumb_a, thumb_b, params = job
-    # One scale for both, relative to native pixels, so a pure crop lines up 1:1.
-    scale = min(1.0, dedup.WORK_SIDE / max(*size_a, *size_b))
-    a = _working_gray(uri_a, size_a, scale, params["max_pixels"])
-    b = _working_gray(uri_b, size_b, scale, params["max_pixels"])
-    if a is None or b is None:
-        return False, 0.0, 256, float("inf")
-    r = dedup.confirm_near_duplicate(
-        a, b, thumb_a, thumb_b, max_dct_distance=params["confirm_distance"],
-        min_similarity=params["confirm_min_similarity"], max_local_diff=params["confirm_max_local_diff"],
-    )  # fmt: skip
-    return r.same, r.ncc, r.dct_distance, r.local_diff
+def _confirm_all(
+    table: pd.DataFrame,
+    thumbs: list,
+    pairs: list[tuple[int, int]],
+    cfg: Config,
+    pool: ProcessPoolExecutor | None,
+) -> list[tuple[bool, float, int, float]]:
+    """Results of _confirm_job for every (row, row) pair, in order; inline in the parent when there are few."""
+    pp = cfg.preprocess
+    params = pp.model_dump()
+    per_job = max(4, min(64, len(pairs) // (pp.workers * 8)))
+
+    def image(i: int) -> tuple:
+        return table.at[i, "path"], (int(table.at[i, "width"]), int(table.at[i, "height"])), thumbs[i]
+
+    jobs = []
+    for start in range(0, len(pairs), per_job):
+        batch = pairs[start : start + per_job]
+        jobs.append(({i: image(i) for pair in batch for i in pair}, batch, params))
+    bar = tqdm(total=len(pairs), desc="confirming near duplicates", unit="pair", leave=False)
+    mapped = (
+        pool.map(_confirm_job, jobs) if pool is not None and len(pairs) >= 16 else map(_confirm_job, jobs)
+    )
+    results = []
+    for batch_results in mapped:
+        results += batch_results
+        bar.update(len(batch_results))
+    bar.close()
+    return results
 
 
-def find_duplicates(table: pd.DataFrame, thumbs: list, cfg: Config) -> tuple[np.ndarray, pd.DataFrame]:
+def scan_table(
+    images: pd.DataFrame, cfg: Config, pool: ProcessPoolExecutor | None = None
+) -> tuple[pd.DataFrame, list]:
+    """Validate + hash every row's `path` (one read and one reduced-scale decode per file).
+
+    Returns the table with sha256/nbytes/status/reason/width/height/phash/phash_inner columns added, and the
+    per-row grayscale thumbnails (None for corrupt rows) that the near-duplicate confirmation starts from.
+    """
+    pp = cfg.preprocess
+    scan = functools.partial(scan_image, max_pixels=pp.max_pixels, min_side=pp.min_side)
+    scans = _parallel(scan, images["path"].tolist(), "validating + hashing", pool, pp.workers)
+    thumbs = [s.pop("thumb") for s in scans]
+    inner = [s.pop("phash_inner") for s in scans]
+    table = pd.concat([images.reset_index(drop=True), pd.DataFrame(scans)], axis=1)
+    table["phash_inner"] = inner
+    return table, thumbs
+
+
+def _check_test_images(table: pd.DataFrame) -> None:
+    bad_test = table[(table["split"] == "test") & (table["status"] == "corrupt")]
+    if len(bad_test):
+        listing = "\n".join(f"  {r.image_id} ({r.path}): {r.reason}" for r in bad_test.itertuples())
+        raise BadTestImagesError(
+            f"{len(bad_test)} test image(s) unusable; the submission needs every test ID, fix or replace them:\n"
+            + listing
+        )
+
+
+def find_duplicates(
+    table: pd.DataFrame, thumbs: list, cfg: Config, pool: ProcessPoolExecutor | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """dup_group per row (-1 = unique) and a table of the confirmed/rejected near-duplicate candidate pairs."""
     pp = cfg.preprocess
     usable = np.nonzero((table["status"] != "corrupt").to_numpy())[0]
@@ -90,20 +189,13 @@ def find_duplicates(table: pd.DataFrame, thumbs: list, cfg: Config) -> tuple[np.
     reps = np.array(sorted(first_of_sha.values()), dtype=np.int64)  # one row per distinct file content
     full = np.array([dedup.hex_to_hash(table.at[i, "phash"]) for i in reps], dtype=np.uint64)
     inner = np.array([dedup.hex_to_hash(table.at[i, "phash_inner"]) for i in reps], dtype=np.uint64)
-    cand = np.unique(
-        np.concatenate([dedup.find_candidate_pairs(full, pp.near_dup_distance),
-                        dedup.find_candidate_pairs(full, pp.near_dup_distance, other=inner)]),  # fmt: skip
-        axis=0,
-    )
-    params = pp.model_dump()
-    jobs = []
-    for a, b in cand:
-        i, j = int(reps[a]), int(reps[b])
-        jobs.append((table.at[i, "path"], (int(table.at[i, "width"]), int(table.at[i, "height"])), table.at[j, "path"],
-                     (int(table.at[j, "width"]), int(table.at[j, "height"])), thumbs[i], thumbs[j], params))  # fmt: skip
-    results = _parallel(_confirm_job, jobs, pp.workers, "confirming near duplicates")
+    by_full = dedup.find_candidate_pairs(full, pp.near_dup_distance)
+    by_inner = dedup.find_candidate_pairs(full, pp.near_dup_distance, other=inner)  # a crop of the other
+    cand = np.unique(np.concatenate([by_full, by_inner]), axis=0)
+    rows = [(int(reps[a]), int(reps[b])) for a, b in cand]  # sorted by first row: batches share pictures
+    results = _confirm_all(table, thumbs, rows, cfg, pool)
     pairs = pd.DataFrame(
-        [(int(reps[a]), int(reps[b]), *r) for (a, b), r in zip(cand, results)],
+        [(i, j, *r) for (i, j), r in zip(rows, results)],
         columns=["a", "b", "same", "ncc", "dct_distance", "local_diff"],
     )
     edges += [(int(r.a), int(r.b)) for r in pairs.itertuples() if r.same]
@@ -137,34 +229,23 @@ def _write_parquet(table: pd.DataFrame) -> bytes:
 def run(cfg: Config, data: str, out: str) -> dict:
     """Run the preprocess step on the dataset at `data`, writing its outputs to `out`; returns summary counts."""
     pp = cfg.preprocess
-    ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
-    table = ds.images.reset_index(drop=True).copy()
-    scans = _parallel(
-        functools.partial(scan_image, max_pixels=pp.max_pixels, min_side=pp.min_side),
-        table["path"].tolist(), pp.workers, "validating + hashing",
-    )  # fmt: skip
-    thumbs = [s.pop("thumb") for s in scans]
-    inner = [s.pop("phash_inner") for s in scans]
-    table = pd.concat([table, pd.DataFrame(scans)], axis=1)
-    table["phash_inner"] = inner
-
-    bad_test = table[(table["split"] == "test") & (table["status"] == "corrupt")]
-    if len(bad_test):
-        listing = "\n".join(f"  {r.image_id} ({r.path}): {r.reason}" for r in bad_test.itertuples())
-        raise BadTestImagesError(
-            f"{len(bad_test)} test image(s) unusable; the submission needs every test ID, fix or replace them:\n"
-            + listing
-        )
-
-    aliases = {a: c for a, c in cfg.data.aliases.items() if a in set(ds.classes)}
-    table["class_name"] = [aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)]
-    table["dup_group"], pairs = find_duplicates(table, thumbs, cfg)
+    with _worker_pool(pp.workers) as pool:
+        ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+        table, thumbs = scan_table(ds.images.reset_index(drop=True), cfg, pool)
+        _check_test_images(table)
+        aliases = {a: c for a, c in cfg.data.aliases.items() if a in set(ds.classes)}
+        table["class_name"] = [
+            aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)
+        ]
+        table["dup_group"], pairs = find_duplicates(table, thumbs, cfg, pool)
     suggestions = suggest_merges(table, pp.suggest_merge_fraction)
     if pp.apply_suggested_merges:
         for s in suggestions:
             aliases[s["alias"]] = s["canonical"]
             aliases = {a: (s["canonical"] if c == s["alias"] else c) for a, c in aliases.items()}
-        table["class_name"] = [aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)]
+        table["class_name"] = [
+            aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)
+        ]
     conflicts = assign_statuses(table, pp.drop_cross_class_conflicts)
 
     classes = sorted({c for c in table["class_name"] if c})
@@ -188,7 +269,9 @@ def run(cfg: Config, data: str, out: str) -> dict:
     report = render_report(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
     with storage.output_dir(out) as local:
         (local / "manifest.parquet").write_bytes(_write_parquet(manifest))
-        (local / "classes.json").write_text(json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8")
+        (local / "classes.json").write_text(
+            json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8"
+        )
         (local / "report.md").write_text(report, encoding="utf-8")
     save_config(cfg, out)
     counts = manifest["status"].value_counts()
@@ -198,5 +281,5 @@ def run(cfg: Config, data: str, out: str) -> dict:
         "status": {k: int(counts.get(k, 0)) for k in ("ok", "duplicate", "near_duplicate", "corrupt",
                                                        "cross_class_conflict", "noisy")},
         "dup_groups": int(manifest["dup_group"].max() + 1), "suggested_merges": len(suggestions),
-        "training_rows": int(len(train_ok)), "folds": cfg.data.folds, "warnings": fold_warnings,
+        "training_rows": len(train_ok), "folds": cfg.data.folds, "warnings": fold_warnings,
     }  # fmt: skip
