@@ -145,8 +145,12 @@ def format_summary(s: dict) -> str:
     e = s["ensemble"]
     lines.append(f"ensemble ({e.get('method')}): OOF LogLoss {f(e.get('ensemble_oof_logloss'))} "
                  f"(uniform {f(e.get('uniform_oof_logloss'))})")
-    if s.get("hierarchical"):
-        lines.append(f"hierarchical inference: {s['hierarchical']}")
+    h = s.get("hierarchical") or {}
+    if h.get("tried"):
+        lines.append(
+            f"hierarchical inference: {'used' if h.get('used') else 'not used'} (cross-fitted OOF LogLoss "
+            f"{f(h.get('oof_logloss_hier'))} vs flat {f(h.get('oof_logloss_flat'))}, {h.get('n_groups')} groups)"
+        )
     lines.append(f"preprocess: {s['preprocess']}")
     lines.append(f"submission: {s['submission']} (valid: {s['submission_valid']})")
     if "elapsed_s" in s:
