@@ -80,13 +80,13 @@ def check_image(
     *,
     max_pixels: int,
     min_side: int = 1,
-    draft_size: int | tuple[int, int] | None = None,
+    draft_size: int | None = None,
 ) -> CheckedImage:
     """Decode `data` fully (so truncation is caught) and return it as RGB, or say why it is unusable.
 
     draft_size: for JPEG, decode at a reduced DCT scale (1/2, 1/4 or 1/8) whose result is still at least this
-        many pixels on each side, or (width, height) as displayed (after EXIF rotation). Every scanline of the
-        entropy-coded stream is still decoded, so truncated files are still detected, at 1.5-2x less cost.
+        many pixels on each side. Every scanline of the entropy-coded stream is still decoded, so truncated files
+        are still detected, at 1.5-2x less cost than a full decode.
     """
     if not data:
         return _corrupt("empty file (0 bytes)")
@@ -121,8 +121,7 @@ def check_image(
         notes.append("unreadable EXIF ignored")
     try:
         if draft_size and img.format == "JPEG":
-            want = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
-            img.draft("RGB", want[::-1] if orientation in (5, 6, 7, 8) else want)  # those store it transposed
+            img.draft("RGB", (draft_size, draft_size))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
