@@ -124,3 +124,16 @@ def test_crops_of_larger_photos_confirmed_lookalikes_not() -> None:
         assert check.same, check
         lookalike = _jpeg(_upscaled(render(vary_details(scene, rng))))
         assert not _confirm(original, lookalike).same
+
+
+def test_dct_hash_matches_full_2d_dct_and_bit_packing() -> None:
+    from scipy.fft import dctn
+
+    rng = np.random.default_rng(4)
+    for k in (8, 16):
+        for _ in range(50):
+            x = rng.random((32, 32)) * 255
+            coeffs = dctn(x, type=2, norm="ortho")[:k, :k]
+            assert (dedup.dct_hash_bits(x, k) == (coeffs > np.median(coeffs)).ravel()).all()
+    bits = rng.random(64) > 0.5
+    assert dedup._bits_to_int(bits) == int("".join("1" if b else "0" for b in bits), 2)
