@@ -160,4 +160,5 @@ def test_compiles_from_the_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     spec = next(yaml.safe_load_all(out.read_text()))
     _, loop = _loop(spec)
-    assert len(json.loads(loop["parameterIterator"]["items"]["raw"])) == 3
+    n_backbones = len(load_config(ROOT / "configs/sample.yaml").train.backbones)
+    assert len(json.loads(loop["parameterIterator"]["items"]["raw"])) == n_backbones * 3
