@@ -307,11 +307,13 @@ def confirm_near_duplicate(
         return check
     # Scale refinement, +-0.75 % then +-0.25 %: below WORK_SIDE's native size each picture's working size is
     # rounded on its own, so even a pure crop's true relative scale is 1 +- 0.3 %, a pixel across the picture.
+    # One axis at a time (the NCC over (fx, fy) is close to separable): 4 fits a step instead of 8 neighbours.
     for step in (0.0075, 0.0025):
-        fx0, fy0 = best[3]
-        for dx, dy in itertools.product((1 - step, 1.0, 1 + step), repeat=2):
-            if (dx, dy) != (1.0, 1.0):
-                cand = _fit(big, small, fx0 * dx, fy0 * dy, near=best[2]) + ((fx0 * dx, fy0 * dy),)
+        for axis in (0, 1):
+            base = best[3]
+            for factor in (1 - step, 1 + step):
+                f = (base[0] * factor, base[1]) if axis == 0 else (base[0], base[1] * factor)
+                cand = _fit(big, small, *f, near=best[2]) + (f,)
                 if cand[0] > best[0]:
                     best = cand
     return _compare(*_subpixel(big, small, *best[3], best[2]), small, best[0], max_dct_distance, min_similarity,
