@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finegrain.data import dedup
+from finegrain.data import dedup, pair_check
 from finegrain.data.sample import CLASS_SPECS
 from finegrain.data.synthetic_cars import render, sample_scene, vary_details
 
@@ -71,11 +71,11 @@ def _load(data: bytes):
     return img, dedup.fingerprint(img)
 
 
-def _confirm(a: bytes, b: bytes) -> dedup.PairCheck:
+def _confirm(a: bytes, b: bytes) -> pair_check.PairCheck:
     (ia, fa), (ib, fb) = _load(a), _load(b)
-    scale = min(1.0, dedup.WORK_SIDE / max(*ia.size, *ib.size))
-    return dedup.confirm_near_duplicate(
-        dedup.working_gray(ia, ia.size, scale), dedup.working_gray(ib, ib.size, scale), fa.thumb, fb.thumb,
+    scale = min(1.0, pair_check.WORK_SIDE / max(*ia.size, *ib.size))
+    return pair_check.confirm_near_duplicate(
+        pair_check.working_gray(ia, ia.size, scale), pair_check.working_gray(ib, ib.size, scale), fa.thumb, fb.thumb,
         max_dct_distance=40, min_similarity=0.9, max_local_diff=0.15,
     )  # fmt: skip
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from finegrain import storage
 from finegrain.config import Config, save_config
-from finegrain.data import dedup
+from finegrain.data import dedup, pair_check
 from finegrain.data.folds import assign_folds, fold_balance
 from finegrain.data.layouts import read_dataset
 from finegrain.data.noise import find_noisy_labels, load_oof
@@ -103,27 +103,27 @@ def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
             # own 8x8 block grid, which misaligns a crop against its original by a fraction of a working pixel
             # (measured: recall of 600x450 crop copies 1.00 -> 0.71 when drafting down to the working size).
             data = storage.read_bytes(uri)
-            checked = check_image(data, max_pixels=params["max_pixels"], draft_size=dedup.WORK_SIDE)
+            checked = check_image(data, max_pixels=params["max_pixels"], draft_size=pair_check.WORK_SIDE)
             grays[key, scale] = (
-                None if checked.image is None else dedup.working_gray(checked.image, (w, h), scale)
+                None if checked.image is None else pair_check.working_gray(checked.image, (w, h), scale)
             )
         return grays[key, scale]
 
     out = []
     for ka, kb in pairs:
         (size_a, thumb_a), (size_b, thumb_b) = images[ka][1:], images[kb][1:]
-        coarse = dedup.coarse_match(thumb_a, thumb_b, params["confirm_min_similarity"])
+        coarse = pair_check.coarse_match(thumb_a, thumb_b, params["confirm_min_similarity"])
         if not coarse.ok:
             r = coarse.rejection()
             out.append((r.same, r.ncc, r.dct_distance, r.local_diff))
             continue
         # One scale for both, relative to native pixels, so a pure crop lines up 1:1.
-        scale = min(1.0, dedup.WORK_SIDE / max(*size_a, *size_b))
+        scale = min(1.0, pair_check.WORK_SIDE / max(*size_a, *size_b))
         a, b = gray(ka, scale), gray(kb, scale)
         if a is None or b is None:
             out.append((False, 0.0, 256, float("inf")))
             continue
-        r = dedup.confirm_near_duplicate(
+        r = pair_check.confirm_near_duplicate(
             a, b, thumb_a, thumb_b, max_dct_distance=params["confirm_distance"],
             min_similarity=params["confirm_min_similarity"], max_local_diff=params["confirm_max_local_diff"],
             coarse=coarse,
