@@ -102,7 +102,7 @@ def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
             # Draft only down to twice the working size: a DCT-scaled decode samples each file on its own 8x8 block
             # grid, which a crop does not share with its original, and drafted close to the working size that
             # misaligned crops (600x450 copies, drafted to >= 256: recall 1.00 -> 0.71; 1200x900 drafted to
-            # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px a side
+            # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px on the short side
             # are drafted now, by 1/2 or more, and then area-averaged down by 2x or more.
             data = storage.read_bytes(uri)
             checked = check_image(data, max_pixels=params["max_pixels"], draft_size=2 * pair_check.WORK_SIDE)
