@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finegrain.data.validate import check_image, read_and_check
+from finegrain.data.validate import check_image, read_and_check, scan_image
 
-LIMIT = dict(max_pixels=40_000_000, min_side=16)
+LIMIT = {"max_pixels": 40_000_000, "min_side": 16}
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -82,8 +82,11 @@ def _exif_rotated() -> bytes:
         ("alpha", _rgba(), "alpha flattened"),
         ("cmyk", _encode(_photo().convert("CMYK"), "JPEG"), "CMYK"),
         ("grayscale", _encode(_photo().convert("L"), "PNG"), "grayscale"),
-        ("16-bit", _encode(Image.fromarray((np.arange(120 * 80).reshape(80, 120) * 6).astype(np.uint16)), "PNG"),
-         "16-bit"),
+        (
+            "16-bit",
+            _encode(Image.fromarray((np.arange(120 * 80).reshape(80, 120) * 6).astype(np.uint16)), "PNG"),
+            "16-bit",
+        ),
         ("exif", _exif_rotated(), "EXIF orientation 6"),
     ],
 )
@@ -115,3 +118,16 @@ def test_draft_decode_still_catches_truncation() -> None:
     assert ok.status == "ok" and ok.image.size[0] < 800 and (ok.width, ok.height) == (800, 600)
     bad = check_image(data[: len(data) * 2 // 3], draft_size=128, **LIMIT)
     assert bad.status == "corrupt" and "truncated" in bad.reason
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.995])
+def test_scan_at_thumbnail_draft_still_catches_truncation(tmp_path, kept: float) -> None:
+    # The scan decodes JPEGs at 1/8 scale (THUMB draft): every entropy-coded block must still be read.
+    pixels = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)
+    data = _encode(Image.fromarray(pixels), "JPEG", quality=90)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: int(len(data) * kept)])
+    scan = scan_image(str(path), **LIMIT)
+    assert scan["status"] == "corrupt" and "truncated" in scan["reason"] and scan["sha256"]
+    path.write_bytes(data)
+    assert scan_image(str(path), **LIMIT)["status"] == "ok"
