@@ -69,10 +69,17 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         ctx.set_forkserver_preload(_WORKER_MODULES)  # only takes effect when the server first starts
     else:
         ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread_each) as pool:
         for _ in range(workers):
             pool.submit(os.getpid)  # a no-op task: the executor starts one worker per task submitted
         yield pool
+
+
+def _one_thread_each() -> None:
+    """Worker initializer: the pool already has one process per core, so OpenCV's own threads only contend."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _parallel(fn: Callable, items: list, desc: str, pool: ProcessPoolExecutor | None, workers: int) -> list:
