@@ -13,7 +13,6 @@ angle) fails the block check.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -57,9 +56,10 @@ def _coarse_window(
     """Best NCC of one thumbnail inside the other over crop sizes: (ncc, b_inside_a, window in the outer one).
 
     Coarse-to-fine: a 3 x 3 grid of crop sizes in both directions, on half-size thumbnails, picks the direction
-    (which picture is the crop), then two hill-climbing rounds (steps 0.04, 0.02) refine it at full size,
-    reaching the 0.02 resolution of a full 0.04 grid plus refinement in both directions at a third of the cost. When the grid's best
-    is under `give_up_below`, refining cannot rescue the pair (it moves the NCC by hundredths): returned as is.
+    (which picture is the crop), then two hill-climbing rounds (steps 0.04, 0.02, one axis at a time) refine it
+    at full size: the 0.02 resolution of a full 0.04 grid plus refinement in both directions (66 matches) for
+    about a quarter of the cost. When the grid's best is under `give_up_below`, refining cannot rescue the pair
+    (it moves the NCC by hundredths): returned as is.
     """
     a, b = thumb_a.astype(np.float32), thumb_b.astype(np.float32)
     # The grid runs on half-size thumbnails (4x fewer pixels per match); the winner is re-scored at full size.
@@ -74,12 +74,14 @@ def _coarse_window(
     if best[0] < give_up_below:
         return best[0], best[4], best[1]
     for step in (0.04, 0.02):
-        kx0, ky0 = best[2], best[3]
-        for kx, ky in itertools.product((kx0 - step, kx0, kx0 + step), (ky0 - step, ky0, ky0 + step)):
-            if kx <= 1.0 and ky <= 1.0 and (kx, ky) != (kx0, ky0):
-                cand = _match(outer, inner, kx, ky)
-                if cand[0] > best[0]:
-                    best = cand + (kx, ky, best[4])
+        for axis in (0, 1):  # one axis at a time, as in the fine refinement: 4 matches a step, not 8
+            kx0, ky0 = best[2], best[3]
+            for delta in (-step, step):
+                kx, ky = (kx0 + delta, ky0) if axis == 0 else (kx0, ky0 + delta)
+                if kx <= 1.0 and ky <= 1.0:
+                    cand = _match(outer, inner, kx, ky)
+                    if cand[0] > best[0]:
+                        best = cand + (kx, ky, best[4])
     return best[0], best[4], best[1]
 
 
