@@ -146,8 +146,8 @@ def test_near_duplicates_close_but_not_identical(sample_dir: Path, key: dict) ->
         elif d["kind"] == "resize":
             assert (cw, ch) == (round(0.7 * w), round(0.7 * h)) == tuple(d["size"])
         else:
-            l, t, r, b = d["box"]
-            assert (cw, ch) == (r - l, b - t) and 0.90 <= cw / w <= 0.95 and 0.90 <= ch / h <= 0.95
+            left, top, right, bottom = d["box"]
+            assert (cw, ch) == (right - left, bottom - top) and 0.90 <= cw / w <= 0.95 and 0.90 <= ch / h <= 0.95
         diff = np.abs(_gray(orig, d.get("box")) - _gray(copy)).mean()
         assert diff < 3.0, (d, diff)
         bits = int(np.count_nonzero(_phash_bits(_gray(orig)) != _phash_bits(_gray(copy))))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -153,13 +152,18 @@ def test_survives_server_outage_and_replays(mlflow_server, tmp_path: Path) -> No
         with tr:
             tr.log_metrics({"loss": 30.0}, step=0)
             mlflow_server.stop()
-            t0 = time.monotonic()
+            attempts = []
+            live_log_batch = tr._client.log_batch
+            tr._client.log_batch = lambda *a, **kw: (attempts.append(1), live_log_batch(*a, **kw))[1]
             with pytest.warns(RuntimeWarning, match="unavailable"):
                 tr.log_metrics({"loss": 29.0}, step=1)
             for step in range(2, 30):
                 tr.log_metrics({"loss": 30.0 - step}, step=step)
             tr.log_params({"after": "outage"})
-            assert time.monotonic() - t0 < 15, "a dead server stalled training"
+            # a dead server must not stall training: after the first failed call (and its retries) the rest are
+            # buffered without touching the network until the cooldown ends
+            assert len(attempts) <= cfg.retries + 1, "a dead server was retried on every step"
+            tr._client.log_batch = live_log_batch
             mlflow_server.start()
             batches = []
             real = tr._client.log_batch
@@ -180,13 +184,11 @@ def test_unreachable_server_from_the_start_never_raises(tmp_path: Path) -> None:
     from servers import free_port
 
     cfg = TrackingConfig(uri=f"http://127.0.0.1:{free_port()}", experiment="nowhere", retries=0)
-    t0 = time.monotonic()
     with pytest.warns(RuntimeWarning, match="unavailable"):
         with Tracker(cfg, "lonely", local_dir=tmp_path) as tr:
             tr.log_params({"a": 1})
             tr.log_metrics({"loss": 1.0}, step=0)
             tr.log_artifact(tmp_path / "metrics.jsonl")
-    assert time.monotonic() - t0 < 15
     assert tr.run_id is None
     assert start_parent_run(cfg, "pipeline") is None
     assert [r["kind"] for r in _jsonl(tmp_path)] == ["params", "metrics"]

@@ -179,5 +179,5 @@ def register_ensemble(
         version = info.registered_model_version
         return f"{cfg.tracking.register_model}/{version}"
     except Exception as exc:  # noqa: BLE001 - a registry outage must not fail a finished pipeline
-        warnings.warn(f"could not register the ensemble in MLflow ({type(exc).__name__}: {exc})", RuntimeWarning)
+        warnings.warn(f"could not register the ensemble in MLflow ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
         return None

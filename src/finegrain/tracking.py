@@ -16,6 +16,7 @@ No side effect at import; the client is an explicit `MlflowClient(tracking_uri=c
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -127,8 +128,10 @@ class Tracker:
             return
         self._ended = True
         if self.cfg.enabled:
-            tid = lambda: self._client.set_terminated(self.run_id, status=status)
-            self._call(f"end run ({status})", tid, force=True)
+            def terminate() -> None:
+                self._client.set_terminated(self.run_id, status=status)
+
+            self._call(f"end run ({status})", terminate, force=True)
             if self._pending:
                 log.warning(
                     "MLflow %s unreachable at exit: %d buffered calls dropped (they are in %s)",
@@ -215,7 +218,7 @@ class Tracker:
                         break
                     batch += self._pending[n][2]
                     n += 1
-                fn = lambda b=batch: self._client.log_batch(self.run_id, metrics=b)
+                fn = functools.partial(self._client.log_batch, self.run_id, metrics=batch)
             try:
                 fn()
             except Exception as exc:
