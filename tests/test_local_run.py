@@ -100,3 +100,23 @@ def test_second_run_reuses_preprocess_from_cache(local_run, sample_dir):
     summary = run_pipeline_locally(cfg, data=str(sample_dir), out=str(out))
     assert summary["submission_valid"]
     assert manifest.stat().st_mtime_ns == before, "preprocess ran again instead of coming from the cache"
+
+
+def test_registered_model_reproduces_the_submission(local_run, sample_dir):
+    """The MLflow pyfunc registered by submit maps images to the submission columns exactly as the pipeline did."""
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+
+    cfg, out, summary = local_run
+    name = cfg.tracking.register_model
+    versions = MlflowClient(tracking_uri=cfg.tracking.uri).search_model_versions(f"name='{name}'")
+    assert versions, "the ensemble was not registered"
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{max(int(v.version) for v in versions)}")
+    test = pd.read_csv(sample_dir / "test.csv", encoding="utf-8-sig").head(5)
+    images = [(sample_dir / p).read_bytes() for p in test["img_path"]]
+    pred = model.predict(pd.DataFrame({"image": images}))
+    sub = pd.read_csv(out / "submit" / "submission.csv", encoding="utf-8-sig").set_index("ID")
+    assert list(pred.columns) == list(sub.columns)
+    np.testing.assert_allclose(pred.to_numpy(), sub.loc[test["ID"]].to_numpy(), atol=1e-5)

@@ -9,7 +9,6 @@ each member's eval preset and TTA views, its calibration, the backbone weights, 
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -92,10 +91,16 @@ class EnsembleModel(_PythonModel):
     def _member_logits(self, blob: dict, model, images: list[np.ndarray]) -> np.ndarray:
         import torch
 
+        from finegrain.data.loader import resize_short_side
         from finegrain.data.transforms import EvalPreset, tta_view
 
-        preset = EvalPreset(blob["image_size"], blob["mean"], blob["std"], normalize=True)
-        batch = torch.stack([preset(im) for im in images])
+        # The same path as the pipeline's test predictions: the cache's resize, then the eval preset.
+        train = blob["config"]["train"]
+        short_side = round(train["cache_scale"] * blob["image_size"])
+        preset = EvalPreset(
+            blob["image_size"], blob["mean"], blob["std"], normalize=True, resize=train["eval_resize"]
+        )
+        batch = torch.stack([preset(resize_short_side(im, short_side)) for im in images])
         with torch.no_grad():
             views = [model(tta_view(batch, v)).float() for v in self.spec["tta"]]
         return torch.stack(views).mean(0).numpy()
@@ -122,9 +127,10 @@ class EnsembleModel(_PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
+        from finegrain.data.loader import decode_rgb
         from finegrain.submission import probs_to_columns
 
-        images = [_decode(x) for x in _images_of(model_input)]
+        images = [decode_rgb(data, f"row {i}") for i, data in enumerate(_images_of(model_input))]
         columns = probs_to_columns(
             self.predict_proba(images), self.classes, self.spec["columns"], self.spec["column_to_class"],
             self.spec["aliases"], self.spec["alias_mode"],
@@ -138,13 +144,6 @@ def _images_of(frame) -> list:
     if "path" in frame.columns:
         return [Path(p).read_bytes() for p in frame["path"]]
     raise ValueError(f"model input needs a column 'image' (bytes) or 'path'; got {list(frame.columns)}")
-
-
-def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
 def register_ensemble(

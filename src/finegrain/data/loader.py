@@ -86,17 +86,25 @@ def resolve_image_uris(paths: Sequence[str], data_uri: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ image cache
 
 
-def _decode_resized(uri: str, short_side: int) -> np.ndarray:
-    data = storage.read_bytes(uri)
+def decode_rgb(data: bytes, where: str) -> np.ndarray:
+    """Encoded image bytes -> uint8 RGB HWC (EXIF orientation applied, as OpenCV does by default)."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"{uri}: cannot decode image ({len(data)} bytes)")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise ValueError(f"{where}: cannot decode image ({len(data)} bytes)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    """The cache's resize; the registered model repeats it so served predictions match the pipeline's."""
     h, w = image.shape[:2]
     scale = short_side / min(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return np.ascontiguousarray(cv2.resize(image, size, interpolation=interp))
+
+
+def _decode_resized(uri: str, short_side: int) -> np.ndarray:
+    return resize_short_side(decode_rgb(storage.read_bytes(uri), uri), short_side)
 
 
 def cache_key(uris: Sequence[str], fingerprints: Sequence[str], short_side: int) -> str:
