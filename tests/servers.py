@@ -78,7 +78,27 @@ def _log_tail(path: Path, n: int = 40) -> str:
         return "<no log>"
 
 
-class S3Server:
+class _Server:
+    """A server process the tests start and kill: `start()`/`stop()` in subclasses, the rest shared."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class S3Server(_Server):
     """SeaweedFS `weed mini` serving S3 on 127.0.0.1; started by the constructor."""
 
     access_key = "finegrain-test"
@@ -190,18 +210,8 @@ class S3Server:
             for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
                 sock.unlink(missing_ok=True)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
-    def __enter__(self) -> S3Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class MlflowServer:
+class MlflowServer(_Server):
     """`mlflow server` with a SQLite backend in `workdir`, optionally proxying artifacts to S3."""
 
     def __init__(
@@ -284,13 +294,3 @@ class MlflowServer:
 
     def stop(self) -> None:
         _kill_group(self.proc)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> MlflowServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
