@@ -81,7 +81,7 @@ def assign_statuses(table: pd.DataFrame, drop_conflicts: bool) -> list[dict]:
                     table.at[i, "status"] = "cross_class_conflict"
                     _append(table, i, f"same picture labelled {' / '.join(labels)} (group {group}); not trained on")
                 continue
-        for cls, members in sorted(by_class.items()):
+        for _cls, members in sorted(by_class.items()):
             rep = _representative(table, members)
             if len(by_class) > 1:
                 _append(table, rep, f"cross-class conflict kept (group {group}: {' / '.join(sorted(by_class))})")
