@@ -61,12 +61,6 @@ def copy_text(src_uri: str, dst_path: str | Path) -> None:
     Path(dst_path).write_text(storage.read_text(src_uri), encoding="utf-8")
 
 
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
-    return head + body
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
