@@ -81,15 +81,12 @@ def check_image(
     max_pixels: int,
     min_side: int = 1,
     draft_size: int | None = None,
-    gray: bool = False,
 ) -> CheckedImage:
     """Decode `data` fully (so truncation is caught) and return it as RGB, or say why it is unusable.
 
     draft_size: for JPEG, decode at a reduced DCT scale (1/2, 1/4 or 1/8) whose result is still at least this
         many pixels on each side. Every scanline of the entropy-coded stream is still decoded, so truncated files
         are still detected, at 1.5-2x less cost than a full decode.
-    gray: return 8-bit grayscale ("L") instead of RGB. A colour JPEG then decodes its luma plane only (libjpeg
-        skips the chroma planes and the colour conversion: ~2x faster), which is all the pair check compares.
     """
     if not data:
         return _corrupt("empty file (0 bytes)")
@@ -123,9 +120,8 @@ def check_image(
         orientation = 1
         notes.append("unreadable EXIF ignored")
     try:
-        if img.format == "JPEG" and (draft_size or gray):
-            side = draft_size or max(width, height)  # draft(mode, full size): only the mode changes
-            img.draft("L" if gray else "RGB", (side, side))
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
@@ -138,13 +134,11 @@ def check_image(
         notes.append(f"EXIF orientation {orientation} applied")
         if orientation in (5, 6, 7, 8):
             width, height = height, width
-    if gray and img.mode == "L":
-        return CheckedImage("ok", "; ".join(notes), width, height, img)
     try:
         rgb = _to_rgb(img, notes)
     except Exception as exc:  # noqa: BLE001
         return _corrupt(f"cannot convert {img.mode} image to RGB: {type(exc).__name__}: {exc}", width, height)
-    return CheckedImage("ok", "; ".join(notes), width, height, rgb.convert("L") if gray else rgb)
+    return CheckedImage("ok", "; ".join(notes), width, height, rgb)
 
 
 def read_and_check(uri: str, **kwargs) -> tuple[bytes | None, CheckedImage]:

@@ -112,9 +112,7 @@ def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
             # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px on the short side
             # are drafted now, by 1/2 or more, and then area-averaged down by 2x or more.
             data = storage.read_bytes(uri)
-            checked = check_image(
-                data, max_pixels=params["max_pixels"], draft_size=2 * pair_check.WORK_SIDE, gray=True
-            )
+            checked = check_image(data, max_pixels=params["max_pixels"], draft_size=2 * pair_check.WORK_SIDE)
             grays[key, scale] = (
                 None if checked.image is None else pair_check.working_gray(checked.image, (w, h), scale)
             )
