@@ -91,6 +91,19 @@ class _Server:
         self.stop()
         self.start()
 
+    def _launch(self, env: dict) -> None:
+        """Start `self.command()` in `self.workdir`, output appended to `self.log_path`."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.workdir,
+                start_new_session=True,  # own process group, so stop() can kill every child at once
+            )
+
     def __enter__(self):
         return self
 
@@ -157,16 +170,7 @@ class S3Server(_Server):
             return
         t0 = time.monotonic()
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.workdir,
-                start_new_session=True,  # own process group, so stop() can kill every child at once
-            )
+        self._launch(env)
         self._wait_ready()
         self.startup_s = time.monotonic() - t0
 
@@ -263,16 +267,7 @@ class MlflowServer(_Server):
         # No background job runner (a huey consumer process): tests never use server-side jobs, and it is one
         # more process to start and kill on 2 shared cores.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
+        self._launch(env)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
