@@ -192,12 +192,8 @@ def run_regroup(
     out = step_uri(work_root, "regroup")
     result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id or None)
     mirror(out, out_dir)
-    html = Path(out_dir) / "tsne.html"
-    if html.exists():
-        Path(page_path).write_text(html.read_text(encoding="utf-8"), encoding="utf-8")
-    else:
-        body = png_as_img_tag(Path(out_dir) / "tsne.png", "t-SNE") + "<pre>" + _read(out_dir, "report.md") + "</pre>"
-        Path(page_path).write_text(html_page("Regroup: confusable classes", body), encoding="utf-8")
+    # The step writes a self-contained page (plot embedded, groups table) for exactly this viewer.
+    Path(page_path).write_text(_read(out_dir, "tsne.html"), encoding="utf-8")
     metadata.update({"work_uri": out, **_scalars(result)})
     return json.dumps(result, default=str)
 
