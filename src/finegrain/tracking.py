@@ -128,6 +128,7 @@ class Tracker:
             return
         self._ended = True
         if self.cfg.enabled:
+
             def terminate() -> None:
                 self._client.set_terminated(self.run_id, status=status)
 
@@ -298,23 +299,21 @@ class Tracker:
         self._call("set_tags", lambda: self._client.log_batch(self.run_id, tags=items))
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        if not self.cfg.enabled:
-            return
-        path = self._stage(local_path)
-        if path is not None:
-            self._call(
-                f"log_artifact {local_path}",
-                lambda: self._with_long_timeout(self._client.log_artifact, str(path), artifact_path),
-            )
+        self._upload("log_artifact", local_path, artifact_path)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self._upload("log_artifacts", local_dir, artifact_path)
+
+    def _upload(self, method: str, src: str | Path, artifact_path: str | None) -> None:
+        """Stage a file or directory privately, then upload it with the client's `method` (retried, buffered)."""
         if not self.cfg.enabled:
             return
-        path = self._stage(local_dir)
+        path = self._stage(src)
         if path is not None:
+            # the client exists only once _call has connected, so the method is looked up at call time
             self._call(
-                f"log_artifacts {local_dir}",
-                lambda: self._with_long_timeout(self._client.log_artifacts, str(path), artifact_path),
+                f"{method} {src}",
+                lambda: self._with_long_timeout(getattr(self._client, method), str(path), artifact_path),
             )
 
     def _with_long_timeout(self, upload: Callable[..., None], path: str, artifact_path: str | None) -> None:
