@@ -105,6 +105,34 @@ def test_odd_but_usable_images_become_rgb(name: str, data: bytes, note: str) -> 
         assert px.max() > 200 and px.min() < 10  # scaled over the 8-bit range, not clipped to white
 
 
+@pytest.mark.parametrize(
+    "name, data, note",
+    [
+        ("colour jpeg", _encode(_photo(), "JPEG"), ""),
+        ("grayscale jpeg", _encode(_photo().convert("L"), "JPEG"), "grayscale converted to RGB"),
+        ("cmyk jpeg", _encode(_photo().convert("CMYK"), "JPEG"), "CMYK converted to RGB"),
+        ("alpha png", _rgba(), "alpha flattened"),
+        ("exif jpeg", _exif_rotated(), "EXIF orientation 6"),
+    ],
+)
+def test_gray_mode_gives_luma_with_the_rgb_paths_notes(name: str, data: bytes, note: str) -> None:
+    # The scan decodes as luma to save time, but the manifest's reason must say what training (RGB) will see.
+    rgb, gray = check_image(data, **LIMIT), check_image(data, gray=True, **LIMIT)
+    assert gray.status == "ok" and gray.image.mode == "L" and gray.reason == rgb.reason
+    assert (note in gray.reason) if note else gray.reason == ""
+    assert gray.image.size == rgb.image.size and (gray.width, gray.height) == (rgb.width, rgb.height)
+    # JPEG luma is the RGB picture's gray up to rounding and chroma upsampling (a level or two).
+    diff = np.abs(np.asarray(gray.image, np.float64) - np.asarray(rgb.image.convert("L"), np.float64))
+    assert diff.mean() < 2.0, (name, diff.mean())
+
+
+def test_gray_mode_still_catches_truncation() -> None:
+    data = _encode(_photo(800, 600), "JPEG")
+    assert check_image(data, gray=True, draft_size=64, **LIMIT).status == "ok"
+    bad = check_image(data[: len(data) * 2 // 3], gray=True, draft_size=64, **LIMIT)
+    assert bad.status == "corrupt" and "truncated" in bad.reason
+
+
 def test_unreadable_path_is_corrupt(tmp_path) -> None:
     data, result = read_and_check(str(tmp_path / "missing.jpg"), **LIMIT)
     assert data is None and result.status == "corrupt" and "unreadable path" in result.reason

@@ -59,7 +59,7 @@ def _phash_of(gray: Image.Image) -> int:
 
 def fingerprint(img: Image.Image) -> Fingerprint:
     """pHash (the classic 32x32 DCT, 8x8 low frequencies vs their median), inner-crop pHash, thumbnail."""
-    gray = img.convert("L")
+    gray = img if img.mode == "L" else img.convert("L")  # the scan decodes JPEGs as luma already
     w, h = gray.size
     inner = gray.crop((round(w * INNER_CROP), round(h * INNER_CROP), round(w * (1 - INNER_CROP)),
                        round(h * (1 - INNER_CROP))))  # fmt: skip

@@ -81,12 +81,16 @@ def check_image(
     max_pixels: int,
     min_side: int = 1,
     draft_size: int | None = None,
+    gray: bool = False,
 ) -> CheckedImage:
     """Decode `data` fully (so truncation is caught) and return it as RGB, or say why it is unusable.
 
     draft_size: for JPEG, decode at a reduced DCT scale (1/2, 1/4 or 1/8) whose result is still at least this
         many pixels on each side. Every scanline of the entropy-coded stream is still decoded, so truncated files
         are still detected, at 1.5-2x less cost than a full decode.
+    gray: return an L (8-bit gray) image instead of RGB. A colour JPEG is then decoded as its luma channel alone,
+        skipping chroma upsampling and colour conversion; the reason still lists what the RGB path would have
+        converted (training reads the file as RGB).
     """
     if not data:
         return _corrupt("empty file (0 bytes)")
@@ -103,6 +107,7 @@ def check_image(
         return _corrupt(f"unreadable image header: {type(exc).__name__}: {exc}")
 
     width, height = img.size
+    source_mode = img.mode
     if width * height > max_pixels:
         return _corrupt(
             f"decompression bomb refused before decoding: {width}x{height} = {width * height:,} pixels "
@@ -120,8 +125,8 @@ def check_image(
         orientation = 1
         notes.append("unreadable EXIF ignored")
     try:
-        if draft_size and img.format == "JPEG":
-            img.draft("RGB", (draft_size, draft_size))
+        if img.format == "JPEG" and (draft_size or gray):
+            img.draft("L" if gray else "RGB", (draft_size, draft_size) if draft_size else img.size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
@@ -135,10 +140,14 @@ def check_image(
         if orientation in (5, 6, 7, 8):
             width, height = height, width
     try:
-        rgb = _to_rgb(img, notes)
+        if gray and img.mode == "L" and source_mode != "L":
+            out = img  # a colour JPEG decoded as luma: nothing the RGB path would have noted
+        else:
+            out = _to_rgb(img, notes)
+            out = out.convert("L") if gray else out
     except Exception as exc:  # noqa: BLE001
         return _corrupt(f"cannot convert {img.mode} image to RGB: {type(exc).__name__}: {exc}", width, height)
-    return CheckedImage("ok", "; ".join(notes), width, height, rgb)
+    return CheckedImage("ok", "; ".join(notes), width, height, out)
 
 
 def read_and_check(uri: str, **kwargs) -> tuple[bytes | None, CheckedImage]:
@@ -159,8 +168,9 @@ def scan_image(uri: str, max_pixels: int, min_side: int) -> dict:
     """
     from finegrain.data.dedup import THUMB, fingerprint, hash_hex
 
-    # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side.
-    data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB)
+    # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side, and no colour: a
+    # JPEG is decoded at a reduced DCT scale, luma only (the pair check decodes its candidates again, in full).
+    data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
     out = {
         "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
         "nbytes": len(data) if data is not None else 0,
