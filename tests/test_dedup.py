@@ -137,3 +137,30 @@ def test_dct_hash_matches_full_2d_dct_and_bit_packing() -> None:
             assert (dedup.dct_hash_bits(x, k) == (coeffs > np.median(coeffs)).ravel()).all()
     bits = rng.random(64) > 0.5
     assert dedup._bits_to_int(bits) == int("".join("1" if b else "0" for b in bits), 2)
+
+
+def test_candidates_then_confirmation_on_files(tmp_path) -> None:
+    """The preprocess step's two halves: search links byte-identical files and proposes near pairs between
+    distinct contents only; confirmation merges the copies and keeps the look-alike apart."""
+    import pandas as pd
+
+    from finegrain.config import Config
+    from finegrain.steps.preprocess import confirm_candidates, find_candidates, find_duplicates, scan_table
+
+    rng = np.random.default_rng(3)
+    scene = sample_scene(list(CLASS_SPECS.values())[0], rng)
+    original = _jpeg(render(scene))
+    files = {"a.jpg": original, "a_same_bytes.jpg": original, "a_copy.jpg": _near_copy(original, "reencode", rng),
+             "lookalike.jpg": _jpeg(render(vary_details(scene, rng)))}  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    cfg = Config()
+    cfg.preprocess.workers = 1
+    table, thumbs = scan_table(pd.DataFrame({"path": [str(tmp_path / n) for n in files]}), cfg)
+    edges, candidates = find_candidates(table, cfg)
+    assert edges == [(0, 1)]  # same sha256
+    assert (0, 2) in candidates and all(1 not in pair for pair in candidates)  # only one row per content
+    groups, pairs = confirm_candidates(table, thumbs, edges, candidates, cfg)
+    assert groups[0] == groups[1] == groups[2] != -1 and groups[3] == -1
+    assert len(pairs) == len(candidates) and pairs.loc[pairs.b == 2, "same"].all()
+    assert (find_duplicates(table, thumbs, cfg)[0] == groups).all()

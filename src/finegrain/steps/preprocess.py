@@ -153,8 +153,11 @@ def _confirm_all(
     params = pp.model_dump()
     per_job = max(4, min(64, len(pairs) // (pp.workers * 8)))
 
+    # Plain lists, not table.at per cell: pandas' scalar access cost ~0.1 ms per pair, a tenth of the check.
+    paths, widths, heights = (table[c].tolist() for c in ("path", "width", "height"))
+
     def image(i: int) -> tuple:
-        return table.at[i, "path"], (int(table.at[i, "width"]), int(table.at[i, "height"])), thumbs[i]
+        return paths[i], (int(widths[i]), int(heights[i])), thumbs[i]
 
     jobs = []
     for start in range(0, len(pairs), per_job):
@@ -200,34 +203,55 @@ def _check_test_images(table: pd.DataFrame) -> None:
         )
 
 
+def find_candidates(table: pd.DataFrame, cfg: Config) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Exact-duplicate links (same sha256) and near-duplicate candidate pairs (pHashes within near_dup_distance).
+
+    Candidates are (row, row) pairs between distinct file contents, sorted by first row (confirmation batches
+    then share pictures); they still need confirm_candidates to become duplicates.
+    """
+    pp = cfg.preprocess
+    usable = np.nonzero((table["status"] != "corrupt").to_numpy())[0]
+    shas, phashes, inners = (table[c].tolist() for c in ("sha256", "phash", "phash_inner"))
+    edges: list[tuple[int, int]] = []
+    first_of_sha: dict[str, int] = {}
+    for i in usable.tolist():
+        if shas[i] in first_of_sha:
+            edges.append((first_of_sha[shas[i]], i))
+        else:
+            first_of_sha[shas[i]] = i
+    reps = np.array(sorted(first_of_sha.values()), dtype=np.int64)  # one row per distinct file content
+    full = np.array([dedup.hex_to_hash(phashes[i]) for i in reps], dtype=np.uint64)
+    inner = np.array([dedup.hex_to_hash(inners[i]) for i in reps], dtype=np.uint64)
+    by_full = dedup.find_candidate_pairs(full, pp.near_dup_distance)
+    by_inner = dedup.find_candidate_pairs(full, pp.near_dup_distance, other=inner)  # a crop of the other
+    cand = np.unique(np.concatenate([by_full, by_inner]), axis=0)
+    return edges, [(int(reps[a]), int(reps[b])) for a, b in cand]
+
+
+def confirm_candidates(
+    table: pd.DataFrame,
+    thumbs: list,
+    edges: list[tuple[int, int]],
+    candidates: list[tuple[int, int]],
+    cfg: Config,
+    pool: ProcessPoolExecutor | None = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """dup_group per row (-1 = unique) from the exact links plus the candidates the pixel check confirms."""
+    results = _confirm_all(table, thumbs, candidates, cfg, pool)
+    pairs = pd.DataFrame(
+        [(i, j, *r) for (i, j), r in zip(candidates, results)],
+        columns=["a", "b", "same", "ncc", "dct_distance", "local_diff"],
+    )
+    edges = edges + [(int(r.a), int(r.b)) for r in pairs.itertuples() if r.same]
+    return dedup.connected_groups(len(table), edges), pairs
+
+
 def find_duplicates(
     table: pd.DataFrame, thumbs: list, cfg: Config, pool: ProcessPoolExecutor | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """dup_group per row (-1 = unique) and a table of the confirmed/rejected near-duplicate candidate pairs."""
-    pp = cfg.preprocess
-    usable = np.nonzero((table["status"] != "corrupt").to_numpy())[0]
-    edges: list[tuple[int, int]] = []
-    first_of_sha: dict[str, int] = {}
-    for i in usable:
-        sha = table.at[i, "sha256"]
-        if sha in first_of_sha:
-            edges.append((first_of_sha[sha], int(i)))
-        else:
-            first_of_sha[sha] = int(i)
-    reps = np.array(sorted(first_of_sha.values()), dtype=np.int64)  # one row per distinct file content
-    full = np.array([dedup.hex_to_hash(table.at[i, "phash"]) for i in reps], dtype=np.uint64)
-    inner = np.array([dedup.hex_to_hash(table.at[i, "phash_inner"]) for i in reps], dtype=np.uint64)
-    by_full = dedup.find_candidate_pairs(full, pp.near_dup_distance)
-    by_inner = dedup.find_candidate_pairs(full, pp.near_dup_distance, other=inner)  # a crop of the other
-    cand = np.unique(np.concatenate([by_full, by_inner]), axis=0)
-    rows = [(int(reps[a]), int(reps[b])) for a, b in cand]  # sorted by first row: batches share pictures
-    results = _confirm_all(table, thumbs, rows, cfg, pool)
-    pairs = pd.DataFrame(
-        [(i, j, *r) for (i, j), r in zip(rows, results)],
-        columns=["a", "b", "same", "ncc", "dct_distance", "local_diff"],
-    )
-    edges += [(int(r.a), int(r.b)) for r in pairs.itertuples() if r.same]
-    return dedup.connected_groups(len(table), edges), pairs
+    edges, candidates = find_candidates(table, cfg)
+    return confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
 
 
 def _mark_noisy(table: pd.DataFrame, classes: list[str], cfg: Config) -> list[dict]:
