@@ -58,7 +58,8 @@ schedule: install
 bench: bench-preprocess bench-regroup bench-train
 
 bench-preprocess: install
-	$(PY) bench/preprocess.py
+	$(PY) bench/preprocess.py --n 4000 --side 600
+	$(PY) bench/preprocess.py --n 4000
 
 bench-regroup: install
 	$(PY) bench/regroup.py
