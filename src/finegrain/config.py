@@ -40,9 +40,11 @@ class PreprocessConfig(_Section):
     # Candidates are confirmed by a finer check (256-bit hash distance and pixel similarity).
     confirm_distance: int = Field(40, ge=0, le=256)
     confirm_min_similarity: float = Field(0.90, ge=0.0, le=1.0)
-    # ...and when no 6x6-pixel block of the aligned pair differs by more than this (mean |z-score| difference): a
-    # look-alike (another decal, background or wheel angle) fails here while JPEG/resize noise stays far below.
-    confirm_max_local_diff: float = Field(0.15, gt=0.0)
+    # ...and when no 3x3-pixel block of the aligned pair differs by more than this (mean |z-score| difference): a
+    # look-alike (another decal, background or wheel angle) fails here while JPEG/resize noise stays far below
+    # (bench: copies <= 0.12, look-alikes >= 0.30). Pairs only the general search aligns use 6x6 blocks and
+    # 5/6 of this bar (pair_check.SEARCH_BLOCK, SEARCH_BAR).
+    confirm_max_local_diff: float = Field(0.18, gt=0.0)
     max_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
     min_side: int = Field(16, ge=1)
     drop_cross_class_conflicts: bool = True

@@ -101,27 +101,34 @@ def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
     pair whose thumbnails already differ (stage one) is never decoded at all.
     """
     images, pairs, params = job
+    decoded: dict[int, tuple[np.ndarray, int] | None] = {}  # key -> (float32 luma, JPEG draft reduction 1/2/4/8)
     grays: dict[tuple, np.ndarray | None] = {}
 
-    def gray(key: int, scale: float) -> np.ndarray | None:
-        if (key, scale) not in grays:
+    def pixels(key: int) -> tuple[np.ndarray, int] | None:
+        if key not in decoded:
             uri, (w, h), _ = images[key]
             # Draft only down to twice the working size: a DCT-scaled decode samples each file on its own 8x8 block
             # grid, which a crop does not share with its original, and drafted close to the working size that
             # misaligned crops (600x450 copies, drafted to >= 256: recall 1.00 -> 0.71; 1200x900 drafted to
-            # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px on the short side
-            # are drafted now, by 1/2 or more, and then area-averaged down by 2x or more.
-            data = storage.read_bytes(uri)
-            checked = check_image(data, max_pixels=params["max_pixels"], draft_size=2 * pair_check.WORK_SIDE)
-            grays[key, scale] = (
-                None if checked.image is None else pair_check.working_gray(checked.image, (w, h), scale)
-            )
+            # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px on
+            # the short side are drafted, by 1/2 or more, and then area-averaged down by 2x or more. Luma only:
+            # a colour JPEG's Y channel is its gray, without chroma upsampling and colour conversion.
+            checked = check_image(storage.read_bytes(uri), max_pixels=params["max_pixels"],
+                                  draft_size=2 * pair_check.WORK_SIDE, gray=True)  # fmt: skip
+            img = checked.image
+            decoded[key] = None if img is None else (np.asarray(img, dtype=np.float32), round(w / img.width))
+        return decoded[key]
+
+    def gray(key: int, scale: float) -> np.ndarray | None:
+        if (key, scale) not in grays:
+            px = pixels(key)
+            grays[key, scale] = None if px is None else pair_check.working_gray(px[0], images[key][1], scale)
         return grays[key, scale]
 
     out = []
     for ka, kb in pairs:
         (size_a, thumb_a), (size_b, thumb_b) = images[ka][1:], images[kb][1:]
-        coarse = pair_check.coarse_match(thumb_a, thumb_b, params["confirm_min_similarity"])
+        coarse = pair_check.coarse_match(thumb_a, thumb_b, params["confirm_min_similarity"], (size_a, size_b))
         if not coarse.ok:
             r = coarse.rejection()
             out.append((r.same, r.ncc, r.dct_distance, r.local_diff))
@@ -132,10 +139,14 @@ def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
         if a is None or b is None:
             out.append((False, 0.0, 256, float("inf")))
             continue
+        # The exact-geometry alignment resamples each picture once from its decoded pixels, which must then be on
+        # the same scale: both native (short side under 2 x WORK_SIDE), or both drafted by the same factor.
+        pa, pb = pixels(ka), pixels(kb)
+        native = (pa[0], pb[0]) if pa[1] == pb[1] else None
         r = pair_check.confirm_near_duplicate(
             a, b, thumb_a, thumb_b, max_dct_distance=params["confirm_distance"],
             min_similarity=params["confirm_min_similarity"], max_local_diff=params["confirm_max_local_diff"],
-            coarse=coarse,
+            coarse=coarse, native=native,
         )  # fmt: skip
         out.append((r.same, r.ncc, r.dct_distance, r.local_diff))
     return out
