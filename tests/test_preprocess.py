@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,15 @@ def test_noise_hook_flags_contradicted_labels(sample_run, sample_dir: Path, tmp_
         noisy = got[got.status == "noisy"]
         assert set(noisy.image_id) == set(train.loc[wrong, "image_id"]) and (noisy.fold == -1).all()
         assert "predicted" in noisy.reason.iloc[0]
+
+
+def test_workers_see_storage_settings_set_after_the_fork_server_started(monkeypatch) -> None:
+    # The fork server keeps the environment it started with; an S3 endpoint set later (a notebook, a test
+    # fixture) must still reach the workers that read the files.
+    with preprocess.worker_pool(2) as pool:
+        pool.submit(int).result()
+    monkeypatch.setenv("FINEGRAIN_S3_ENDPOINT", "127.0.0.1:9")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    with preprocess.worker_pool(2) as pool:
+        seen = [pool.submit(os.getenv, key).result() for key in ("FINEGRAIN_S3_ENDPOINT", "AWS_ACCESS_KEY_ID")]
+    assert seen == ["127.0.0.1:9", None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -51,20 +52,32 @@ def dct_hash_bits(gray: np.ndarray, hash_size: int) -> np.ndarray:
     return (coeffs > median).ravel()
 
 
-def _phash_of(gray: Image.Image) -> int:
-    # BOX = area averaging: the same picture at any resolution gives (nearly) the same thumbnail.
-    small = np.asarray(gray.resize((32, 32), Image.Resampling.BOX), dtype=np.float64)
-    return _bits_to_int(dct_hash_bits(small, 8))
+def small_grays(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """What the hashes and the pair check need from one picture: 32x32 grays of the whole picture and of its inner
+    crop (stacked, float64) and the THUMB x THUMB uint8 thumbnail. Area averaging (cv2 INTER_AREA, like PIL's
+    BOX): the same picture at any resolution gives (nearly) the same small grays."""
+    gray = np.asarray(img if img.mode == "L" else img.convert("L"))  # the scan decodes JPEGs as luma already
+    h, w = gray.shape
+    inner = gray[round(h * INNER_CROP) : round(h * (1 - INNER_CROP)), round(w * INNER_CROP) : round(w * (1 - INNER_CROP))]
+    smalls = np.stack([cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA) for x in (gray, inner)])
+    return smalls.astype(np.float64), cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+
+
+def phashes(smalls: np.ndarray) -> np.ndarray:
+    """64-bit pHashes (uint64) of a stack of 32x32 grays, [..., 32, 32]: the classic 8x8 lowest DCT frequencies
+    compared with their median. Vectorised over the stack: hashing a chunk of pictures at once costs one call
+    per chunk instead of a dozen small numpy calls per picture (a third of the scan at 192x144)."""
+    d = _dct_rows(32, 8)
+    coeffs = (d @ smalls @ d.T).reshape(*smalls.shape[:-2], 64)
+    bits = coeffs > np.median(coeffs, axis=-1, keepdims=True)
+    return np.packbits(bits, axis=-1).view(">u8")[..., 0].astype(np.uint64)
 
 
 def fingerprint(img: Image.Image) -> Fingerprint:
     """pHash (the classic 32x32 DCT, 8x8 low frequencies vs their median), inner-crop pHash, thumbnail."""
-    gray = img if img.mode == "L" else img.convert("L")  # the scan decodes JPEGs as luma already
-    w, h = gray.size
-    inner = gray.crop((round(w * INNER_CROP), round(h * INNER_CROP), round(w * (1 - INNER_CROP)),
-                       round(h * (1 - INNER_CROP))))  # fmt: skip
-    thumb = np.asarray(gray.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.uint8)
-    return Fingerprint(_phash_of(gray), _phash_of(inner), thumb)
+    smalls, thumb = small_grays(img)
+    whole, inner = phashes(smalls).tolist()
+    return Fingerprint(whole, inner, thumb)
 
 
 def hash_hex(value: int) -> str:

@@ -161,28 +161,41 @@ def read_and_check(uri: str, **kwargs) -> tuple[bytes | None, CheckedImage]:
     return data, check_image(data, **kwargs)
 
 
-def scan_image(uri: str, max_pixels: int, min_side: int) -> dict:
-    """Everything preprocess needs from one file: sha256, status/reason, size, pHashes and thumbnail.
+def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
+    """Everything preprocess needs from each file: sha256, status/reason, size, pHashes and thumbnail.
 
-    Runs in worker processes, so it takes and returns plain picklable values.
+    Runs in worker processes on a chunk of files at a time (the pHashes of a chunk are one vectorised DCT), so it
+    takes and returns plain picklable values.
     """
-    from finegrain.data.dedup import THUMB, fingerprint, hash_hex
+    from finegrain.data.dedup import THUMB, hash_hex, phashes, small_grays
 
-    # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side, and no colour: a
-    # JPEG is decoded at a reduced DCT scale, luma only (the pair check decodes its candidates again, in full).
-    data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
-    out = {
-        "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
-        "nbytes": len(data) if data is not None else 0,
-        "status": checked.status,
-        "reason": checked.reason,
-        "width": checked.width,
-        "height": checked.height,
-        "phash": "",
-        "phash_inner": "",
-        "thumb": None,
-    }
-    if checked.image is not None:
-        fp = fingerprint(checked.image)
-        out.update(phash=hash_hex(fp.phash), phash_inner=hash_hex(fp.phash_inner), thumb=fp.thumb)
+    out, smalls = [], []
+    for uri in uris:
+        # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side, and no colour: a
+        # JPEG is decoded at a reduced DCT scale, luma only (the pair check decodes its candidates again, in full).
+        data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
+        row = {
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
+            "nbytes": len(data) if data is not None else 0,
+            "status": checked.status,
+            "reason": checked.reason,
+            "width": checked.width,
+            "height": checked.height,
+            "phash": "",
+            "phash_inner": "",
+            "thumb": None,
+        }
+        if checked.image is not None:
+            small, row["thumb"] = small_grays(checked.image)
+            smalls.append((row, small))
+        out.append(row)
+    if smalls:
+        hashes = phashes(np.stack([small for _, small in smalls]))
+        for (row, _), (whole, inner) in zip(smalls, hashes.tolist()):
+            row["phash"], row["phash_inner"] = hash_hex(whole), hash_hex(inner)
     return out
+
+
+def scan_image(uri: str, max_pixels: int, min_side: int) -> dict:
+    """scan_images for one file."""
+    return scan_images([uri], max_pixels, min_side)[0]

@@ -35,7 +35,7 @@ from finegrain.data.layouts import read_dataset
 from finegrain.data.noise import find_noisy_labels, load_oof
 from finegrain.data.prep_report import render_report
 from finegrain.data.statuses import assign_statuses, suggest_merges
-from finegrain.data.validate import check_image, scan_image
+from finegrain.data.validate import check_image, scan_images
 
 COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "sha256", "phash", "dup_group",
            "fold", "status", "reason", "width", "height"]  # fmt: skip
@@ -69,28 +69,39 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         ctx.set_forkserver_preload(_WORKER_MODULES)  # only takes effect when the server first starts
     else:
         ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread_each) as pool:
+    settings = {k: v for k, v in os.environ.items() if k.startswith(_WORKER_ENV)}
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings,)) as pool:
         for _ in range(workers):
             pool.submit(os.getpid)  # a no-op task: the executor starts one worker per task submitted
         yield pool
 
 
-def _one_thread_each() -> None:
-    """Worker initializer: the pool already has one process per core, so OpenCV's own threads only contend."""
+# Storage settings the workers must see as the parent sees them now: a fork-server child inherits the server's
+# environment, frozen when the server started (possibly before a notebook or test set its S3 endpoint).
+_WORKER_ENV = ("FINEGRAIN_", "AWS_", "MINIO_", "MLFLOW_S3_")
+
+
+def _init_worker(settings: dict[str, str]) -> None:
+    """Worker initializer: the parent's storage settings; one OpenCV thread (the pool has a process per core)."""
     import cv2
 
+    for key in [k for k in os.environ if k.startswith(_WORKER_ENV) and k not in settings]:
+        del os.environ[key]
+    os.environ.update(settings)
     cv2.setNumThreads(1)
 
 
-def _parallel(fn: Callable, items: list, desc: str, pool: ProcessPoolExecutor | None, workers: int) -> list:
-    """map(fn, items) on the pool with a progress bar; inline without a pool or for a handful of items."""
-    if pool is None or len(items) < 16:
-        return [fn(x) for x in tqdm(items, desc=desc, unit="img", leave=False)]
-    # Chunks amortise the per-task pickling round trip; 8 chunks per worker keep the two busy until the end.
-    chunk = max(1, min(64, len(items) // (workers * 8)))
-    return list(
-        tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, unit="img", leave=False)
-    )
+def _map_chunks(fn: Callable, chunks: list[list], desc: str, pool: ProcessPoolExecutor | None) -> list:
+    """[fn(chunk) for chunk in chunks] on the pool, with a progress bar counting items; inline without a pool
+    or for a handful of items (a worker round trip costs more than hashing them)."""
+    inline = pool is None or sum(len(c) for c in chunks) < 16
+    results = map(fn, chunks) if inline else pool.map(fn, chunks)
+    out = []
+    with tqdm(total=sum(len(c) for c in chunks), desc=desc, unit="img", leave=False) as bar:
+        for chunk, result in zip(chunks, results):
+            out.append(result)
+            bar.update(len(chunk))
+    return out
 
 
 def _confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
@@ -195,8 +206,13 @@ def scan_table(
     per-row grayscale thumbnails (None for corrupt rows) that the near-duplicate confirmation starts from.
     """
     pp = cfg.preprocess
-    scan = functools.partial(scan_image, max_pixels=pp.max_pixels, min_side=pp.min_side)
-    scans = _parallel(scan, images["path"].tolist(), "validating + hashing", pool, pp.workers)
+    scan = functools.partial(scan_images, max_pixels=pp.max_pixels, min_side=pp.min_side)
+    paths = images["path"].tolist()
+    # Files go to the workers in chunks of up to 64, each hashed in one vectorised DCT; 8 chunks per worker keep
+    # both busy to the end.
+    size = max(1, min(64, len(paths) // (max(1, pp.workers) * 8)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    scans = [row for rows in _map_chunks(scan, chunks, "validating + hashing", pool) for row in rows]
     thumbs = [s.pop("thumb") for s in scans]
     inner = [s.pop("phash_inner") for s in scans]
     table = pd.concat([images.reset_index(drop=True), pd.DataFrame(scans)], axis=1)
