@@ -207,7 +207,7 @@ def _geometry(
     found = []
     if abs((ow / oh) / (iw / ih) - 1) < _SAME_ASPECT:
         found.append((b_inside_a, (1.0, 1.0)))
-    if iw <= ow and ih <= oh and (iw, ih) != (ow, oh):
+    if iw <= ow and ih <= oh and (iw, ih) != (ow, oh) and min(iw / ow, ih / oh) >= _MIN_CROP:
         found.append((b_inside_a, (iw / ow, ih / oh)))
     return found
 
@@ -285,6 +285,9 @@ def confirm_near_duplicate(
 
 
 _SAME_ASPECT = 0.01  # relative difference of aspect ratios under which two pictures may be resizes of each other
+# The smallest share of a side a pure crop is taken to keep (the thumbnails' crop grid reaches ~0.78): below it,
+# a smaller picture is far likelier a resize, and locating it 1:1 in the larger one would be wasted work.
+_MIN_CROP = 0.75
 _AGREE = 0.02  # how far (fraction of the picture) the thumbnails' window may sit from the exact geometry's
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from finegrain.config import Config
+from finegrain.data import pair_check
 
 STATUSES = ("ok", "duplicate", "near_duplicate", "corrupt", "cross_class_conflict", "noisy")
 
@@ -71,7 +72,8 @@ def render_report(
         f"Near-duplicate candidates (pHash distance <= {pp.near_dup_distance}): {len(pairs)}; confirmed "
         f"{int(pairs['same'].sum()) if len(pairs) else 0}; rejected as different pictures {len(rejected)} "
         f"(need NCC >= {pp.confirm_min_similarity}, 256-bit DCT distance <= {pp.confirm_distance}, local block "
-        f"difference <= {pp.confirm_max_local_diff}).",
+        f"difference <= {pp.confirm_max_local_diff} on 3x3 blocks when aligned by the geometry the sizes imply, "
+        f"<= {pp.confirm_max_local_diff * pair_check.SEARCH_BAR:.3f} on 6x6 blocks after the general search).",
     ]
     if len(rejected):
         shown = rejected.sort_values("ncc", ascending=False).head(20)
