@@ -76,8 +76,8 @@ def _load(data: bytes):
 def _confirm(a: bytes, b: bytes) -> pair_check.PairCheck:
     """The preprocess step's own check of one candidate pair (scan, decode, coarse + strict stage), on files."""
     from finegrain.config import Config
+    from finegrain.data.confirm import confirm_job
     from finegrain.data.validate import scan_image
-    from finegrain.steps.preprocess import _confirm_job
 
     params = Config().preprocess.model_dump()
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +87,7 @@ def _confirm(a: bytes, b: bytes) -> pair_check.PairCheck:
             path.write_bytes(data)
             scan = scan_image(str(path), max_pixels=params["max_pixels"], min_side=1)
             images[key] = (str(path), (scan["width"], scan["height"]), scan["thumb"])
-        return pair_check.PairCheck(*_confirm_job((images, [(0, 1)], params))[0])
+        return pair_check.PairCheck(*confirm_job((images, [(0, 1)], params))[0])
 
 
 def _hamming(a: dedup.Fingerprint, b: dedup.Fingerprint) -> int:
