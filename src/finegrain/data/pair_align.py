@@ -154,25 +154,41 @@ def search(a: np.ndarray, b: np.ndarray, b_inside_a: bool, win: tuple[float, flo
                      max_local_diff)  # fmt: skip
     if check.same or best[0] < min_similarity - 0.05:
         return check
-    # Scale refinement, +-0.75 % then +-0.25 %: below WORK_SIDE's native size each picture's working size is
-    # rounded on its own, so even a pure crop's true relative scale is 1 +- 0.3 %, a pixel across the picture.
-    # One axis at a time (the NCC over (fx, fy) is close to separable): 4 fits a step instead of 8 neighbours.
-    for step in (0.0075, 0.0025):
+    # Scale refinement, hill-climbing by 2 %, 1 %, 0.5 % and 0.25 %: the thumbnails' crop grid places a cropped-and-
+    # resized copy's scale only to ~2 % (at 2 % off its NCC stays ~0.99 but every edge differs), and below
+    # WORK_SIDE's native size each picture's working size is rounded on its own, so even a pure crop's relative
+    # scale is 1 +- 0.3 %. One axis at a time (the NCC over (fx, fy) is close to separable); a step repeats while
+    # it improves, at most 3 times.
+    for step in (0.02, 0.01, 0.005, 0.0025):
         for axis in (0, 1):
-            base = best[3]
-            for factor in (1 - step, 1 + step):
-                f = (base[0] * factor, base[1]) if axis == 0 else (base[0], base[1] * factor)
-                cand = _fit(big, small, *f, near=best[2]) + (f,)
-                if cand[0] > best[0]:
-                    best = cand
+            for _ in range(3):
+                base, moved = best[3], False
+                for factor in (1 - step, 1 + step):
+                    f = (base[0] * factor, base[1]) if axis == 0 else (base[0], base[1] * factor)
+                    cand = _fit(big, small, *f, near=best[2]) + (f,)
+                    if cand[0] > best[0]:
+                        best, moved = cand, True
+                if not moved:
+                    break
     check = compare(*_subpixel(big, small, *best[3], best[2]), small, best[0], max_dct_distance, min_similarity,
                      max_local_diff)  # fmt: skip
-    if check.same or native is None or best[0] < min_similarity:
+    if check.same or best[0] < min_similarity:
+        return check
+    (x, y), (fx, fy) = best[2], best[3]
+    if max(fx, fy) > 1.0:
+        # The template shows the content at a higher resolution than `big` (a crop scaled back up): upscaling big
+        # to it (bilinear) cannot restore the detail the copy's own resampling kept, so edges differ. Compare at
+        # the coarser resolution instead: the template area-reduced onto big's own grid.
+        down = _downscaled_template(big, small, (x / fx, y / fy), (fx, fy))
+        if down is not None:
+            reduced = compare(*down, max_dct_distance, min_similarity, max_local_diff)
+            if reduced.same:
+                return reduced
+    if native is None:
         return check
     # Resampled twice (native -> working -> aligned scale), a copy's sharp edges differ on the two grids; cut
     # from the native picture and resampled once, only the sub-pixel rounding of the window's corners remains.
     big_n = native[0] if b_inside_a else native[1]
-    (x, y), (fx, fy) = best[2], best[3]
     kx, ky = fx * big.shape[1] / big_n.shape[1], fy * big.shape[0] / big_n.shape[0]  # scaled big per native px
     x0, y0 = round(x / kx), round(y / ky)
     x1 = min(big_n.shape[1], round((x + small.shape[1]) / kx))
@@ -183,6 +199,23 @@ def search(a: np.ndarray, b: np.ndarray, b_inside_a: bool, win: tuple[float, flo
     resampled = compare(patch, (0.0, 0.0), small, ncc(patch, small), max_dct_distance, min_similarity,
                          max_local_diff)  # fmt: skip
     return resampled if resampled.same else check
+
+
+def _downscaled_template(
+    big: np.ndarray, small: np.ndarray, corner: tuple[float, float], f: tuple[float, float]
+) -> tuple | None:
+    """`small` area-reduced by 1/f onto big's grid and aligned there to a sub-pixel offset near `corner` (in big's
+    own pixels): compare's leading arguments (patch of big, fractions, reduced template, NCC); None if it fits
+    nowhere."""
+    size = (round(small.shape[1] / f[0]), round(small.shape[0] / f[1]))
+    if min(size) < 16 or size[0] > big.shape[1] or size[1] > big.shape[0]:
+        return None
+    reduced = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
+    score, _, at = _fit(big, reduced, 1.0, 1.0, near=(round(corner[0]), round(corner[1])))
+    if score < -0.5:
+        return None
+    patch, frac = _subpixel(big, reduced, 1.0, 1.0, at)
+    return patch, frac, reduced, score
 
 
 def _textured_patch(img: np.ndarray, side: int) -> tuple[int, int]:
