@@ -135,8 +135,8 @@ def confirm_near_duplicate(
     (both at native size, or both JPEG-drafted by the same factor), a and b being area-reduced from them. With
     them, the geometry their sizes imply is tried first (_exact: a crop placed to the source pixel, each picture
     resampled once) and decides, unless the thumbnails' best window says another geometry (then, as without
-    native pixels, pair_align.search: three scale hypotheses refined to 0.25 % per axis and a sub-pixel offset). A
-    look-alike correlates well overall but fails the local block check.
+    native pixels, pair_align.search: three scale hypotheses hill-climbed from 2 % down to 0.25 % per axis, and a
+    sub-pixel offset). A look-alike correlates well overall but fails the local block check.
     """
     coarse = coarse or coarse_match(thumb_a, thumb_b, min_similarity)
     if not coarse.ok:
