@@ -26,6 +26,12 @@ def _near_copy(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     image = Image.open(io.BytesIO(data)).convert("RGB")
     if kind == "reencode":
         return _jpeg(image, quality=60)
+    if kind == "grayscale":  # luma of the original vs the original decoded as RGB -> L: the same gray
+        return _jpeg(image.convert("L"))
+    if kind == "png":  # another format, lossless
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return buf.getvalue()
     if kind == "resize":
         return _jpeg(
             image.resize((round(image.width * 0.7), round(image.height * 0.7)), Image.Resampling.LANCZOS)
@@ -95,7 +101,7 @@ def _hamming(a: dedup.Fingerprint, b: dedup.Fingerprint) -> int:
                (a.phash ^ b.phash_inner).bit_count())  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["reencode", "resize", "crop"])
+@pytest.mark.parametrize("kind", ["reencode", "resize", "crop", "grayscale", "png"])
 def test_copies_are_candidates_and_confirmed(kind: str) -> None:
     rng = np.random.default_rng(1)
     specs = list(CLASS_SPECS.values())
