@@ -175,8 +175,11 @@ def test_dct_hash_matches_full_2d_dct_and_bit_packing() -> None:
             x = rng.random((32, 32)) * 255
             coeffs = dctn(x, type=2, norm="ortho")[:k, :k]
             assert (dedup.dct_hash_bits(x, k) == (coeffs > np.median(coeffs)).ravel()).all()
-    bits = rng.random(64) > 0.5
-    assert dedup._bits_to_int(bits) == int("".join("1" if b else "0" for b in bits), 2)
+    # The batched pHash: one 64-bit int per 32x32 gray, lowest frequency first from the most significant bit.
+    stack = rng.random((3, 2, 32, 32)) * 255
+    expected = [[int("".join("1" if b else "0" for b in dedup.dct_hash_bits(x, 8)), 2) for x in row]
+                for row in stack]  # fmt: skip
+    assert dedup.phashes(stack).tolist() == expected
 
 
 def test_candidates_then_confirmation_on_files(tmp_path) -> None:

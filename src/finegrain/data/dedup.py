@@ -29,10 +29,6 @@ class Fingerprint:
     thumb: np.ndarray  # THUMB x THUMB uint8 grayscale
 
 
-def _bits_to_int(bits: np.ndarray) -> int:
-    return int.from_bytes(np.packbits(bits.ravel().astype(bool)).tobytes(), "big") >> (-bits.size % 8)
-
-
 @functools.lru_cache(maxsize=8)
 def _dct_rows(n: int, k: int) -> np.ndarray:
     """The first k rows of the orthonormal n-point DCT-II matrix: dctn(x, norm="ortho")[:k, :k] = D x D^T."""

@@ -28,6 +28,7 @@ from scipy.fft import dctn
 from tqdm import tqdm
 
 from finegrain import storage
+from finegrain.data.pair_compare import ncc
 from finegrain.data.synthetic_cars import CarSpec, render, sample_scene, vary_details
 
 __all__ = ["ALIASES", "CLASS_SPECS", "make_sample"]
@@ -112,11 +113,6 @@ def _phash_distance(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.count_nonzero(bits[0] != bits[1]))
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
-
-
 def _lookalike_pair(spec: CarSpec, rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
     """Two distinct pictures a 64-bit pHash confuses (<= 8 bits apart) but pixels do not (32px NCC < 0.85).
 
@@ -129,7 +125,7 @@ def _lookalike_pair(spec: CarSpec, rng: np.random.Generator) -> tuple[Image.Imag
         for _ in range(4):
             twin = render(vary_details(scene, rng))
             a, b = _thumb(first), _thumb(twin)
-            if _phash_distance(a, b) <= 8 and _ncc(a, b) < 0.85:
+            if _phash_distance(a, b) <= 8 and ncc(a, b) < 0.85:
                 return first, twin
     raise RuntimeError(
         f"no look-alike pair for {spec} in {_LOOKALIKE_TRIES} scenes; widen synthetic_cars texture"
