@@ -12,12 +12,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from finegrain import storage
 from finegrain.config import Config
 from finegrain.data import pair_check
 from finegrain.data.validate import check_image
+from finegrain.workers import map_batches
 
 
 def confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
@@ -101,13 +101,6 @@ def confirm_pairs(
     for start in range(0, len(pairs), per_job):
         batch = pairs[start : start + per_job]
         jobs.append(({i: image(i) for pair in batch for i in pair}, batch, params))
-    bar = tqdm(total=len(pairs), desc="confirming near duplicates", unit="pair", leave=False)
-    mapped = (
-        pool.map(confirm_job, jobs) if pool is not None and len(pairs) >= 16 else map(confirm_job, jobs)
-    )
-    results = []
-    for batch_results in mapped:
-        results += batch_results
-        bar.update(len(batch_results))
-    bar.close()
-    return results
+    sizes = [len(batch) for _, batch, _ in jobs]
+    done = map_batches(confirm_job, jobs, sizes, "confirming near duplicates", "pair", pool)
+    return [result for batch_results in done for result in batch_results]

@@ -15,7 +15,7 @@ from finegrain.data.pair_compare import SEARCH_BAR, PairCheck, compare, ncc
 
 # Crop sizes (fraction of each side kept) first tried when roughly aligning two thumbnails, then refined.
 _GRID = (1.0, 0.92, 0.84)
-_NEAR = 3  # pixels around the best match searched when refining its scale by +-0.75 %
+_NEAR = 3  # pixels around the best match searched at each step of the scale refinement
 _PATCH = 96  # side of the crop's patch located in its original at the working scale...
 _NATIVE_PATCH = 128  # ...and then to the native pixel, within a working pixel's worth (plus _NATIVE_RADIUS) of it
 _NATIVE_RADIUS = 3
@@ -149,7 +149,7 @@ def search(a: np.ndarray, b: np.ndarray, b_inside_a: bool, win: tuple[float, flo
     if best[1] is None:
         return PairCheck(False, best[0], 256, float("inf"), "no alignment found")
     # Cascade: a pair that already passes every check, or whose NCC is far below the bar, is decided without the
-    # +-0.75 % scale refinement (which only nudges the NCC: passing pairs score ~0.99, look-alikes ~0.9).
+    # scale refinement below (which only nudges the NCC: passing pairs score ~0.99, look-alikes ~0.9).
     check = compare(*_subpixel(big, small, *best[3], best[2]), small, best[0], max_dct_distance, min_similarity,
                      max_local_diff)  # fmt: skip
     if check.same or best[0] < min_similarity - 0.05:

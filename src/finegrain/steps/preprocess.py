@@ -12,20 +12,15 @@ which aborts the run after every test file has been checked: a submission needs 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import json
-import multiprocessing
-import os
-from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from finegrain import storage
 from finegrain.config import Config, save_config
@@ -37,6 +32,7 @@ from finegrain.data.noise import find_noisy_labels, load_oof
 from finegrain.data.prep_report import render_report
 from finegrain.data.statuses import assign_statuses, suggest_merges
 from finegrain.data.validate import scan_images
+from finegrain.workers import map_batches, worker_pool
 
 COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "sha256", "phash", "dup_group",
            "fold", "status", "reason", "width", "height"]  # fmt: skip
@@ -44,65 +40,6 @@ COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "s
 
 class BadTestImagesError(ValueError):
     """One or more test images cannot be used; the message lists every one and why."""
-
-
-# What the workers run lives here and in validate/dedup/confirm: the fork server imports it once, each worker
-# is forked from the server ready to go.
-_WORKER_MODULES = ["finegrain.steps.preprocess"]
-
-
-@contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """One process pool for the whole step (hashing, then confirmation); None when running inline.
-
-    Fork server, not fork: a child forked from this process would share its open S3 connection pool and any
-    threads' locks; the fork server is a fresh interpreter that only imported _WORKER_MODULES, so a worker
-    starts in milliseconds instead of paying a new interpreter plus our imports (~0.7 s each with spawn, which
-    is the fallback where there is no fork server). The server lives as long as this process, so later runs
-    (tests, notebooks) reuse it. The workers are started at once, so the server boots while the parent lists
-    the dataset.
-    """
-    if workers <= 1:
-        yield None
-        return
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_WORKER_MODULES)  # only takes effect when the server first starts
-    else:
-        ctx = multiprocessing.get_context("spawn")
-    settings = {k: v for k, v in os.environ.items() if k.startswith(_WORKER_ENV)}
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings,)) as pool:
-        for _ in range(workers):
-            pool.submit(os.getpid)  # a no-op task: the executor starts one worker per task submitted
-        yield pool
-
-
-# Storage settings the workers must see as the parent sees them now: a fork-server child inherits the server's
-# environment, frozen when the server started (possibly before a notebook or test set its S3 endpoint).
-_WORKER_ENV = ("FINEGRAIN_", "AWS_", "MINIO_", "MLFLOW_S3_")
-
-
-def _init_worker(settings: dict[str, str]) -> None:
-    """Worker initializer: the parent's storage settings; one OpenCV thread (the pool has a process per core)."""
-    import cv2
-
-    for key in [k for k in os.environ if k.startswith(_WORKER_ENV) and k not in settings]:
-        del os.environ[key]
-    os.environ.update(settings)
-    cv2.setNumThreads(1)
-
-
-def _map_chunks(fn: Callable, chunks: list[list], desc: str, pool: ProcessPoolExecutor | None) -> list:
-    """[fn(chunk) for chunk in chunks] on the pool, with a progress bar counting items; inline without a pool
-    or for a handful of items (a worker round trip costs more than hashing them)."""
-    inline = pool is None or sum(len(c) for c in chunks) < 16
-    results = map(fn, chunks) if inline else pool.map(fn, chunks)
-    out = []
-    with tqdm(total=sum(len(c) for c in chunks), desc=desc, unit="img", leave=False) as bar:
-        for chunk, result in zip(chunks, results):
-            out.append(result)
-            bar.update(len(chunk))
-    return out
 
 
 def scan_table(
@@ -120,7 +57,8 @@ def scan_table(
     # both busy to the end.
     size = max(1, min(64, len(paths) // (max(1, pp.workers) * 8)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    scans = [row for rows in _map_chunks(scan, chunks, "validating + hashing", pool) for row in rows]
+    scanned = map_batches(scan, chunks, [len(c) for c in chunks], "validating + hashing", "img", pool)
+    scans = [row for rows in scanned for row in rows]
     thumbs = [s.pop("thumb") for s in scans]
     inner = [s.pop("phash_inner") for s in scans]
     table = pd.concat([images.reset_index(drop=True), pd.DataFrame(scans)], axis=1)
