@@ -1,14 +1,11 @@
 """Submission: exact columns and order, alias split/duplicate math, the validator's refusals, the step end to end
-(sample dataset, S3, MLflow) and the optional POST to an endpoint."""
+(sample dataset, S3, MLflow). The optional POST to an endpoint is in test_submit_post.py."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import unicodedata
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -197,58 +194,3 @@ def test_step_refuses_test_id_mismatch(sample_dir, tmp_path):
     ensemble, *_ = _e2e_probs(sample_dir, tmp_path, drop_one=True)
     with pytest.raises(SubmissionError, match="test ids differ"):
         submit.run(_cfg(tmp_path, "tracking.enabled=false"), ensemble, str(sample_dir), str(tmp_path / "o"))
-
-
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        ok = self.headers["Authorization"] == "Bearer s3cret-token"
-        self.received.append({"auth_ok": ok, "type": self.headers["Content-Type"], "body": body})
-        self.send_response(200 if ok else 401)
-        self.end_headers()
-        self.wfile.write(b'{"accepted": true}' if ok else b"bad token")
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-
-@pytest.fixture
-def endpoint():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Receiver.received = []
-    yield f"http://127.0.0.1:{server.server_address[1]}/submit"
-    server.shutdown()
-    server.server_close()
-
-
-def test_step_posts_to_endpoint_with_bearer_token(sample_dir, tmp_path, endpoint, monkeypatch, capsys):
-    from finegrain.steps import submit
-
-    ensemble, *_ = _e2e_probs(sample_dir, tmp_path)
-    cfg = _cfg(
-        tmp_path, "tracking.enabled=false", f"submit.endpoint={endpoint}", "submit.token_env=FG_TEST_TOKEN"
-    )
-    monkeypatch.delenv("FG_TEST_TOKEN", raising=False)
-    with pytest.raises(SubmissionError, match="FG_TEST_TOKEN"):
-        submit.run(cfg, ensemble, str(sample_dir), str(tmp_path / "o1"))
-    assert not _Receiver.received
-
-    monkeypatch.setenv("FG_TEST_TOKEN", "s3cret-token")
-    out = tmp_path / "o2"
-    summary = submit.run(cfg, ensemble, str(sample_dir), str(out))
-    assert summary["post"]["status"] == 200 and "accepted" in summary["post"]["reply"]
-    (got,) = _Receiver.received
-    assert got["auth_ok"] and got["type"].startswith("multipart/form-data; boundary=")
-    assert b'name="file"; filename="submission.csv"' in got["body"]
-    assert (out / "submission.csv").read_bytes() in got["body"]
-    for f in out.iterdir():  # the token is never written anywhere
-        assert b"s3cret-token" not in f.read_bytes()
-    assert "s3cret-token" not in json.dumps(summary) + capsys.readouterr().out
-
-    monkeypatch.setenv("FG_TEST_TOKEN", "wrong")
-    with pytest.raises(SubmissionError, match="HTTP 401"):
-        submit.run(cfg, ensemble, str(sample_dir), str(tmp_path / "o3"))

@@ -8,8 +8,10 @@ so a typo in a 5-hour run's config fails in the first second rather than being s
 from __future__ import annotations
 
 import copy
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -176,8 +178,46 @@ class SubmitConfig(_Section):
     # between the pair (the scorer sums the pair, rows still sum to 1); "duplicate" copies it and renormalises
     # the row, so the scored pair gets 2p/(1+p) and every other class shrinks by 1/(1+p) (see submission.py).
     alias_mode: Literal["split", "duplicate"] = "split"
+    # Where the file is POSTed with the bearer token: https, or http only to this machine (localhost).
     endpoint: str | None = None
     token_env: str = "FINEGRAIN_SUBMIT_TOKEN"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _safe_endpoint(cls, value: str | None) -> str | None:
+        problem = endpoint_problem(value) if value else ""
+        if problem:
+            raise ValueError(problem)
+        return value or None
+
+
+def endpoint_problem(url: str) -> str:
+    """Why a bearer token must not go to `url` ("" when it may): https, or plain http to loopback only."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        return f"endpoint {url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("https", "http"):
+        scheme = parts.scheme or "(none)"
+        return f"endpoint scheme {scheme!r} is not allowed: use https:// (http:// only to localhost)"
+    if not host:
+        return f"endpoint {url!r} has no host"
+    if parts.username is not None or parts.password is not None:
+        # The URL is logged (MLflow params, step summary); credentials go in the token only.
+        return "endpoint must not carry user:password@; the token comes from submit.token_env"
+    if parts.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            return (
+                f"endpoint {url!r} is plain http to another machine: the bearer token would cross the "
+                "network unencrypted; use https:// (http:// is allowed only to localhost/127.0.0.1/::1)"
+            )
+    return ""
 
 
 class TrackingConfig(_Section):

@@ -16,6 +16,7 @@ gets mass from its canonical class:
 
 from __future__ import annotations
 
+import http
 import io
 import json
 import math
@@ -26,6 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -256,11 +258,37 @@ def validate_submission(
     return result
 
 
-def post_submission(path: str | Path, endpoint: str, token: str, timeout: float = 60.0) -> dict:
-    """POST the file as multipart/form-data (field `file`) with a bearer token; returns status and reply head.
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib would re-send the Authorization header to whatever host the reply
+    names (and turn a 301/302/303 POST into a body-less GET that "succeeds"). Better to fail loudly."""
 
-    The token goes only into the Authorization header, never into errors or the returned dict.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = _shown(urljoin(req.full_url, newurl))
+        raise SubmissionError(
+            f"POST {_shown(req.full_url)}: HTTP {code} redirect to {target} not followed (the bearer token "
+            "goes only to submit.endpoint); set submit.endpoint to the final URL"
+        )
+
+
+def _shown(url: str) -> str:
+    """scheme://host[:port]/path: the query may hold secrets, and never the reply or the token."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+def post_submission(path: str | Path, endpoint: str, token: str, timeout: float = 60.0) -> dict:
+    """POST the file as multipart/form-data (field `file`) with a bearer token; returns the HTTP status.
+
+    The token goes only into the Authorization header, and only to `endpoint` itself (https, or http to
+    localhost; redirects are refused). The reply body is never returned, logged or put into an error: a
+    server may echo the request, token included.
     """
+    from finegrain.config import endpoint_problem
+
+    problem = endpoint_problem(endpoint)
+    if problem:
+        raise SubmissionError(f"submit.endpoint: {problem}")
     path = Path(path)
     boundary = f"finegrain-{uuid.uuid4().hex}"
     body = io.BytesIO()
@@ -278,15 +306,21 @@ def post_submission(path: str | Path, endpoint: str, token: str, timeout: float 
             "Content-Type": f"multipart/form-data; boundary={boundary}",
         },
     )
+    shown = _shown(endpoint)
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            reply = resp.read(2000).decode("utf-8", "replace")
-            return {"endpoint": endpoint, "status": resp.status, "reply": reply}
+        with opener.open(request, timeout=timeout) as resp:
+            size = len(resp.read())
+            return {"endpoint": shown, "status": resp.status, "reply_bytes": size}
     except urllib.error.HTTPError as exc:
-        reply = exc.read(500).decode("utf-8", "replace").replace(token, "***")
-        raise SubmissionError(f"POST {endpoint}: HTTP {exc.code} {exc.reason}: {reply}") from None
+        # The standard phrase for the code, not the server's reason line or body (either may echo the token).
+        try:
+            phrase = http.HTTPStatus(exc.code).phrase
+        except ValueError:
+            phrase = "(non-standard status)"
+        raise SubmissionError(f"POST {shown}: HTTP {exc.code} {phrase}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SubmissionError(f"POST {endpoint}: {exc}") from None
+        raise SubmissionError(f"POST {shown}: {str(exc).replace(token, '***')}") from None
 
 
 def check_json(result: dict, extra: dict) -> str:

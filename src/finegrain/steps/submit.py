@@ -6,7 +6,9 @@ Reads `<ensemble>/test_probs.npz` (image_id, probs [n, C], classes [C]) and the 
 sample_submission.csv; writes `submission.csv` (`ID` in test.csv order + the sample's exact columns, utf-8-sig,
 rows sum to 1) and `submission_check.json` (every validator check, row-sum range, alias handling), then
 logs both to MLflow. With `submit.endpoint` set, POSTs the file with the bearer token read from the
-environment variable named by `submit.token_env` (the token is never logged or written anywhere).
+environment variable named by `submit.token_env` (the token is never logged or written anywhere, and goes
+only to the endpoint itself: https, or http to localhost; redirects are refused). The step reports the HTTP
+status, never the reply body (a server may echo the request, token included).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from finegrain import storage
-from finegrain.config import Config, save_config
+from finegrain.config import Config, endpoint_problem, save_config
 from finegrain.data.layouts import read_dataset
 from finegrain.members import load_npz
 from finegrain.submission import (
@@ -46,6 +48,9 @@ def _test_probs(ensemble: str) -> tuple[np.ndarray, list[str], list[str]]:
 
 
 def _token(cfg: Config) -> str:
+    problem = endpoint_problem(cfg.submit.endpoint)
+    if problem:  # the config validator refuses these too; a hand-built config must not get past here either
+        raise SubmissionError(f"submit.endpoint: {problem}")
     token = os.environ.get(cfg.submit.token_env, "")
     if not token:
         raise SubmissionError(
