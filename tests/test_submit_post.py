@@ -6,12 +6,10 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from recording_http import Reply, recording_server
 from test_submit import ROOT, _cfg, _e2e_probs
 from typer.testing import CliRunner
 
@@ -20,38 +18,6 @@ from finegrain.config import ConfigError, load_config
 from finegrain.submission import SubmissionError, post_submission
 
 TOKEN = "s3cret-token-7f3a"
-Reply = Callable[[http.server.BaseHTTPRequestHandler], None]
-
-
-@contextmanager
-def _server(reply: Reply, host: str = "127.0.0.1") -> Iterator[tuple[str, list[dict]]]:
-    """A threaded HTTP server on a free port that records each request ({method, path, headers}) and answers
-    with `reply(handler)`; yields (http://host:port, the records)."""
-    seen: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            seen.append(
-                {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-            )
-            reply(self)
-
-        do_GET = do_POST = _handle
-
-        def log_message(self, *args) -> None:  # keep test output quiet
-            pass
-
-    server = http.server.ThreadingHTTPServer((host, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _echo(status: int) -> Reply:
@@ -96,7 +62,7 @@ def test_post_sends_the_token_to_the_endpoint_and_never_shows_an_echo_of_it(
     ensemble, *_ = _e2e_probs(sample_dir, tmp_path)
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("FG_TEST_TOKEN", TOKEN)
-    with _server(_echo(200)) as (base, seen):
+    with recording_server(_echo(200)) as (base, seen):
         out = tmp_path / "ok"
         result = _cli(tmp_path, ensemble, sample_dir, out, f"{base}/submit")
         assert result.exit_code == 0, result.output
@@ -116,7 +82,7 @@ def test_a_refused_post_fails_without_showing_the_echoed_token(
 ):
     ensemble, *_ = _e2e_probs(sample_dir, tmp_path)
     monkeypatch.setenv("FG_TEST_TOKEN", TOKEN)
-    with _server(_echo(401)) as (base, seen):
+    with recording_server(_echo(401)) as (base, seen):
         out = tmp_path / "refused"
         result = _cli(tmp_path, ensemble, sample_dir, out, f"{base}/submit")
         assert result.exit_code == 1 and len(seen) == 1
@@ -129,7 +95,7 @@ def test_missing_token_fails_before_anything_is_sent(sample_dir, tmp_path, monke
 
     ensemble, *_ = _e2e_probs(sample_dir, tmp_path)
     monkeypatch.delenv("FG_TEST_TOKEN", raising=False)
-    with _server(_echo(200)) as (base, seen):
+    with recording_server(_echo(200)) as (base, seen):
         cfg = _cfg(
             tmp_path, "tracking.enabled=false", f"submit.endpoint={base}/s", "submit.token_env=FG_TEST_TOKEN"
         )
@@ -143,9 +109,9 @@ def test_a_redirect_to_another_host_is_refused_and_never_gets_the_token(status, 
     csv = tmp_path / "submission.csv"
     csv.write_text("ID,a\nx,1\n")
     # "localhost" and "127.0.0.1" are different hosts to a browser and to urllib: a cross-host redirect.
-    with _server(_echo(200)) as (other, other_seen):
+    with recording_server(_echo(200)) as (other, other_seen):
         elsewhere = other.replace("127.0.0.1", "localhost") + "/steal"
-        with _server(_redirect(status, elsewhere)) as (base, seen):
+        with recording_server(_redirect(status, elsewhere)) as (base, seen):
             with pytest.raises(
                 SubmissionError, match=rf"HTTP {status} redirect to http://localhost:\d+/steal"
             ) as err:

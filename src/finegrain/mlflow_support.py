@@ -52,9 +52,27 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, (FileNotFoundError, IsADirectoryError, ValueError, TypeError))
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """Whether the call failed because the server did not answer in time (anywhere in the exception chain).
+
+    MLflow wraps the requests/urllib3 error in an MlflowException; the socket's TimeoutError is underneath.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextlib.contextmanager
-def http_settings(timeout_s: int = API_TIMEOUT_S) -> Iterator[None]:
-    """MLflow reads these per request; scope them to our calls and leave a user's explicit setting alone."""
+def http_settings(timeout_s: int | None = None) -> Iterator[None]:
+    """MLflow reads these per request; scope them to our calls and leave a user's explicit setting alone.
+
+    timeout_s: per request, default API_TIMEOUT_S (read at call time).
+    """
+    timeout_s = API_TIMEOUT_S if timeout_s is None else timeout_s
     wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
     saved = {k: os.environ.get(k) for k in wanted}
     mine = [k for k in wanted if saved[k] is None or k in _we_set]

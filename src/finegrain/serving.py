@@ -151,26 +151,42 @@ def register_ensemble(
     parent_run_id: str | None = None,
 ) -> str | None:
     """Log the ensemble as a pyfunc under the parent run and register it; returns "name/version" or None."""
+    spec, models = build_spec(cfg, members, calibration_dir, ensemble_dir, data_uri)
+    return log_ensemble_model(cfg, spec, models, parent_run_id)
+
+
+def log_ensemble_model(
+    cfg: Config, spec: dict, models: dict[str, str], parent_run_id: str | None = None
+) -> str | None:
+    """Log `spec` + the members' weights as the pyfunc and register it; None (and a warning) if MLflow fails.
+
+    A dead or hanging tracking server costs seconds: MLflow's own retry ladder (minutes per call) is off, and
+    a cheap call under the short API timeout goes first, before any weights are downloaded or uploaded.
+    """
     import warnings
 
     from mlflow import MlflowClient
 
-    spec, models = build_spec(cfg, members, calibration_dir, ensemble_dir, data_uri)
+    from finegrain.mlflow_support import ARTIFACT_TIMEOUT_S, http_settings
+
     try:
         client = MlflowClient(tracking_uri=cfg.tracking.uri)
+        with http_settings():
+            if parent_run_id:
+                client.get_run(parent_run_id)
+                run_kwargs = {"run_id": parent_run_id}
+            else:
+                exp = client.get_experiment_by_name(cfg.tracking.experiment)
+                exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+                run_kwargs = {"run_name": "ensemble-model", "experiment_id": exp_id}
         mlflow.set_tracking_uri(cfg.tracking.uri)  # log_model has no client argument; set just before use
         with tempfile.TemporaryDirectory() as tmp:
             artifacts = {"spec": str(Path(tmp) / "spec.json")}
             Path(artifacts["spec"]).write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
             for name, uri in models.items():
                 artifacts[name] = str(storage.download_file(uri, Path(tmp) / f"{name}.pt"))
-            run_kwargs = {"run_id": parent_run_id} if parent_run_id else {"run_name": "ensemble-model"}
-            if not parent_run_id:
-                exp = client.get_experiment_by_name(cfg.tracking.experiment)
-                run_kwargs["experiment_id"] = exp.experiment_id if exp else client.create_experiment(
-                    cfg.tracking.experiment
-                )
-            with mlflow.start_run(**run_kwargs):
+            # Long timeout: a proxying server answers a weights upload only once it has stored the file.
+            with http_settings(ARTIFACT_TIMEOUT_S), mlflow.start_run(**run_kwargs):
                 info = mlflow.pyfunc.log_model(
                     name="ensemble", python_model=EnsembleModel(), artifacts=artifacts,
                     registered_model_name=cfg.tracking.register_model,

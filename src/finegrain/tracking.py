@@ -6,10 +6,11 @@
         tr.log_artifact(out / "metrics.json")
 
 Every call also appends to `<local_dir>/metrics.jsonl` (`finegrain.runlog`), so nothing is lost even with
-tracking disabled or the server gone. A call the server refuses transiently (unreachable, 5xx, timeout) is retried with backoff, then
-buffered with a warning and replayed in order at the next successful call or at exit; while the server is
-down, calls are buffered without waiting (a circuit breaker), so a dead server costs training seconds, not
-minutes. `<local_dir>/mlflow_run_id` lets a resumed attempt (KFP retry, preemption) continue the same run.
+tracking disabled or the server gone. A call the server refuses transiently (unreachable, 5xx) is retried
+`cfg.retries` times with backoff (MLflow's own retry ladder, minutes per call, is switched off), one that
+times out is not retried (a hanging server would cost a full timeout per try); then it is buffered with a
+warning and replayed in order at the next successful call or at exit. While the server is down, calls are
+buffered without waiting (a circuit breaker), so a dead or hanging server costs seconds, not minutes. `<local_dir>/mlflow_run_id` lets a resumed attempt (KFP retry, preemption) continue the same run.
 
 No side effect at import; the client is an explicit `MlflowClient(tracking_uri=cfg.uri)`.
 """
@@ -35,6 +36,7 @@ from finegrain.mlflow_support import (
     flatten,
     http_settings,
     is_permanent,
+    is_timeout,
 )
 from finegrain.runlog import RunLog
 
@@ -251,6 +253,10 @@ class Tracker:
                 return
             except Exception as exc:  # noqa: BLE001 - tracking must never raise into training
                 err = exc
+            if is_timeout(err):
+                # The server takes connections but does not answer: each retry would cost another full
+                # timeout. Buffer now; the circuit breaker tries again after the cooldown.
+                break
             if attempt < self.cfg.retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 4.0)
@@ -317,6 +323,9 @@ class Tracker:
             )
 
     def _with_long_timeout(self, upload: Callable[..., None], path: str, artifact_path: str | None) -> None:
+        # A cheap call under the short API timeout first: a server that has stopped answering since the run
+        # started is found in seconds, not after the upload's long timeout.
+        self._client.get_experiment(self._experiment_id)
         with http_settings(ARTIFACT_TIMEOUT_S):
             upload(self.run_id, path, artifact_path)
 
