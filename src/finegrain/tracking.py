@@ -10,7 +10,8 @@ tracking disabled or the server gone. A call the server refuses transiently (unr
 `cfg.retries` times with backoff (MLflow's own retry ladder, minutes per call, is switched off), one that
 times out is not retried (a hanging server would cost a full timeout per try); then it is buffered with a
 warning and replayed in order at the next successful call or at exit. While the server is down, calls are
-buffered without waiting (a circuit breaker), so a dead or hanging server costs seconds, not minutes. `<local_dir>/mlflow_run_id` lets a resumed attempt (KFP retry, preemption) continue the same run.
+buffered without waiting (a circuit breaker), so a dead or hanging server costs seconds, not minutes.
+`<local_dir>/mlflow_run_id` lets a resumed attempt (KFP retry, preemption) continue the same run.
 
 No side effect at import; the client is an explicit `MlflowClient(tracking_uri=cfg.uri)`.
 """
