@@ -26,7 +26,7 @@ _ORIENTATION = 0x0112
 class CheckedImage:
     """The outcome of decoding one file. `image` is RGB when status == "ok", else None."""
 
-    status: str  # "ok" or "corrupt"
+    status: str  # "ok" or "corrupt" ("unread" in a scan row: the bytes could not be read, nothing was judged)
     reason: str  # why corrupt; for ok images the conversions applied ("" when none)
     width: int = 0  # after EXIF rotation; 0 when the header could not be read
     height: int = 0
@@ -150,30 +150,61 @@ def check_image(
     return CheckedImage("ok", "; ".join(notes), width, height, out)
 
 
-def read_and_check(uri: str, **kwargs) -> tuple[bytes | None, CheckedImage]:
-    """Read a local path or s3:// URI and check it; an unreadable path is a corrupt image, not an exception."""
+# Read failures that another attempt cannot fix: the file is gone or forbidden. Anything else (S3 down after
+# the storage layer's retries, a network file system's EIO) may pass, so the batch is rerun later.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from finegrain import s3client
+
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, s3client.StorageError):
+        # retry() wraps the last error as __cause__: transient ones (refused, reset, 5xx) ran out of retries,
+        # the rest (access denied, no endpoint configured) will not change by waiting.
+        return exc.__cause__ is not None and s3client.is_transient(exc.__cause__)
+    return isinstance(exc, OSError)
+
+
+def read_file(uri: str) -> tuple[bytes | None, str]:
+    """(bytes, "") or (None, why) for a file that cannot be read for good (missing, permission, a directory).
+
+    Raises TransientReadError when the read may succeed later. Either way it is the storage's problem, not the
+    file's: the caller must never turn it into an image status.
+    """
     from finegrain import storage
+    from finegrain.workers import TransientReadError
 
     try:
-        data = storage.read_bytes(uri)
-    except Exception as exc:  # noqa: BLE001 - missing, permission denied, S3 error after retries, a directory
-        return None, _corrupt(f"unreadable path: {type(exc).__name__}: {exc}")
-    return data, check_image(data, **kwargs)
+        return storage.read_bytes(uri), ""
+    except Exception as exc:  # noqa: BLE001 - sorted into "retry later" and "cannot be read", both reported
+        why = f"{type(exc).__name__}: {exc}"
+        if _is_transient(exc):
+            raise TransientReadError(uri, why) from None
+        return None, why
 
 
 def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
     """Everything preprocess needs from each file: sha256, status/reason, size, pHashes and thumbnail.
 
     Runs in worker processes on a chunk of files at a time (the pHashes of a chunk are one vectorised DCT), so it
-    takes and returns plain picklable values.
+    takes and returns plain picklable values. A file that cannot be read for good gets status "unread" (the
+    caller fails the step on it: never a manifest status); one whose read may pass later raises
+    TransientReadError for the whole chunk.
     """
     from finegrain.data.dedup import THUMB, hash_hex, phashes, small_grays
 
     out, smalls = [], []
     for uri in uris:
+        data, read_error = read_file(uri)  # a transient failure raises: the whole batch is rerun later
         # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side, and no colour: a
         # JPEG is decoded at a reduced DCT scale, luma only (the pair check decodes its candidates again, in full).
-        data, checked = read_and_check(uri, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
+        checked = (
+            check_image(data, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
+            if data is not None
+            else CheckedImage("unread", read_error)
+        )
         row = {
             "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
             "nbytes": len(data) if data is not None else 0,
