@@ -78,7 +78,7 @@ def test_outage_longer_than_the_budget_names_the_files() -> None:
         map_batches(fn, list(range(4)), [5] * 4, "validating", "img", None, rounds=1, pause_s=0.01)
     text = str(err.value)
     assert "s3://b/1.jpg: MaxRetryError: connection refused" in text and "1 file(s) could not be read" in text
-    assert "15 file(s) not judged" in text and "not a data problem" in text
+    assert "15 file(s) left unjudged" in text and "not a data problem" in text
 
 
 def test_a_missing_test_image_is_a_storage_error_not_fix_or_replace(tmp_path: Path, monkeypatch) -> None:
@@ -96,6 +96,43 @@ def test_a_missing_test_image_is_a_storage_error_not_fix_or_replace(tmp_path: Pa
     text = str(err.value)
     assert "t2.jpg: PermissionError" in text and "fix or replace" not in text and "nothing was marked corrupt" in text
     assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_confirmation_reruns_through_a_storage_failure(tmp_path: Path, monkeypatch) -> None:
+    from finegrain.s3client import StorageError
+
+    data = _dataset(tmp_path / "data")
+    photo = np.repeat(np.repeat(np.random.default_rng(5).integers(0, 255, (15, 20, 3), dtype=np.uint8), 8, 0), 8, 1)
+    for name, quality in (("orig.jpg", 95), ("copy.jpg", 60)):  # a re-encode: the pair check must read both
+        buf = io.BytesIO()
+        Image.fromarray(photo).save(buf, "JPEG", quality=quality)
+        (data / "train" / "c" / name).write_bytes(buf.getvalue())
+    calm = preprocess.run(_cfg(workers=1), str(data), str(tmp_path / "calm"))
+    assert calm["status"]["near_duplicate"] == 1  # the confirmation really reads files
+
+    real_read, real_confirm, failures = storage.read_bytes, preprocess.confirm_candidates, {"left": 0}
+
+    def read(uri: str) -> bytes:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            err = StorageError(f"{uri}: read: connection refused")
+            err.__cause__ = ConnectionRefusedError(111, "Connection refused")  # what retry() wraps
+            raise err
+        return real_read(uri)
+
+    def confirm(*args, **kwargs):
+        failures["left"] = 2  # storage goes away as the pair check starts, for two reads
+        return real_confirm(*args, **kwargs)
+
+    slept: list[float] = []
+    monkeypatch.delenv("FINEGRAIN_S3_RETRIES", raising=False)  # the config's default budget: 5 reruns
+    monkeypatch.setattr(storage, "read_bytes", read)
+    monkeypatch.setattr(preprocess, "confirm_candidates", confirm)
+    monkeypatch.setattr("finegrain.workers.time.sleep", slept.append)
+    preprocess.run(_cfg(workers=1), str(data), str(tmp_path / "stormy"))
+    assert slept == [8.0, 16.0]  # two reruns, the second after a longer pause
+    calm_manifest = (tmp_path / "calm" / "manifest.parquet").read_bytes()
+    assert (tmp_path / "stormy" / "manifest.parquet").read_bytes() == calm_manifest
 
 
 # -------------------------------------------------------------------------------------- a real S3 outage
@@ -136,6 +173,7 @@ def _rode_out(caplog, restarter: _Outage) -> None:
 @pytest.mark.parametrize("workers", [2, 1])
 def test_preprocess_rides_out_a_30s_outage(s3_server, s3_data, monkeypatch, caplog, workers: int) -> None:
     bucket, calm = s3_data
+    monkeypatch.delenv("FINEGRAIN_S3_RETRIES", raising=False)  # the config's default budget: 5 reruns
     caplog.set_level(logging.WARNING, logger="finegrain.workers")
     restarter: list[_Outage] = []
     if workers > 1:  # the worker pool: down from the scan's first read

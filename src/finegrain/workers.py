@@ -149,9 +149,9 @@ def map_batches(
     raise UnreadableFilesError(
         unreadable_message(
             desc, [(e.uri, e.reason) for e in errors],
-            f"storage still failing after {rounds} rerun(s) of the preprocess step's own (storage.retries / "
-            f"FINEGRAIN_S3_RETRIES) on top of the storage layer's; {unread} file(s) not judged. This is a storage "
-            "problem, not a data problem: the files were not marked corrupt. Rerun when storage is back.",
+            f"storage still failing after {rounds} rerun(s) (storage.retries / FINEGRAIN_S3_RETRIES), {unread} "
+            "file(s) left unjudged. A storage problem, not a data problem: nothing was marked corrupt; rerun when "
+            "storage is back:",
         )
     )  # fmt: skip
 
