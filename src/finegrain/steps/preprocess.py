@@ -7,7 +7,8 @@ Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else 
 picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
 corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
 training: a second copy of a picture only adds leakage between folds). Test rows keep status ok unless corrupt,
-which aborts the run after every test file has been checked: a submission needs every test ID.
+which aborts the run after every test file has been checked: a submission needs every test ID. A file that
+cannot be read (S3 down after every rerun, missing, forbidden) is no status at all: the step fails naming it.
 """
 
 from __future__ import annotations
