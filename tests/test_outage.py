@@ -221,3 +221,14 @@ def test_outage_longer_than_the_retry_budget_fails_naming_files(s3_server, s3_da
     assert f"{bucket}/data/" in text and "could not be read" in text and "after 1 rerun" in text
     assert "not a data problem" in text and "fix or replace" not in text
     assert not storage.exists(f"{bucket}/stormy/manifest.parquet")
+
+
+def test_workers_get_the_configured_storage_retries(monkeypatch) -> None:
+    # storage.configure(cfg.storage) sets the retry count in the parent; fork-server workers start from a fresh
+    # import, so without forwarding they would read S3 with the default whatever the config said.
+    from finegrain import s3client
+
+    monkeypatch.setattr(s3client, "DEFAULT_RETRIES", 11)
+    with preprocess.worker_pool(2) as pool:
+        seen = pool.submit(eval, "__import__('finegrain.s3client').s3client.DEFAULT_RETRIES").result()
+    assert seen == 11
