@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finegrain.data.validate import check_image, read_and_check, scan_image
+from finegrain.data.validate import check_image, read_file, scan_image
 
 LIMIT = {"max_pixels": 40_000_000, "min_side": 16}
 
@@ -133,11 +133,25 @@ def test_gray_mode_still_catches_truncation() -> None:
     assert bad.status == "corrupt" and "truncated" in bad.reason
 
 
-def test_unreadable_path_is_corrupt(tmp_path) -> None:
-    data, result = read_and_check(str(tmp_path / "missing.jpg"), **LIMIT)
-    assert data is None and result.status == "corrupt" and "unreadable path" in result.reason
-    data, result = read_and_check(str(tmp_path), **LIMIT)  # a directory where a file was expected
-    assert result.status == "corrupt" and "unreadable path" in result.reason
+def test_unreadable_path_is_never_corrupt(tmp_path) -> None:
+    # Bytes that could not be read say nothing about the image: "unread" (the step fails on it), not corrupt.
+    for uri in (tmp_path / "missing.jpg", tmp_path):  # gone, and a directory where a file was expected
+        assert read_file(str(uri))[0] is None
+        scan = scan_image(str(uri), **LIMIT)
+        assert scan["status"] == "unread" and scan["reason"], scan
+
+
+def test_transient_read_failure_raises_instead_of_judging(tmp_path, monkeypatch) -> None:
+    from finegrain import storage
+    from finegrain.workers import TransientReadError
+
+    def flaky(uri: str) -> bytes:
+        raise OSError(5, "Input/output error")  # what a network file system says while its server is away
+
+    monkeypatch.setattr(storage, "read_bytes", flaky)
+    with pytest.raises(TransientReadError) as err:
+        scan_image(str(tmp_path / "a.jpg"), **LIMIT)
+    assert err.value.uri.endswith("a.jpg") and "Input/output error" in err.value.reason
 
 
 def test_draft_decode_still_catches_truncation() -> None:

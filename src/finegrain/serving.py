@@ -127,10 +127,11 @@ class EnsembleModel(_PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        from finegrain.data.loader import decode_rgb
+        from finegrain.data.decode import decode_image
         from finegrain.submission import probs_to_columns
 
-        images = [decode_rgb(data, f"row {i}") for i, data in enumerate(_images_of(model_input))]
+        # The decoder preprocess validated with and the training cache used: same pixels for the same file.
+        images = [decode_image(data, f"row {i}") for i, data in enumerate(_images_of(model_input))]
         columns = probs_to_columns(
             self.predict_proba(images), self.classes, self.spec["columns"], self.spec["column_to_class"],
             self.spec["aliases"], self.spec["alias_mode"],

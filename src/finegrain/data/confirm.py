@@ -13,11 +13,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from finegrain import storage
 from finegrain.config import Config
 from finegrain.data import pair_check
-from finegrain.data.validate import check_image
-from finegrain.workers import map_batches
+from finegrain.data.validate import check_image, read_file
+from finegrain.workers import UnreadableFilesError, map_batches, storage_rounds
 
 
 def confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
@@ -40,7 +39,10 @@ def confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
             # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px on
             # the short side are drafted, by 1/2 or more, and then area-averaged down by 2x or more. Luma only:
             # a colour JPEG's Y channel is its gray, without chroma upsampling and colour conversion.
-            checked = check_image(storage.read_bytes(uri), max_pixels=params["max_pixels"],
+            data, why = read_file(uri)  # a transient failure raises: map_batches reruns the batch
+            if data is None:  # read by the scan a moment ago, gone now
+                raise UnreadableFilesError(f"{uri}: {why}")
+            checked = check_image(data, max_pixels=params["max_pixels"],
                                   draft_size=2 * pair_check.WORK_SIDE, gray=True)  # fmt: skip
             img = checked.image
             decoded[key] = None if img is None else (np.asarray(img, dtype=np.float32), round(w / img.width))
@@ -102,5 +104,6 @@ def confirm_pairs(
         batch = pairs[start : start + per_job]
         jobs.append(({i: image(i) for pair in batch for i in pair}, batch, params))
     sizes = [len(batch) for _, batch, _ in jobs]
-    done = map_batches(confirm_job, jobs, sizes, "confirming near duplicates", "pair", pool)
+    rounds = storage_rounds(cfg)
+    done = map_batches(confirm_job, jobs, sizes, "confirming near duplicates", "pair", pool, rounds=rounds)
     return [result for batch_results in done for result in batch_results]

@@ -30,8 +30,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from finegrain import storage
+from finegrain.data.decode import decode_image
 
-CACHE_VERSION = 1
+# 2: decoded by finegrain.data.decode (PIL; alpha flattened on white) instead of OpenCV.
+CACHE_VERSION = 2
 MANIFEST_COLUMNS = ("image_id", "path", "split", "class_name", "class_index", "status", "fold")
 
 
@@ -86,14 +88,6 @@ def resolve_image_uris(paths: Sequence[str], data_uri: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ image cache
 
 
-def decode_rgb(data: bytes, where: str) -> np.ndarray:
-    """Encoded image bytes -> uint8 RGB HWC (EXIF orientation applied, as OpenCV does by default)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{where}: cannot decode image ({len(data)} bytes)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
     """The cache's resize; the registered model repeats it so served predictions match the pipeline's."""
     h, w = image.shape[:2]
@@ -104,7 +98,8 @@ def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
 
 
 def _decode_resized(uri: str, short_side: int) -> np.ndarray:
-    return resize_short_side(decode_rgb(storage.read_bytes(uri), uri), short_side)
+    # The one decoder preprocess validated the file with: what preprocess calls ok, the cache can read.
+    return resize_short_side(decode_image(storage.read_bytes(uri), uri), short_side)
 
 
 def cache_key(uris: Sequence[str], fingerprints: Sequence[str], short_side: int) -> str:
@@ -160,7 +155,7 @@ def build_image_cache(
     # Written under temp names and renamed: a killed build leaves no index, so the next run rebuilds.
     fd, tmp_pixels = tempfile.mkstemp(dir=directory, suffix=".u8.tmp")
     offset, chunk = 0, max(64, 16 * max(1, workers))
-    # cv2 decode/resize and file reads release the GIL, so threads scale without pickling pixels around.
+    # PIL decode, cv2 resize and file reads release the GIL, so threads scale without pickling pixels around.
     with os.fdopen(fd, "wb") as fh, ThreadPoolExecutor(max(1, workers)) as pool, tqdm(
         total=len(uris), desc=f"cache {short_side}px", unit="img", disable=len(uris) < 500
     ) as bar:

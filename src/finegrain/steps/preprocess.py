@@ -7,7 +7,8 @@ Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else 
 picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
 corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
 training: a second copy of a picture only adds leakage between folds). Test rows keep status ok unless corrupt,
-which aborts the run after every test file has been checked: a submission needs every test ID.
+which aborts the run after every test file has been checked: a submission needs every test ID. A file that
+cannot be read (S3 down after every rerun, missing, forbidden) is no status at all: the step fails naming it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from finegrain.data.noise import find_noisy_labels, load_oof
 from finegrain.data.prep_report import render_report
 from finegrain.data.statuses import assign_statuses, suggest_merges
 from finegrain.data.validate import scan_images
-from finegrain.workers import map_batches, worker_pool
+from finegrain.workers import (
+    UnreadableFilesError,
+    map_batches,
+    storage_rounds,
+    unreadable_message,
+    worker_pool,
+)
 
 COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "sha256", "phash", "dup_group",
            "fold", "status", "reason", "width", "height"]  # fmt: skip
@@ -49,6 +56,8 @@ def scan_table(
 
     Returns the table with sha256/nbytes/status/reason/width/height/phash/phash_inner columns added, and the
     per-row grayscale thumbnails (None for corrupt rows) that the near-duplicate confirmation starts from.
+    A file whose bytes cannot be read is UnreadableFilesError, after storage_rounds(cfg) reruns for failures
+    that may pass (an S3 outage): only bytes that were read can be called corrupt.
     """
     pp = cfg.preprocess
     scan = functools.partial(scan_images, max_pixels=pp.max_pixels, min_side=pp.min_side)
@@ -57,8 +66,16 @@ def scan_table(
     # both busy to the end.
     size = max(1, min(64, len(paths) // (max(1, pp.workers) * 8)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    scanned = map_batches(scan, chunks, [len(c) for c in chunks], "validating + hashing", "img", pool)
+    scanned = map_batches(
+        scan, chunks, [len(c) for c in chunks], "validating + hashing", "img", pool, rounds=storage_rounds(cfg)
+    )
     scans = [row for rows in scanned for row in rows]
+    unread = [(p, s["reason"]) for p, s in zip(paths, scans) if s["status"] == "unread"]
+    if unread:
+        raise UnreadableFilesError(
+            unreadable_message("validating + hashing", unread, "missing or not readable with these credentials "
+                               "(a storage problem, not a data problem: nothing was marked corrupt):")
+        )  # fmt: skip
     thumbs = [s.pop("thumb") for s in scans]
     inner = [s.pop("phash_inner") for s in scans]
     table = pd.concat([images.reset_index(drop=True), pd.DataFrame(scans)], axis=1)
