@@ -354,3 +354,16 @@ def test_provenance_names_what_changed_and_ignores_other_members():
     assert why == "settings changed: train.backbone.image_size None -> 64"
     why = mismatch(a, member_provenance(base, BACKBONE, 1, "m2"))
     assert "manifest content changed (m1 -> m2)" in why and "fold 0 -> 1" in why
+
+
+def test_second_writer_on_a_member_is_refused_before_touching_it(member, tmp_path):
+    from finegrain.locks import LOCK_NAME, LockHeld, hold_lock
+
+    out = tmp_path / "out"
+    with hold_lock(str(out / LOCK_NAME), "the first writer"):
+        with pytest.raises(LockHeld, match="the first writer"):
+            train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out))
+        assert {p.name for p in out.iterdir()} == {LOCK_NAME}
+    with pytest.raises(KeyboardInterrupt):  # the lock is free again, and freed again by a killed attempt
+        train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=CrashAfter(0))
+    assert (out / "checkpoint.pt").exists() and not (out / LOCK_NAME).exists()

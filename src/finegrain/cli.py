@@ -169,10 +169,14 @@ def run(
 ) -> None:
     """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
     cfg = _config(config, set_)
+    from finegrain import storage
     from finegrain.local_run import run_pipeline_locally
+    from finegrain.locks import LOCK_NAME, hold_lock
 
     try:
-        summary = run_pipeline_locally(cfg, data=data, out=out)
+        # One `finegrain run` per --out: two would interleave every step's outputs (each member also has its own).
+        with hold_lock(storage.join(out, LOCK_NAME), f"finegrain run --out {out}"):
+            summary = run_pipeline_locally(cfg, data=data, out=out)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # kfp.local has already printed the failing task's own traceback above
         _fail(exc)

@@ -38,6 +38,7 @@ from finegrain.data.loader import (
     resolve_image_uris,
 )
 from finegrain.data.transforms import DeviceNormalizer, EvalPreset, TrainPreset
+from finegrain.locks import LOCK_NAME, LocalLock, S3Lock, hold_lock
 from finegrain.metrics import accuracy, log_loss, softmax
 from finegrain.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from finegrain.training.loop import autocast, predict, train_one_epoch, warmup_cosine
@@ -52,6 +53,7 @@ from finegrain.training.swa import (
 )
 
 EpochHook = Callable[[int, dict], None]
+Lock = LocalLock | S3Lock
 OUTPUT_NAMES = ("model.pt", "oof.npz", "test.npz", "config.yaml")  # and metrics.json, written last
 
 
@@ -75,10 +77,12 @@ def run(
         raise ConfigError("train.ema and train.swa.enabled are both on: the final weights must be one average")
     table, class_info = load_manifest(manifest)
     provenance = member_provenance(cfg, backbone, fold, manifest_hash(table, class_info))
-    finished = _finished_member(out, provenance, f"{backbone}/fold{fold}")
-    if finished is not None:
-        return finished
-    return _train(cfg, table, class_info, fold, backbone, out, provenance, parent_run_id, on_epoch_end)
+    # One writer per member: a second `finegrain train` (or pod) on the same --out fails naming the first.
+    with hold_lock(storage.join(out, LOCK_NAME), f"train {backbone}/fold{fold}") as lock:
+        finished = _finished_member(out, provenance, f"{backbone}/fold{fold}")
+        if finished is not None:
+            return finished
+        return _train(cfg, table, class_info, fold, backbone, out, provenance, lock, parent_run_id, on_epoch_end)
 
 
 def _finished_member(out: str, provenance: dict, label: str) -> dict | None:
@@ -109,6 +113,7 @@ def _train(
     backbone: str,
     out: str,
     provenance: dict,
+    lock: Lock,
     parent_run_id: str | None,
     on_epoch_end: EpochHook | None,
 ) -> dict:
@@ -225,6 +230,7 @@ def _train(
             history.append(record)
             print(json.dumps(record))
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            lock.check()  # a writer that lost its lock must not overwrite the new holder's checkpoint
             save_checkpoint(checkpoint_uri, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "swa_model": swa_model.state_dict() if swa_model is not None else None,
@@ -281,6 +287,7 @@ def _train(
             "config.yaml": cfg.to_yaml().encode(),
             "metrics.json": json.dumps(metrics, indent=2, ensure_ascii=False).encode(),
         }  # fmt: skip
+        lock.check()
         _publish(files, out, tracker, tc.log_model_max_mb)
     storage.delete(checkpoint_uri)  # the member is complete; metrics.json (written last) now answers retries
     return metrics
