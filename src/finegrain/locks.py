@@ -209,9 +209,11 @@ class S3Lock(_Lock):
                 return None, None
             raise
         try:
-            return json.loads(data), etag
+            holder = json.loads(data)
         except ValueError:
-            return {}, etag  # not a lock we wrote: no heartbeat, so is_stale() lets it be taken over
+            holder = None
+        # Not a lock we wrote: no heartbeat, so is_stale() lets it be taken over.
+        return (holder if isinstance(holder, dict) else {}), etag
 
     def acquire(self, wait_s: float | None = None) -> S3Lock:
         wait_s = self.ttl_s + 2 * self.heartbeat_s if wait_s is None else wait_s
@@ -226,7 +228,7 @@ class S3Lock(_Lock):
                 if holder.get("run_id") == self.info["run_id"]:
                     etag = held_etag  # our own create succeeded but its answer was lost; the retry saw it
                 elif is_stale(holder, self.ttl_s):
-                    etag = self._put({"If-Match": held_etag})
+                    etag = self._put({"If-Match": f'"{held_etag}"'})
                     if etag is not None:
                         log.warning("%s: took over the stale lock of %s", self.uri, _describe(holder))
                 if etag is None:
@@ -245,7 +247,7 @@ class S3Lock(_Lock):
             with self._mutex:
                 self.info["heartbeat"] = time.time()
                 try:
-                    etag = self._put({"If-Match": self.etag})
+                    etag = self._put({"If-Match": f'"{self.etag}"'})
                 except StorageError as exc:  # the server is away; the next beat tries again
                     log.warning("%s: heartbeat failed: %s", self.uri, exc)
                     continue
