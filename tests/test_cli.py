@@ -68,3 +68,73 @@ def test_wrong_type_and_missing_file_exit_2(command: str, tmp_path) -> None:
     missing = tmp_path / "nope.yaml"
     result = runner.invoke(app, [command, *ARGS[command], "--config", str(missing)])
     assert result.exit_code == 2 and "nope.yaml" in result.output, result.output
+
+
+# ---- expected failures: one line on stderr naming the file or URI, exit 2, no traceback
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+QUIET = ["--config", str(REPO / "configs" / "sample.yaml"), "--set", "tracking.enabled=false"]
+
+
+def _one_error_line(result, exit_code: int, *needles: str) -> str:
+    assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_input_file_exits_2_naming_it(tmp_path) -> None:
+    manifest = tmp_path / "no-prep"
+    args = ["train", "--manifest", str(manifest), "--fold", "0", "--backbone", "resnet10t", "--out", str(tmp_path / "o")]
+    _one_error_line(runner.invoke(app, [*args, *QUIET]), 2, str(manifest / "manifest.parquet"), "no such file")
+
+
+def test_non_utf8_input_exits_2_naming_the_file(tmp_path) -> None:
+    member = tmp_path / "member"
+    member.mkdir()
+    (member / "metrics.json").write_bytes('{"backbone": "caf\xe9"}'.encode("latin-1"))
+    result = runner.invoke(app, ["calibrate", "--members", str(member), "--out", str(tmp_path / "o"), *QUIET])
+    _one_error_line(result, 2, str(member / "metrics.json"), "can't decode")
+
+
+def test_config_that_is_a_directory_or_not_utf8_exits_2(tmp_path) -> None:
+    _one_error_line(runner.invoke(app, ["calibrate", *ARGS["calibrate"], "--config", str(tmp_path)]), 2, str(tmp_path))
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data: {aliases: {caf\xe9: cafe}}\n".encode("latin-1"))
+    _one_error_line(runner.invoke(app, ["calibrate", *ARGS["calibrate"], "--config", str(latin)]), 2, "not UTF-8")
+
+
+def test_invalid_config_is_one_line_listing_every_key() -> None:
+    result = runner.invoke(app, ["calibrate", *ARGS["calibrate"], *QUIET, "--set", "train.epochz=2", "--set", "train.lr=x"])
+    _one_error_line(result, 2, "train.epochz: unknown key", "train.lr:")
+
+
+@pytest.mark.timeout(30, method="thread")  # a hang inside pydantic-core ignores signals
+def test_alias_bomb_config_exits_2_quickly(tmp_path) -> None:
+    lines = ["data:", "  aliases:", '    a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    _one_error_line(runner.invoke(app, ["calibrate", *ARGS["calibrate"], "--config", str(bomb)]), 2, "bomb.yaml", "expands")
+
+
+def test_storage_error_exits_2_naming_the_uri(tmp_path, monkeypatch) -> None:
+    for key in ("FINEGRAIN_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    result = runner.invoke(app, ["calibrate", "--members", "s3://bucket/member", "--out", str(tmp_path / "o"), *QUIET])
+    _one_error_line(result, 2, "s3://bucket/member", "no S3 endpoint is set")
+
+
+def test_run_into_an_out_another_run_is_writing_exits_2_naming_it(tmp_path) -> None:
+    from finegrain.locks import LOCK_NAME, hold_lock
+
+    out = tmp_path / "run"
+    with hold_lock(str(out / LOCK_NAME), "the first finegrain run") as first:
+        result = runner.invoke(app, ["run", "--out", str(out), "--data", str(tmp_path / "no-data"), *QUIET])
+    _one_error_line(result, 2, "held by run " + first.info["run_id"], "the first finegrain run", str(out / LOCK_NAME))
+    # the lock is checked before anything else: the missing dataset is reported once the lock is free
+    result = runner.invoke(app, ["run", "--out", str(out), "--data", str(tmp_path / "no-data"), *QUIET])
+    _one_error_line(result, 2, "no-data", "dataset not found")

@@ -156,3 +156,53 @@ def test_save_config_round_trip_local(tmp_path: Path) -> None:
 
 def test_save_config_round_trip_s3(s3_bucket: str) -> None:
     _round_trip(f"{s3_bucket}/runs/train/convnext/fold0")
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20, method="thread")  # a hang inside pydantic-core ignores signals
+def test_alias_bomb_file_fails_fast_naming_the_file(tmp_path: Path) -> None:
+    # Under a key that is validated: the error message would echo the value, walking all 9^9 leaves.
+    path = _write(tmp_path, "train:\n  epochs: 2\ndata:\n  aliases:\n" + "".join(
+        "    " + line + "\n" for line in _alias_bomb().splitlines()))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: expands to more than 100000 nodes"):
+        load_config(path)
+
+
+@pytest.mark.timeout(20, method="thread")  # a hang inside pydantic-core ignores signals
+def test_alias_bomb_override_fails_fast_naming_the_key() -> None:
+    value = "{" + _alias_bomb().replace("\n", ", ").rstrip(", ") + "}"
+    with pytest.raises(ConfigError, match=r"data\.aliases: override value expands to more than"):
+        load_config(None, [f"data.aliases={value}"])
+
+
+def test_recursive_alias_and_deep_nesting_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="recursive"):
+        load_config(_write(tmp_path, "data: &d {uri: x, more: *d}\n"))
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(_write(tmp_path, "data: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_oversized_and_non_utf8_files_are_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"big\.yaml: larger than 1048576 bytes"):
+        load_config(big)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data: {aliases: {caf\xe9: cafe}}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.yaml: not UTF-8 text"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match="train.epochs: override value larger than 65536 bytes"):
+        load_config(None, ["train.epochs=" + "1" * 70_000])
+
+
+def test_anchors_within_the_limits_still_work(tmp_path: Path) -> None:
+    text = "train:\n  backbones:\n    - &spec {name: resnet18, image_size: 64}\n  head: {name: linear}\n" \
+           "regroup: {seed: &seed 7}\ncalibrate: {}\ndata: {seed: *seed}\n"  # fmt: skip
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.data.seed == 7 == cfg.regroup.seed and cfg.train.backbone("resnet18").image_size == 64

@@ -152,6 +152,40 @@ def test_output_dir_uploads_on_success_only(s3_bucket: str) -> None:
         assert local.read_text() == "# ok"
 
 
+def test_local_output_dir_publishes_whole_files_json_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "prep"
+    (target).mkdir()
+    (target / "classes.json").write_text("old")
+    published: list[tuple[str, list[str]]] = []
+    real_replace = os.replace
+
+    def recording_replace(src, dst) -> None:
+        real_replace(src, dst)
+        published.append((Path(dst).name, sorted(os.listdir(target))))
+
+    with storage.output_dir(str(target)) as out:
+        assert out.parent == target.parent and out.name.startswith(".")  # staged beside, hidden, same filesystem
+        (out / "classes.json").write_text("new")
+        (out / "manifest.parquet").write_bytes(b"rows")
+        (out / "sub").mkdir()
+        (out / "sub" / "report.md").write_text("# r")
+        assert sorted(os.listdir(target)) == ["classes.json"] and (target / "classes.json").read_text() == "old"
+        monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.undo()
+    assert [name for name, _ in published] == ["manifest.parquet", "report.md", "classes.json"]
+    assert published[0][1] == ["classes.json", "manifest.parquet"]  # the old classes.json until the very end
+    assert (target / "classes.json").read_text() == "new" and (target / "sub" / "report.md").read_text() == "# r"
+    assert sorted(os.listdir(tmp_path)) == ["prep"]  # no staging directory left
+
+
+def test_local_output_dir_publishes_nothing_when_the_step_fails(tmp_path: Path) -> None:
+    target = tmp_path / "prep"
+    with pytest.raises(RuntimeError), storage.output_dir(str(target)) as out:
+        (out / "manifest.parquet").write_bytes(b"half")
+        raise RuntimeError("step crashed")
+    assert os.listdir(target) == [] and sorted(os.listdir(tmp_path)) == ["prep"]
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from manifest_factory import make_manifest
@@ -156,6 +157,74 @@ def test_kill_and_resume_gives_the_uninterrupted_result(member, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _copy_member(member, tmp_path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(member["out"], out)
+    return out
+
+
+def test_finished_member_is_reused_when_only_other_backbones_or_speed_settings_change(member, tmp_path, capsys):
+    out = _copy_member(member, tmp_path)
+    cfg = make_cfg(member["root"] / "cache", f"train.backbones=[{BACKBONE}, resnet18]", "train.num_workers=1")
+    called = []
+    again = train.run(cfg, str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=lambda *a: called.append(a))
+    assert again == member["metrics"] and not called
+    assert "reusing the finished member" in capsys.readouterr().out
+
+
+def test_finished_member_is_retrained_when_image_size_changed(member, tmp_path, capsys):
+    out = _copy_member(member, tmp_path)
+    epochs = []
+    cfg = make_cfg(member["root"] / "cache", "train.image_size=40")
+    metrics = train.run(cfg, str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=lambda e, r: epochs.append(e))
+    assert epochs == list(range(EPOCHS)) and metrics["image_size"] == 40
+    assert json.loads((out / "metrics.json").read_text())["image_size"] == 40
+    assert load_pt(str(out / "model.pt"))["image_size"] == 40
+    assert metrics["provenance"]["fingerprint"] != member["metrics"]["provenance"]["fingerprint"]
+    said = capsys.readouterr().out
+    assert "retraining from scratch" in said and "train.image_size 32 -> 40" in said, said
+
+
+def test_finished_member_is_retrained_when_the_manifest_changed(member, tmp_path, capsys):
+    out = _copy_member(member, tmp_path)
+    prep = tmp_path / "prep"
+    shutil.copytree(member["prep"], prep)
+    table = pd.read_parquet(prep / "manifest.parquet")
+    table = table.drop(index=table.index[table["split"] == "test"][-1])  # one test image fewer
+    table.to_parquet(prep / "manifest.parquet", index=False)
+    epochs = []
+    metrics = train.run(member["cfg"], str(prep), 0, BACKBONE, str(out), on_epoch_end=lambda e, r: epochs.append(e))
+    assert epochs == list(range(EPOCHS))
+    assert metrics["n_test"] == member["metrics"]["n_test"] - 1
+    assert load_npz(str(out / "test.npz"))["logits"].shape[0] == metrics["n_test"]
+    assert "manifest content changed" in capsys.readouterr().out
+
+
+def test_member_without_recorded_provenance_is_retrained(member, tmp_path, capsys):
+    out = _copy_member(member, tmp_path)
+    old = {k: v for k, v in member["metrics"].items() if k != "provenance"}
+    (out / "metrics.json").write_text(json.dumps(old))
+    epochs = []
+    train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=lambda e, r: epochs.append(e))
+    assert epochs == list(range(EPOCHS))
+    assert "no fingerprint recorded" in capsys.readouterr().out
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(member, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=CrashAfter(1))
+    (out / "tracking").mkdir(exist_ok=True)
+    (out / "tracking" / "mlflow_run_id").write_text("run-of-the-other-settings")
+    epochs = []
+    cfg = make_cfg(member["root"] / "cache", "train.lr=0.001")
+    metrics = train.run(cfg, str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=lambda e, r: epochs.append(e))
+    assert epochs == list(range(EPOCHS)) and len(metrics["history"]) == EPOCHS
+    assert metrics["lr"] == 0.001 and not (out / "tracking" / "mlflow_run_id").exists()
+    said = capsys.readouterr().out
+    assert "not resuming" in said and "train.lr 0.003 -> 0.001" in said, said
+
+
 class SpyModel(nn.Module):
     """Records the labels the loop hands to the head (a margin head needs them in training)."""
 
@@ -272,3 +341,29 @@ def test_training_survives_the_tracking_server_dying(member, tmp_path, mlflow_db
     rows = [json.loads(line) for line in (tmp_path / "out" / "tracking" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "metrics" and "val_logloss" in r["data"]]
     assert steps == list(range(EPOCHS))
+
+
+def test_provenance_names_what_changed_and_ignores_other_members():
+    from finegrain.training.provenance import member_provenance, mismatch
+
+    base = make_cfg(Path("cache"))
+    a = member_provenance(base, BACKBONE, 0, "m1")
+    assert mismatch(a, member_provenance(make_cfg(Path("elsewhere"), "train.num_workers=4"), BACKBONE, 0, "m1")) is None
+    spec = f"train.backbones=[{{name: {BACKBONE}, image_size: 64}}, other]"
+    why = mismatch(a, member_provenance(make_cfg(Path("cache"), spec), BACKBONE, 0, "m1"))
+    assert why == "settings changed: train.backbone.image_size None -> 64"
+    why = mismatch(a, member_provenance(base, BACKBONE, 1, "m2"))
+    assert "manifest content changed (m1 -> m2)" in why and "fold 0 -> 1" in why
+
+
+def test_second_writer_on_a_member_is_refused_before_touching_it(member, tmp_path):
+    from finegrain.locks import LOCK_NAME, LockHeld, hold_lock
+
+    out = tmp_path / "out"
+    with hold_lock(str(out / LOCK_NAME), "the first writer"):
+        with pytest.raises(LockHeld, match="the first writer"):
+            train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out))
+        assert {p.name for p in out.iterdir()} == {LOCK_NAME}
+    with pytest.raises(KeyboardInterrupt):  # the lock is free again, and freed again by a killed attempt
+        train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=CrashAfter(0))
+    assert (out / "checkpoint.pt").exists() and not (out / LOCK_NAME).exists()

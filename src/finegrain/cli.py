@@ -1,14 +1,20 @@
 """`finegrain <step> ...`: the command line over the step functions in `finegrain.steps`.
 
 Every command takes `--config FILE` and repeated `--set key.path=value` overrides (value parsed as YAML).
+Expected failures end in one line on stderr, never a traceback: exit 2 for what the user gave (config, files,
+storage: a missing or unreadable file, an S3 error, an output locked by another writer), exit 1 for a step
+that ran and refused its input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import List, Optional
 
+import click
 import typer
 
 from finegrain.config import Config, ConfigError, load_config
@@ -19,25 +25,46 @@ ConfigOpt = typer.Option("configs/sample.yaml", "--config", "-c", help="YAML con
 SetOpt = typer.Option(None, "--set", "-s", help="Override: key.path=value (YAML value). Repeatable.")
 
 
-def _config(config: str, overrides: Optional[List[str]]) -> Config:
-    try:
-        cfg = load_config(config, overrides or [])
-    except (ConfigError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    from finegrain import storage
+def one_line(exc: BaseException) -> str:
+    """The exception as one line naming the file or URI (OSError's own filename when it has one)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    head, *rest = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
+    return " ".join([head, "; ".join(rest)]) if rest else head
 
-    storage.configure(cfg.storage)
+
+@contextlib.contextmanager
+def _reported_errors(refusals: tuple[type[Exception], ...] = (ValueError,)) -> Iterator[None]:
+    """Turn expected failures into `error: <one line>` and an exit code (2: input/storage, 1: step refused).
+
+    refusals: how a step says it refuses its input (exit 1); anything else unexpected keeps its traceback.
+    """
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    # UnicodeDecodeError and ConfigError are ValueErrors: they must be caught before the step's ValueError.
+    except (ConfigError, UnicodeDecodeError, OSError) as exc:
+        typer.echo(f"error: {one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
+    except refusals as exc:
+        typer.echo(f"error: {one_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _config(config: str, overrides: Optional[List[str]]) -> Config:
+    with _reported_errors():
+        cfg = load_config(config, overrides or [])
+        from finegrain import storage
+
+        storage.configure(cfg.storage)
     return cfg
 
 
 def _print(result: object) -> None:
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1) from None
 
 
 def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) -> None:
@@ -50,11 +77,9 @@ def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) 
     cfg = _config(config, overrides)
     if "data" in kwargs and kwargs["data"] is None:
         kwargs["data"] = cfg.data.uri
-    module = importlib.import_module(f"finegrain.steps.{step}")
-    try:
+    with _reported_errors():
+        module = importlib.import_module(f"finegrain.steps.{step}")
         _print(module.run(cfg, **kwargs))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
 
 
 @app.command("make-sample")
@@ -65,7 +90,8 @@ def make_sample(
     """Generate the small synthetic fine-grained dataset (Hecto layout) with planted problems and an answer key."""
     from finegrain.data.sample import make_sample as _make
 
-    key = _make(out, seed=seed)
+    with _reported_errors():
+        key = _make(out, seed=seed)
     # The whole answer key is in <out>/answer_key.json; the terminal gets the counts.
     _print(
         {
@@ -169,13 +195,15 @@ def run(
 ) -> None:
     """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
     cfg = _config(config, set_)
+    from finegrain import storage
     from finegrain.local_run import run_pipeline_locally
+    from finegrain.locks import LOCK_NAME, hold_lock
 
-    try:
-        summary = run_pipeline_locally(cfg, data=data, out=out)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # kfp.local has already printed the failing task's own traceback above
-        _fail(exc)
+    # kfp.local has already printed a failing task's own traceback; this adds the one-line reason.
+    with _reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError
+        # One `finegrain run` per --out: two would interleave every step's outputs (each member also has its own).
+        with hold_lock(storage.join(out, LOCK_NAME), f"finegrain run --out {out}"):
+            summary = run_pipeline_locally(cfg, data=data, out=out)
     if not summary.get("submission_valid"):
         typer.echo("error: the pipeline finished but the submission did not validate", err=True)
         raise typer.Exit(1)

@@ -2,7 +2,8 @@
 
 Load with `load_config(path, overrides=["train.epochs=2", ...])`: the file is YAML, each override is
 `dotted.key=value` with the value parsed as YAML. Unknown keys and wrong types are errors that name the key,
-so a typo in a 5-hour run's config fails in the first second rather than being silently ignored.
+so a typo in a 5-hour run's config fails in the first second rather than being silently ignored. Files and
+override values are parsed within size and alias-expansion limits (`finegrain.bounded_yaml`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from finegrain.bounded_yaml import MAX_BYTES, YamlLimitError, load_yaml
+
+MAX_OVERRIDE_BYTES = 64 * 1024  # one --set value
 
 
 class ConfigError(ValueError):
@@ -310,7 +315,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw, max_bytes=MAX_OVERRIDE_BYTES) if raw.strip() else ""
+    except YamlLimitError as exc:
+        raise ConfigError(f"{key}: override value {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({exc})") from exc
     return key, value
@@ -346,9 +353,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path:
         from finegrain import storage
 
-        text = storage.read_text(str(path))
+        if storage.size(str(path)) > MAX_BYTES:  # before reading: a huge file must not be loaded at all
+            raise ConfigError(f"{path}: larger than {MAX_BYTES} bytes; not a config file")
         try:
-            tree = yaml.safe_load(text) or {}
+            text = storage.read_bytes(str(path)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        try:
+            tree = load_yaml(text) or {}
+        except YamlLimitError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(tree, dict):

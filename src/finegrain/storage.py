@@ -3,8 +3,9 @@
 The endpoint and credentials come from the environment (see `finegrain.s3client`), never from the config.
 
 Writes never leave a half-written file or object visible: local writes go to a temp file in the same
-directory (`.<name>.<random>.tmp`, skipped by listings) and are renamed into place; S3 objects only appear once
-the (multipart) upload completes. Transient errors (connection refused/reset, timeouts, 5xx, SlowDown) are
+directory (`.<name>.<random>.tmp`, skipped by listings), fsynced and renamed into place; S3 objects only appear
+once the (multipart) upload completes. A step's `output_dir` is staged and published file by file, JSON index
+files (metrics.json, classes.json, ...) last. Transient errors (connection refused/reset, timeouts, 5xx, SlowDown) are
 retried with exponential backoff, long enough to ride out an S3 server restart. A missing file or object is a
 FileNotFoundError naming the URI; other failures are StorageError naming the URI.
 
@@ -139,7 +140,11 @@ def read_bytes(uri: str) -> bytes:
 
 
 def read_text(uri: str) -> str:
-    return read_bytes(uri).decode("utf-8")
+    data = read_bytes(uri)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # the same error type, but saying which file
+        raise UnicodeDecodeError(exc.encoding, exc.object, exc.start, exc.end, f"{exc.reason} in {uri}") from None
 
 
 def write_bytes(uri: str, data: bytes) -> str:
@@ -173,6 +178,7 @@ def upload_file(local_path: str | Path, uri: str, *, part_size: int | None = Non
     if not is_s3(uri):
         with _atomic_local(Path(uri)) as tmp:
             shutil.copyfile(local_path, tmp)
+            _fsync(tmp)
         return uri
     bucket, key = split_s3(uri)
     ensure_bucket(bucket)
@@ -349,12 +355,13 @@ def delete(uri: str) -> None:
 
 
 def upload_dir(local_dir: str | Path, uri: str) -> list[str]:
-    """Copy every file under a local directory to a URI prefix (keeps relative paths; skips dot-files)."""
+    """Copy every file under a local directory to a URI prefix (keeps relative paths; skips dot-files; JSON
+    files last, see `_publish_order`)."""
     local_dir = Path(local_dir)
     if not local_dir.is_dir():
         raise FileNotFoundError(f"{local_dir}: no such directory (uploading to {uri})")
     out = []
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and not _is_temp(p.name)):
+    for path in _publish_order([p for p in local_dir.rglob("*") if p.is_file() and not _is_temp(p.name)]):
         rel = path.relative_to(local_dir).as_posix()
         out.append(upload_file(path, join(uri, rel)))
     return out
@@ -389,14 +396,41 @@ def local_path(uri: str, suffix: str = "") -> Iterator[Path]:
         yield download_file(uri, Path(tmp) / name)
 
 
+def _publish_order(files: list[Path]) -> list[Path]:
+    """Data files first, then the JSON files: those are what readers open first (metrics.json marks a member
+    finished, classes.json goes with manifest.parquet), so they must never point at a file not yet there."""
+    return sorted(files, key=lambda p: (p.suffix == ".json", str(p)))
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 @contextlib.contextmanager
 def output_dir(uri: str) -> Iterator[Path]:
-    """A local directory to write a step's outputs into; for S3 it is uploaded when the block exits cleanly."""
+    """A local directory to write a step's outputs into, published when the block exits cleanly.
+
+    Local: a hidden staging directory beside `uri` (same filesystem); each file is then renamed into `uri`, so
+    a reader sees every file either whole or not at all. S3: uploaded (each object appears whole). Both publish
+    in `_publish_order`, and a block that fails publishes nothing.
+    """
     uri = str(uri)
-    if not is_s3(uri):
-        Path(uri).mkdir(parents=True, exist_ok=True)
-        yield Path(uri)
+    if is_s3(uri):
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+            upload_dir(tmp, uri)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        yield Path(tmp)
-        upload_dir(tmp, uri)
+    target = Path(uri).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    try:
+        yield staging
+        files = [p for p in staging.rglob("*") if p.is_file() and not _is_temp(p.name)]
+        for path in _publish_order(files):
+            dst = target / path.relative_to(staging)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _fsync(path)  # the rename must never expose a file whose bytes are still in flight
+            os.replace(path, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

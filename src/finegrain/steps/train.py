@@ -2,8 +2,9 @@
 
     finegrain train --manifest out/preprocess --fold 0 --backbone efficientnet_lite0 --out out/train/efficientnet_lite0/fold0
 
-Reads top to bottom: outputs already complete? -> data (manifest, image cache, loaders) -> model, loss,
-optimizer, schedule, SWA/EMA -> resume from `<out>/checkpoint.pt` -> epoch loop (`train_one_epoch`,
+Reads top to bottom: outputs already complete and made from the same settings and manifest (provenance)? ->
+data (manifest, image cache, loaders) -> model, loss, optimizer, schedule, SWA/EMA -> resume from
+`<out>/checkpoint.pt` when it was written for the same inputs -> epoch loop (`train_one_epoch`,
 evaluate, checkpoint) -> final weights (SWA with recomputed BN stats, EMA, or last) -> the SAME weights are
 evaluated, TTA-predicted and saved -> outputs, metrics.json last (it marks the member complete).
 """
@@ -37,9 +38,11 @@ from finegrain.data.loader import (
     resolve_image_uris,
 )
 from finegrain.data.transforms import DeviceNormalizer, EvalPreset, TrainPreset
+from finegrain.locks import LOCK_NAME, LocalLock, S3Lock, hold_lock
 from finegrain.metrics import accuracy, log_loss, softmax
 from finegrain.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from finegrain.training.loop import autocast, predict, train_one_epoch, warmup_cosine
+from finegrain.training.provenance import manifest_hash, member_provenance, mismatch
 from finegrain.training.runtime import derived_seed, peak_memory_mb, pick_device, seed_everything
 from finegrain.training.swa import (
     copy_non_bn_buffers,
@@ -50,6 +53,8 @@ from finegrain.training.swa import (
 )
 
 EpochHook = Callable[[int, dict], None]
+Lock = LocalLock | S3Lock
+OUTPUT_NAMES = ("model.pt", "oof.npz", "test.npz", "config.yaml")  # and metrics.json, written last
 
 
 def run(
@@ -64,22 +69,62 @@ def run(
 ) -> dict:
     """Train member (backbone, fold) and write model.pt, oof.npz, test.npz, metrics.json, config.yaml to `out`.
 
+    A finished member already in `out` is returned as it is when it was made from the same train settings and
+    manifest content (its recorded provenance); otherwise it is removed and the member retrained.
     on_epoch_end: internal hook called as `hook(epoch, record)` after each epoch's checkpoint is written.
     """
+    if cfg.train.ema and cfg.train.swa.enabled:
+        raise ConfigError("train.ema and train.swa.enabled are both on: the final weights must be one average")
+    table, class_info = load_manifest(manifest)
+    provenance = member_provenance(cfg, backbone, fold, manifest_hash(table, class_info))
+    # One writer per member: a second `finegrain train` (or pod) on the same --out fails naming the first.
+    with hold_lock(storage.join(out, LOCK_NAME), f"train {backbone}/fold{fold}") as lock:
+        finished = _finished_member(out, provenance, f"{backbone}/fold{fold}")
+        if finished is not None:
+            return finished
+        return _train(cfg, table, class_info, fold, backbone, out, provenance, lock, parent_run_id, on_epoch_end)
+
+
+def _finished_member(out: str, provenance: dict, label: str) -> dict | None:
+    """The metrics of a finished member made from the same inputs; one made from other inputs is removed."""
     metrics_uri = storage.join(out, "metrics.json")
-    if storage.exists(metrics_uri):  # a retry after the step already finished: nothing to redo
-        return json.loads(storage.read_text(metrics_uri))
+    if not storage.exists(metrics_uri):
+        return None
+    try:
+        metrics = json.loads(storage.read_text(metrics_uri))
+        why = mismatch(metrics.get("provenance") if isinstance(metrics, dict) else None, provenance)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = f"unreadable metrics.json ({exc})"
+    if why is None:
+        print(f"{label}: reusing the finished member in {out} (same settings and manifest)", flush=True)
+        return metrics
+    print(f"{label}: {out} holds a member made from other inputs ({why}); retraining from scratch", flush=True)
+    # metrics.json first: from then on no reader takes what is left for a finished member.
+    for name in ("metrics.json", *OUTPUT_NAMES, "checkpoint.pt", "tracking"):
+        storage.delete(storage.join(out, name))
+    return None
+
+
+def _train(
+    cfg: Config,
+    table: pd.DataFrame,
+    class_info: dict,
+    fold: int,
+    backbone: str,
+    out: str,
+    provenance: dict,
+    lock: Lock,
+    parent_run_id: str | None,
+    on_epoch_end: EpochHook | None,
+) -> dict:
     tc = cfg.train
     spec = tc.backbone(backbone)
-    if tc.ema and tc.swa.enabled:
-        raise ConfigError("train.ema and train.swa.enabled are both on: the final weights must be one average")
     image_size, batch_size, lr = spec.image_size or tc.image_size, spec.batch_size or tc.batch_size, spec.lr or tc.lr
     device = pick_device(tc.device)
     seed_everything(tc.seed, tc.deterministic)
     max_steps = tc.max_steps_per_epoch
 
     # ---- data: manifest rows -> decoded-once cache -> datasets -> loaders
-    table, class_info = load_manifest(manifest)
     classes = list(class_info["classes"])
     train_rows, val_rows, test_rows = fold_rows(table, fold)
     test_ok = test_rows[test_rows["status"] != "corrupt"]  # unreadable test images get uniform predictions
@@ -128,9 +173,14 @@ def run(
     checkpoint_uri = storage.join(out, "checkpoint.pt")
     start_epoch, global_step, history = 0, 0, []
     state = load_checkpoint(checkpoint_uri)
+    why = mismatch(state.get("provenance"), provenance) if state is not None else None
+    if why is not None:
+        print(f"{backbone}/fold{fold}: not resuming from {checkpoint_uri}, written for other inputs ({why}); "
+              "training from scratch", flush=True)  # fmt: skip
+        storage.delete(checkpoint_uri)
+        storage.delete(storage.join(out, "tracking"))  # that attempt's MLflow run id and metric log
+        state = None
     if state is not None:
-        if state["config"]["train"] != cfg.model_dump(mode="json")["train"]:
-            raise ValueError(f"{checkpoint_uri}: written with a different train config; delete it to start over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -180,6 +230,7 @@ def run(
             history.append(record)
             print(json.dumps(record))
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            lock.check()  # a writer that lost its lock must not overwrite the new holder's checkpoint
             save_checkpoint(checkpoint_uri, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "swa_model": swa_model.state_dict() if swa_model is not None else None,
@@ -187,7 +238,7 @@ def run(
                 "ema_model": ema_model.state_dict() if ema_model is not None else None,
                 "scaler": None,  # bf16 autocast needs no loss scaling
                 "epoch": epoch, "global_step": global_step, "history": history, "rng": rng_state(),
-                "config": cfg.model_dump(mode="json"),
+                "config": cfg.model_dump(mode="json"), "provenance": provenance,
             })  # fmt: skip
             _sync_tracking_dir(tracking_dir, out)
             if on_epoch_end is not None:
@@ -224,7 +275,7 @@ def run(
             "peak_memory_mb": peak_memory_mb(device), "device": str(device),
             "image_size": image_size, "batch_size": batch_size, "lr": lr, "tta": list(tc.tta),
             "n_train": n_tr, "n_val": n_val, "n_test": len(test_rows), "n_test_unreadable": len(test_rows) - len(test_ok),
-            "history": history, "mlflow_run_id": getattr(tracker, "run_id", None),
+            "history": history, "mlflow_run_id": getattr(tracker, "run_id", None), "provenance": provenance,
         }  # fmt: skip
         tracker.log_metrics({"final_val_logloss": metrics["val_logloss"], "final_val_accuracy": metrics["val_accuracy"]}, step=tc.epochs)
         files = {
@@ -236,6 +287,7 @@ def run(
             "config.yaml": cfg.to_yaml().encode(),
             "metrics.json": json.dumps(metrics, indent=2, ensure_ascii=False).encode(),
         }  # fmt: skip
+        lock.check()
         _publish(files, out, tracker, tc.log_model_max_mb)
     storage.delete(checkpoint_uri)  # the member is complete; metrics.json (written last) now answers retries
     return metrics
