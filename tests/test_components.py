@@ -51,7 +51,9 @@ def _status(state: str) -> dsl.PipelineTaskFinalStatus:
     )
 
 
-@pytest.mark.parametrize("state, expected", [("SUCCEEDED", "FINISHED"), ("FAILED", "FAILED"), ("CANCELLED", "KILLED")])
+@pytest.mark.parametrize(
+    "state, expected", [("SUCCEEDED", "FINISHED"), ("FAILED", "FAILED"), ("CANCELLED", "KILLED")]
+)
 def test_exit_task_ends_the_parent_run_with_the_pipeline_status(state, expected, sqlite_tracking_uri, tmp_path):
     from mlflow import MlflowClient
 

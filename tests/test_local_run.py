@@ -1,6 +1,6 @@
 """The whole pipeline through kfp.local on the generated sample data (the same pipeline function as on the cluster).
 
-Small settings (1 epoch, 64 px, a few steps) keep it to a few minutes on 2 cores; `make run` uses the full
+Small settings (one backbone, 1 epoch, 64 px, a few steps) keep it to a few minutes on 2 cores; `make run` uses the full
 sample config. Then, on the same outputs: an unchanged rerun is served from the cache (only the plan and the
 parent-run tasks run), and a rerun after images were added re-plans, preprocesses and retrains every member.
 The tests in this module share those runs and run in file order.
@@ -36,6 +36,8 @@ def local_run(dataset, tmp_path_factory, monkeypatch_module):
     cfg = load_config(
         ROOT / "configs/sample.yaml",
         [
+            # one backbone, two folds: the reruns below retrain every member, so each member costs three times
+            "train.backbones=[{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}]",
             "train.epochs=1",
             "train.image_size=64",
             "train.batch_size=16",

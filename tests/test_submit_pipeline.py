@@ -162,3 +162,34 @@ def test_missing_host_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("KFP_HOST", raising=False)
     with pytest.raises(SystemExit, match="KFP_HOST"):
         submit_mod.main(["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={_dataset(tmp_path)}"])
+
+
+@pytest.mark.parametrize("token", ["", "tok-3b1f"])
+def test_submit_token_secret_is_created_only_from_a_given_token(tmp_path, token):
+    """scripts/create_secrets.sh makes the optional finegrain-submit Secret only when a token is supplied."""
+    import subprocess
+
+    applied = tmp_path / "applied.txt"
+    fake = tmp_path / "kubectl"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$*" in\n'
+        '  *"get namespace"*) exit 0 ;;\n'
+        '  *"get secret"*) exit 1 ;;\n'
+        '  *"create secret generic"*) for a in "$@"; do [[ $a == --from-env-file=* ]] && '
+        f'echo "--- $6" >> {applied} && cat "${{a#--from-env-file=}}" >> {applied}; done; exit 0 ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"FINEGRAIN_SUBMIT_TOKEN={token}\n")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "create_secrets.sh")],
+        env={"PATH": "/usr/bin:/bin", "KUBECTL": str(fake), "SECRETS_ENV": str(env_file)},
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = applied.read_text()
+    assert ("--- finegrain-submit" in text) == bool(token)
+    if token:
+        assert f"FINEGRAIN_SUBMIT_TOKEN={token}" in text and token not in proc.stdout + proc.stderr

@@ -114,7 +114,8 @@ def start_parent_run(
         "finegrain.work_root": work_root, "finegrain.kfp_run_id": kfp_run_id,
     }
     run_id = tracking.start_parent_run(cfg.tracking, run_name, tags=tags) or ""
-    storage.write_text(step_uri(work_root, PARENT_RUN_FILE), json.dumps({"run_id": run_id, "kfp_run_id": kfp_run_id}))
+    record = {"run_id": run_id, "kfp_run_id": kfp_run_id}
+    storage.write_text(step_uri(work_root, PARENT_RUN_FILE), json.dumps(record))
     return run_id
 
 

@@ -29,7 +29,9 @@ KFP_RUN_TAG = "finegrain.kfp_run_id"
 OUTPUT_SECTIONS = ("data", "preprocess", "train", "regroup", "calibrate", "ensemble", "submit")
 
 
-def resolve_config(config_text: str, overrides: list[str] | tuple[str, ...] = (), data_uri: str = "") -> Config:
+def resolve_config(
+    config_text: str, overrides: list[str] | tuple[str, ...] = (), data_uri: str = ""
+) -> Config:
     """The run's config: `config_text` (JSON or YAML) with `key=value` overrides; `data_uri` replaces data.uri."""
     try:
         tree = json.loads(config_text) if config_text.strip() else {}
@@ -58,7 +60,9 @@ def run_key(cfg: Config, data_hash: str) -> str:
     return hashlib.sha256(f"{body}\0{data_hash}".encode()).hexdigest()[:12]
 
 
-def plan_run(config_text: str, overrides: list[str] | tuple[str, ...] = (), data_uri: str = "") -> dict[str, Any]:
+def plan_run(
+    config_text: str, overrides: list[str] | tuple[str, ...] = (), data_uri: str = ""
+) -> dict[str, Any]:
     """Resolve the config and fingerprint the data: config (JSON), data, data_hash, code_version, work_root,
     members."""
     from finegrain.component_io import config_to_text
@@ -90,8 +94,8 @@ def end_parent_run(config_text: str, overrides: list[str], kfp_run_id: str, stat
     """Give the parent run(s) tagged with `kfp_run_id` the pipeline's final status; returns their ids.
 
     Also when a step has already ended the run (model registration does, through `mlflow.start_run`): the
-    pipeline's status is the one that counts. Never raises: a config that does not resolve means no parent run was ever started, and tracking must not
-    turn a finished pipeline into a failed one."""
+    pipeline's status is the one that counts. Never raises: a config that does not resolve means no parent
+    run was ever started, and tracking must not turn a finished pipeline into a failed one."""
     try:
         cfg = resolve_config(config_text, overrides)
     except ConfigError as exc:
