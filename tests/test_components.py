@@ -153,10 +153,13 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     calibrate.python_func(config_text, members, work, cal, cal_page, cal_metrics)
     assert "data:image/png;base64," in Path(cal_page.path).read_text(encoding="utf-8")
     assert cal_metrics.metadata["mean_nll_after"] < cal_metrics.metadata["mean_nll_before"]
+    # a Metrics artifact needs a file too: kfp.local treats a cached output without one as a cache miss
+    assert json.loads(Path(cal_metrics.path).read_text()) == cal_metrics.metadata
 
     ens, report = _artifact(dsl.Artifact, tmp_path, "ens"), _artifact(dsl.Markdown, tmp_path, "weights")
     ens_metrics = _artifact(dsl.Metrics, tmp_path, "ens_metrics")
     ensemble.python_func(config_text, members, cal, groups, work, ens, report, ens_metrics)
     assert (Path(ens.path) / "test_probs.npz").exists()
     assert ens_metrics.metadata["ensemble_oof_logloss"] <= ens_metrics.metadata["uniform_oof_logloss"] + 1e-9
+    assert json.loads(Path(ens_metrics.path).read_text()) == ens_metrics.metadata
     assert "weight" in Path(report.path).read_text(encoding="utf-8").lower()

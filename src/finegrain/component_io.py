@@ -173,6 +173,13 @@ def run_preprocess(
     return json.dumps(summary, default=str)
 
 
+def write_metadata_file(artifact: Any) -> None:
+    """Give a Metrics-type artifact a file (its metadata as JSON): the UI reads only the metadata, but
+    kfp.local treats a cached output whose file is missing as a cache miss, and would rerun the task."""
+    if artifact is not None:
+        write_json(artifact.path, artifact.metadata)
+
+
 def _scalars(d: dict) -> dict:
     return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -208,6 +215,8 @@ def run_train(
             matrix = np.zeros((len(classes), len(classes)), dtype=int)
             np.add.at(matrix, (oof["labels"].astype(int), pred), 1)
             confusion_artifact.log_confusion_matrix(classes, matrix.tolist())
+    write_metadata_file(metrics_artifact)
+    write_metadata_file(confusion_artifact)
     return json.dumps(result, default=str)
 
 
@@ -254,6 +263,7 @@ def run_calibrate(
             vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if vals:
                 metrics_artifact.log_metric(f"mean_{key}", sum(vals) / len(vals))
+    write_metadata_file(metrics_artifact)
     metadata.update({"work_uri": out})
     return json.dumps(result, default=str)
 
@@ -283,6 +293,7 @@ def run_ensemble(
         for key in ("ensemble_oof_logloss", "uniform_oof_logloss"):
             if isinstance(summary.get(key), (int, float)):
                 metrics_artifact.log_metric(key, float(summary[key]))
+    write_metadata_file(metrics_artifact)
     metadata.update({"work_uri": out})
     return json.dumps(result, default=str)
 

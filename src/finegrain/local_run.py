@@ -131,15 +131,19 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
         cache_root=str(out_dir / ".kfp" / "cache"),
         raise_on_error=True,
     )
-    tasks = _TaskLog()
-    logging.getLogger().addFilter(tasks)
+    tasks, root_logger = _TaskLog(), logging.getLogger()
+    # kfp.local logs cache hits at INFO outside its own logging context, where the root level decides
+    level = root_logger.level
+    root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
+    root_logger.addFilter(tasks)
     try:
         with warnings.catch_warnings():
             # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
     finally:
-        logging.getLogger().removeFilter(tasks)
+        root_logger.removeFilter(tasks)
+        root_logger.setLevel(level)
     link_latest(out_dir, work_root)
     summary = summarize(work_root, cfg)
     summary.update(
