@@ -1,9 +1,9 @@
 """The whole pipeline through kfp.local on the generated sample data (the same pipeline function as on the cluster).
 
 Small settings (one backbone, 1 epoch, 64 px, a few steps) keep it to a few minutes on 2 cores; `make run` uses the full
-sample config. Then, on the same outputs: an unchanged rerun is served from the cache (only the plan and the
-parent-run tasks run), and a rerun after images were added re-plans, preprocesses and retrains every member.
-The tests in this module share those runs and run in file order.
+sample config. Then, on the same outputs: a rerun after images were added re-plans, preprocesses and
+retrains every member, and a third, unchanged run is served from the cache (only the plan and the parent-run
+tasks run). The tests in this module share those runs and run in file order.
 """
 
 import json
@@ -133,10 +133,43 @@ def _parent_status(cfg, run_id: str) -> str:
     return MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).info.status
 
 
-def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, capsys):
+@pytest.fixture(scope="module")
+def reruns() -> dict:
+    """Summaries of the reruns below, for the ones after them."""
+    return {}
+
+
+def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, dataset, reruns):
+    from PIL import Image
+
     from finegrain.local_run import run_pipeline_locally
 
     cfg, out, first = local_run
+    cls = sorted(p for p in (dataset / "train").iterdir() if p.is_dir())[0]
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
+    summary = reruns["added"] = run_pipeline_locally(cfg, data=str(dataset), out=str(out))
+    assert summary["submission_valid"]
+    assert summary["data_hash"] != first["data_hash"] and summary["work_root"] != first["work_root"]
+    ran, cached = summary["tasks"]["ran"], summary["tasks"]["cached"]
+    assert ran["preprocess"] == 1 and ran["train"] == _members(cfg) and not cached
+    manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")  # the link follows the latest run
+    assert {f"added_{i}.jpg" for i in range(3)} <= set(manifest["path"].map(lambda p: Path(p).name))
+    work = Path(summary["work_root"])
+    for b in cfg.train.backbones:
+        for k in range(cfg.data.folds):
+            assert (work / "train" / b.name / f"fold{k}" / "metrics.json").exists(), (b.name, k)
+    # the first run's members are untouched in their own work root
+    assert (Path(first["work_root"]) / "train").is_dir()
+
+
+def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):
+    from finegrain.local_run import run_pipeline_locally
+
+    cfg, out, _ = local_run
+    first = reruns["added"]  # the run after images were added: this one changes nothing
     manifest = out / "preprocess" / "manifest.parquet"
     before = manifest.stat().st_mtime_ns
     capsys.readouterr()
@@ -155,32 +188,6 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, capsys):
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
     assert _parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
-
-
-def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, dataset):
-    from PIL import Image
-
-    from finegrain.local_run import run_pipeline_locally
-
-    cfg, out, first = local_run
-    cls = sorted(p for p in (dataset / "train").iterdir() if p.is_dir())[0]
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
-    summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out))
-    assert summary["submission_valid"]
-    assert summary["data_hash"] != first["data_hash"] and summary["work_root"] != first["work_root"]
-    ran, cached = summary["tasks"]["ran"], summary["tasks"]["cached"]
-    assert ran["preprocess"] == 1 and ran["train"] == _members(cfg) and not cached
-    manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")  # the link follows the latest run
-    assert {f"added_{i}.jpg" for i in range(3)} <= set(manifest["path"].map(lambda p: Path(p).name))
-    work = Path(summary["work_root"])
-    for b in cfg.train.backbones:
-        for k in range(cfg.data.folds):
-            assert (work / "train" / b.name / f"fold{k}" / "metrics.json").exists(), (b.name, k)
-    # the first run's members are untouched in their own work root
-    assert (Path(first["work_root"]) / "train").is_dir()
 
 
 def test_a_failed_pipeline_ends_its_parent_run_failed(local_run, tmp_path):
