@@ -185,6 +185,7 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
     assert f"tasks reused from the cache: calibrate, ensemble, preprocess, regroup, submit, train x{_members(cfg)}" in (
         printed
     )
+    assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
     assert _parent_status(cfg, summary["parent_run_id"]) == "FINISHED"

@@ -85,6 +85,7 @@ class _TaskLog(logging.Filter):
             self.ran[m.group(1)] += 1
         elif m := self._cached.match(msg):
             self.cached[m.group(1)] += 1
+            print(f"[finegrain] {m.group(1)}: reused from the kfp.local cache", flush=True)
         return True
 
 
