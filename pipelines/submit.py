@@ -5,9 +5,12 @@
 
 Environment: KFP_HOST (the KFP API endpoint, e.g. https://kubeflow.example.com/pipeline), KFP_TOKEN (optional
 bearer token; in-cluster service-account tokens also work), KFP_NAMESPACE (the profile namespace; default
-pipeline.namespace), IMAGE_TAG (optional: run on `$REGISTRY/finegrain:<IMAGE_TAG>-cuda`, REGISTRY defaulting to
-the repository of pipeline.base_image), and for the dataset
-fingerprint the usual S3 variables (FINEGRAIN_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+pipeline.namespace), IMAGE_TAG (optional: train on `$REGISTRY/finegrain:<IMAGE_TAG>-cuda`, every other step on
+`...-cpu`, REGISTRY defaulting to the repository of pipeline.base_image).
+
+Nothing about the data is computed here: the run (or each run of a schedule) fingerprints the dataset itself,
+so a recurring run retrains when the data changed. The run's parameters are the config file's text and the
+`--set` overrides as a list, both editable in the Kubeflow UI.
 This needs a reachable cluster; nothing here is exercised against one in the test suite.
 """
 
@@ -24,26 +27,25 @@ if str(ROOT) not in sys.path:
 
 from finegrain.component_io import config_to_text  # noqa: E402
 from finegrain.config import Config, load_config  # noqa: E402
-from finegrain.fingerprint import code_version, dataset_fingerprint  # noqa: E402
-from pipelines.training import compile_pipeline, config_hash, member_items  # noqa: E402
+from finegrain.fingerprint import code_version  # noqa: E402
+from pipelines.training import compile_pipeline, cpu_image, member_items  # noqa: E402
 
 
-def image_for_tag(cfg: Config, tag: str, registry: str = "") -> str:
-    """The CUDA image built for one commit: `$REGISTRY/finegrain:<tag>-cuda` (registry from the config's
+def image_for_tag(cfg: Config, tag: str, registry: str = "", variant: str = "cuda") -> str:
+    """The image built for one commit: `$REGISTRY/finegrain:<tag>-<variant>` (registry from the config's
     base_image when REGISTRY is not set)."""
     repo = f"{registry.rstrip('/')}/finegrain" if registry else cfg.pipeline.base_image.rsplit(":", 1)[0]
-    return f"{repo}:{tag}-cuda"
+    return f"{repo}:{tag}-{variant}"
 
 
-def run_parameters(cfg: Config, data_hash: str, version: str) -> dict:
-    """The pipeline parameters of one run: the resolved config travels whole, the hashes key the cache."""
+def run_parameters(file_cfg: Config, overrides: list[str], run_name: str) -> dict:
+    """The pipeline parameters of one run, as a person would edit them in the UI: the config file's text and
+    the overrides. data_uri is left empty (= the config's data.uri); hashes and work root are the run's own."""
     return {
-        "config_text": config_to_text(cfg),
-        "data_uri": cfg.data.uri,
-        "data_hash": data_hash,
-        "code_version": version,
-        "work_root": f"{cfg.pipeline.work_root.rstrip('/')}/{config_hash(cfg)}-{data_hash[:8]}",
-        "run_name": cfg.pipeline.name,
+        "config_text": config_to_text(file_cfg),
+        "overrides": list(overrides),
+        "data_uri": "",
+        "run_name": run_name,
     }
 
 
@@ -84,7 +86,7 @@ def experiment_id(client, cfg: Config) -> str:
 
 
 def submit(client, cfg: Config, action: str, params: dict, package: Path, host: str = "") -> str:
-    version_name = f"{params['code_version']}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    version_name = f"{code_version()}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
     pipeline_id, version_id = upload_version(client, cfg, package, version_name)
     exp_id = experiment_id(client, cfg)
     job_name = f"{cfg.pipeline.name}-{version_name}"
@@ -118,13 +120,17 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # fails here, not in the cluster, on a bad key
     if os.environ.get("IMAGE_TAG"):
-        cfg.pipeline.base_image = image_for_tag(cfg, os.environ["IMAGE_TAG"], os.environ.get("REGISTRY", ""))
-    params = run_parameters(cfg, dataset_fingerprint(cfg.data.uri), code_version())
+        tag, registry = os.environ["IMAGE_TAG"], os.environ.get("REGISTRY", "")
+        cfg.pipeline.base_image, cfg.pipeline.cpu_image = (
+            image_for_tag(cfg, tag, registry, "cuda"), image_for_tag(cfg, tag, registry, "cpu")
+        )
+    params = run_parameters(load_config(args.config), overrides, cfg.pipeline.name)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(cfg, Path(tmp) / "training.yaml")
-        print(f"compiled {len(member_items(cfg))} members on {cfg.pipeline.base_image}")
+        print(f"compiled ({len(member_items(cfg))} members by default; each run plans its own) on "
+              f"{cfg.pipeline.base_image} / {cpu_image(cfg)}")
         client = make_client(cfg)
         print(submit(client, cfg, args.action, params, package, os.environ.get("KFP_HOST", "")))
     return 0

@@ -1,14 +1,15 @@
-"""The finegrain training pipeline: preprocess -> train (backbone x fold fan-out on GPUs) -> regroup ->
-calibrate -> ensemble -> submit.
+"""The finegrain training pipeline: plan -> preprocess -> train (backbone x fold fan-out on GPUs) -> regroup ->
+calibrate -> ensemble -> submit, inside an exit handler that ends the parent MLflow run with the final status.
 
 `python pipelines/training.py --config configs/hecto.yaml --output pipelines/training.yaml` compiles it.
-The pipeline's shape (which members fan out, GPU and pod settings, image) comes from the config at build time;
-the config itself also travels as the `config_text` parameter so every step sees the same resolved settings.
+Compile-time settings (images, GPU and pod settings) come from the config given here. Everything a run
+depends on is decided by the run itself: its parameters are the config text (default: this config) plus
+`key=value` overrides, editable in the Kubeflow UI; the first task resolves them, fingerprints the dataset and
+derives the data hash, the per-run work root and the (backbone, fold) fan-out at run time.
 """
 
 import argparse
 import copy
-import hashlib
 import sys
 from pathlib import Path
 
@@ -20,14 +21,15 @@ from kfp import compiler, dsl, kubernetes  # noqa: E402
 
 from components.calibrate.component import calibrate  # noqa: E402
 from components.ensemble.component import ensemble  # noqa: E402
+from components.plan.component import plan_run  # noqa: E402
 from components.preprocess.component import preprocess  # noqa: E402
 from components.regroup.component import regroup  # noqa: E402
 from components.submit.component import submit  # noqa: E402
-from components.tracking.component import start_run  # noqa: E402
+from components.tracking.component import end_run, start_run  # noqa: E402
 from components.train.component import train  # noqa: E402
-from finegrain import __version__  # noqa: E402
 from finegrain.component_io import config_to_text  # noqa: E402
 from finegrain.config import Config, load_config  # noqa: E402
+from finegrain.pipeline_run import member_items  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 POD_LABEL = (
@@ -43,13 +45,15 @@ def with_image(component, image: str):
     return comp
 
 
-def member_items(cfg: Config) -> list[dict]:
-    """The fan-out: one item per (backbone, fold)."""
-    return [{"backbone": b.name, "fold": k} for b in cfg.train.backbones for k in range(cfg.data.folds)]
-
-
-def config_hash(cfg: Config) -> str:
-    return hashlib.sha256(cfg.to_yaml().encode("utf-8")).hexdigest()[:12]
+def cpu_image(cfg: Config) -> str:
+    """The image of every task but train: pipeline.cpu_image, else base_image with "-cuda" swapped for "-cpu"."""
+    p = cfg.pipeline
+    if p.cpu_image:
+        return p.cpu_image
+    repo, sep, tag = p.base_image.rpartition(":")
+    if sep and "/" not in tag and tag.endswith("-cuda"):
+        return f"{repo}:{tag[: -len('-cuda')]}-cpu"
+    return p.base_image
 
 
 def _cluster_settings(task, cfg: Config, *, cpu: str, memory: str) -> None:
@@ -80,86 +84,96 @@ def _gpu_settings(task, cfg: Config) -> None:
     kubernetes.set_timeout(task, p.train_timeout_s)
 
 
-def build_pipeline(cfg: Config, work_root: "str | None" = None):
+def build_pipeline(cfg: Config):
     """Return the pipeline function for this config (compile it or run it with kfp.local)."""
     p = cfg.pipeline
     comps = {
-        c.name: with_image(c, p.base_image)
-        for c in (start_run, preprocess, train, regroup, calibrate, ensemble, submit)
+        c.name: with_image(c, p.base_image if c is train else cpu_image(cfg))
+        for c in (plan_run, start_run, end_run, preprocess, train, regroup, calibrate, ensemble, submit)
     }
-    items = member_items(cfg)
-    default_work_root = work_root or f"{p.work_root.rstrip('/')}/{config_hash(cfg)}"
 
     @dsl.pipeline(name=p.name, description=__doc__.splitlines()[0], pipeline_root=p.pipeline_root)
     def training(
         config_text: str = config_to_text(cfg),
-        data_uri: str = cfg.data.uri,
-        data_hash: str = "unhashed",
-        code_version: str = __version__,
-        work_root: str = default_work_root,
+        overrides: list = [],  # noqa: B006 - KFP reads the default from the signature; never mutated
+        data_uri: str = "",
         run_name: str = p.name,
     ):
-        tracking_task = comps["start-run"](
-            config_text=config_text, run_name=run_name, data_hash=data_hash, code_version=code_version
-        ).set_display_name("mlflow parent run")
-        _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
-        tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
-        parent = tracking_task.outputs["run"]
+        # The exit task may take no other task's output: it gets the run's parameters and the KFP run id.
+        done = comps["end-run"](
+            config_text=config_text, overrides=overrides, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        ).set_display_name("end mlflow parent run")
+        _cluster_settings(done, cfg, cpu=p.step_cpu, memory=p.step_memory)
+        done.set_caching_options(False)
 
-        pre = comps["preprocess"](
-            config_text=config_text,
-            data_uri=data_uri,
-            data_hash=data_hash,
-            code_version=code_version,
-            work_root=work_root,
-        ).set_display_name("preprocess")
-        _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
+        with dsl.ExitHandler(done):
+            plan = comps["plan-run"](config_text=config_text, overrides=overrides, data_uri=data_uri)
+            plan.set_display_name("plan: config, data fingerprint, fan-out")
+            _cluster_settings(plan, cfg, cpu=p.step_cpu, memory=p.step_memory)
+            plan.set_caching_options(False)  # it must see the data as it is now
+            run_config, work_root = plan.outputs["config"], plan.outputs["work_root"]
 
-        with dsl.ParallelFor(items=items, parallelism=p.parallelism) as item:
-            tr = comps["train"](
-                config_text=config_text,
-                preprocess=pre.outputs["result"],
-                backbone=item.backbone,
-                fold=item.fold,
+            tracking_task = comps["start-run"](
+                config_text=run_config, run_name=run_name, data_hash=plan.outputs["data_hash"],
+                code_version=plan.outputs["code_version"], work_root=work_root,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_display_name("mlflow parent run")
+            _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
+            tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
+
+            pre = comps["preprocess"](
+                config_text=run_config,
+                data_uri=plan.outputs["data"],
+                data_hash=plan.outputs["data_hash"],
+                code_version=plan.outputs["code_version"],
                 work_root=work_root,
-                parent_run=parent,
-            ).set_display_name("train fold")
-            _cluster_settings(tr, cfg, cpu=p.train_cpu, memory=p.train_memory)
-            _gpu_settings(tr, cfg)
+            ).set_display_name("preprocess")
+            _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
 
-        def members():
-            # one Collected per consumer: kfp 2.17 fails to compile a Collected shared by several tasks
-            return dsl.Collected(tr.outputs["member"])
+            # Inside the loop only the item and artifacts: kfp.local replaces task-output parameters there.
+            with dsl.ParallelFor(items=plan.outputs["Output"], parallelism=p.parallelism) as item:
+                tr = (
+                    comps["train"](preprocess=pre.outputs["result"], backbone=item.backbone, fold=item.fold)
+                    .set_display_name("train fold")
+                    .after(tracking_task)  # steps nest their MLflow runs under the parent it opens
+                )
+                _cluster_settings(tr, cfg, cpu=p.train_cpu, memory=p.train_memory)
+                _gpu_settings(tr, cfg)
 
-        rg = comps["regroup"](
-            config_text=config_text, members=members(), work_root=work_root, parent_run=parent
-        ).set_display_name("regroup")
-        cal = (
-            comps["calibrate"](
-                config_text=config_text, members=members(), work_root=work_root, parent_run=parent
+            def members():
+                # one Collected per consumer: kfp 2.17 fails to compile a Collected shared by several tasks
+                return dsl.Collected(tr.outputs["member"])
+
+            rg = comps["regroup"](
+                config_text=run_config, members=members(), work_root=work_root
+            ).set_display_name("regroup")
+            cal = (
+                comps["calibrate"](config_text=run_config, members=members(), work_root=work_root)
+                .set_display_name("calibrate")
+                .after(rg)
             )
-            .set_display_name("calibrate")
-            .after(rg)
-        )
-        ens = comps["ensemble"](
-            config_text=config_text,
-            members=members(),
-            calibration=cal.outputs["result"],
-            groups=rg.outputs["result"],
-            work_root=work_root,
-            parent_run=parent,
-        ).set_display_name("ensemble")
-        sub = comps["submit"](
-            config_text=config_text,
-            ensemble=ens.outputs["result"],
-            calibration=cal.outputs["result"],
-            members=members(),
-            data_uri=data_uri,
-            work_root=work_root,
-            parent_run=parent,
-        ).set_display_name("submit")
-        for task in (rg, cal, ens, sub):
-            _cluster_settings(task, cfg, cpu=p.step_cpu, memory=p.step_memory)
+            ens = comps["ensemble"](
+                config_text=run_config,
+                members=members(),
+                calibration=cal.outputs["result"],
+                groups=rg.outputs["result"],
+                work_root=work_root,
+            ).set_display_name("ensemble")
+            sub = comps["submit"](
+                config_text=run_config,
+                ensemble=ens.outputs["result"],
+                calibration=cal.outputs["result"],
+                members=members(),
+                data_uri=plan.outputs["data"],
+                work_root=work_root,
+            ).set_display_name("submit")
+            for task in (rg, cal, ens, sub):
+                _cluster_settings(task, cfg, cpu=p.step_cpu, memory=p.step_memory)
+            # The token for submit.endpoint; optional, so a cluster without the Secret still runs submit.
+            kubernetes.use_secret_as_env(
+                sub, secret_name=p.submit_token_secret,
+                secret_key_to_env={"FINEGRAIN_SUBMIT_TOKEN": cfg.submit.token_env}, optional=True,
+            )
 
     return training
 
@@ -178,7 +192,7 @@ def main(argv: "list[str] | None" = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     path = compile_pipeline(cfg, args.output)
-    print(f"compiled {len(member_items(cfg))} members -> {path}")
+    print(f"compiled (default config: {len(member_items(cfg))} members) -> {path}")
     return 0
 
 

@@ -3,6 +3,8 @@
 #   finegrain-s3     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   (pipeline pods, MLflow, KFP launcher)
 #   minio-root       MINIO_ROOT_USER, MINIO_ROOT_PASSWORD       (MinIO itself, bucket-setup Job)
 #   mlflow-postgres  POSTGRES_USER, POSTGRES_PASSWORD           (PostgreSQL, MLflow)
+# and, only when FINEGRAIN_SUBMIT_TOKEN is set in $SECRETS_ENV, the optional
+#   finegrain-submit FINEGRAIN_SUBMIT_TOKEN                     (the submit task, for submit.endpoint)
 # Values come from $SECRETS_ENV (default manifests/secrets.env, git-ignored) when set there; anything else is
 # random. A Secret that already exists is left alone (so re-deploying never rotates credentials under a
 # running MinIO) unless ROTATE=1. Values go through a mode-600 temp file, never the command line or stdout.
@@ -52,3 +54,7 @@ make_secret() {  # name key1 len1 key2 len2
 make_secret finegrain-s3 AWS_ACCESS_KEY_ID 10 AWS_SECRET_ACCESS_KEY 20
 make_secret minio-root MINIO_ROOT_USER 10 MINIO_ROOT_PASSWORD 20
 make_secret mlflow-postgres POSTGRES_USER mlflow POSTGRES_PASSWORD 20
+# A token is issued by the scorer, never generated: no value, no Secret (the submit task treats it as optional).
+if [[ -n "${VALUES[FINEGRAIN_SUBMIT_TOKEN]:-}" ]]; then
+  make_secret finegrain-submit FINEGRAIN_SUBMIT_TOKEN ""
+fi

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finegrain.config import load_config  # noqa: E402
-from pipelines.training import compile_pipeline, member_items  # noqa: E402
+from pipelines.training import compile_pipeline, cpu_image  # noqa: E402
 
 STEPS = ["preprocess", "train", "regroup", "calibrate", "ensemble", "submit"]
 CANARY_SECRET = "canary-secret-Zq9xv3"  # set in the environment while compiling; must never reach the YAML
@@ -39,8 +39,15 @@ def compiled(request, tmp_path_factory):
     return cfg, text, spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _exit_group(spec):
+    groups = [(n, t) for n, t in spec["root"]["dag"]["tasks"].items() if n.startswith("exit-handler")]
+    assert len(groups) == 1, "the whole body runs inside one dsl.ExitHandler"
+    return groups[0]
+
+
 def _root_tasks(spec):
-    return spec["root"]["dag"]["tasks"]
+    """The pipeline body: the tasks inside the exit handler."""
+    return spec["components"][_exit_group(spec)[1]["componentRef"]["name"]]["dag"]["tasks"]
 
 
 def _loop(spec):
@@ -57,7 +64,8 @@ def test_every_step_present_and_wired_in_order(compiled):
     for step in STEPS:
         assert f"comp-{step}" in spec["components"], step
     assert "train" in inner and "train" not in tasks
-    assert "preprocess" in loop["dependentTasks"]
+    assert {"plan-run", "preprocess", "start-run"} <= set(loop["dependentTasks"])
+    assert "plan-run" in tasks["preprocess"]["dependentTasks"]
     assert loop_name in tasks["regroup"]["dependentTasks"]
     assert "regroup" in tasks["calibrate"]["dependentTasks"]
     assert {"calibrate", "regroup"} <= set(tasks["ensemble"]["dependentTasks"])
@@ -67,16 +75,30 @@ def test_every_step_present_and_wired_in_order(compiled):
     assert tasks["regroup"]["inputs"]["artifacts"]["members"]["taskOutputArtifact"]["producerTask"] == loop_name
 
 
-def test_parallel_for_covers_backbones_times_folds(compiled):
-    cfg, _, spec, _ = compiled
+def test_fan_out_comes_from_the_run_plan_at_run_time(compiled):
+    _, _, spec, _ = compiled
     _, loop = _loop(spec)
-    items = json.loads(loop["parameterIterator"]["items"]["raw"])
-    assert items == member_items(cfg)
-    assert len(items) == len(cfg.train.backbones) * cfg.data.folds
-    assert {(i["backbone"], i["fold"]) for i in items} == {
-        (b.name, k) for b in cfg.train.backbones for k in range(cfg.data.folds)
+    # not a compile-time list: the items are the plan task's output, computed from the run's own config
+    assert "raw" not in loop["parameterIterator"]["items"]
+    channel = loop["parameterIterator"]["items"]["inputParameter"]
+    assert loop["inputs"]["parameters"][channel]["taskOutputParameter"] == {
+        "outputParameterKey": "Output", "producerTask": "plan-run"
     }
-    assert loop["iteratorPolicy"]["parallelismLimit"] == cfg.pipeline.parallelism
+    assert loop["iteratorPolicy"]["parallelismLimit"] == compiled[0].pipeline.parallelism
+    # inside the loop only the loop item and artifacts: kfp.local swaps task-output parameters for the item
+    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["train"]["inputs"]
+    assert set(inner["artifacts"]) == {"preprocess"}
+    assert all("componentInputParameter" in v for v in inner["parameters"].values())
+
+
+def test_run_parameters_are_editable_and_nothing_is_precomputed(compiled):
+    cfg, _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"config_text", "overrides", "data_uri", "run_name"}
+    assert params["overrides"]["parameterType"] == "LIST" and params["overrides"]["defaultValue"] == []
+    assert json.loads(params["config_text"]["defaultValue"])["train"]["epochs"] == cfg.train.epochs
+    plan = _root_tasks(spec)["plan-run"]
+    assert plan["inputs"]["parameters"]["overrides"] == {"componentInputParameter": "pipelinechannel--overrides"}
 
 
 def test_only_train_requests_exactly_one_gpu(compiled):
@@ -117,10 +139,17 @@ def test_train_retries_for_preemption(compiled):
 def test_credentials_only_by_secret_reference(compiled):
     cfg, text, spec, executors = compiled
     assert CANARY_SECRET not in text
+    s3_env = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     for name, ex in executors.items():
-        refs = {e["envVar"] for s in ex.get("secretAsEnv", []) for e in s["keyToEnv"]}
-        assert refs == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, name
-        assert {s["secretName"] for s in ex["secretAsEnv"]} == {cfg.pipeline.s3_secret}
+        by_secret = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in ex.get("secretAsEnv", [])}
+        assert by_secret[cfg.pipeline.s3_secret] == s3_env, name
+        if name == "exec-submit":  # the submission token, from its own (optional) Secret
+            assert by_secret == {cfg.pipeline.s3_secret: s3_env, cfg.pipeline.submit_token_secret: {cfg.submit.token_env}}
+            token = next(s for s in ex["secretAsEnv"] if s["secretName"] == cfg.pipeline.submit_token_secret)
+            assert token["keyToEnv"] == [{"secretKey": "FINEGRAIN_SUBMIT_TOKEN", "envVar": cfg.submit.token_env}]
+            assert token["optional"] is True
+        else:
+            assert set(by_secret) == {cfg.pipeline.s3_secret}, name
         assert ex["podMetadata"]["labels"]["finegrain.io/role"] == "pipeline"
     for ex in spec["deploymentSpec"]["executors"].values():
         for env in ex["container"].get("env", []):
@@ -130,24 +159,50 @@ def test_credentials_only_by_secret_reference(compiled):
         assert literal not in lowered
 
 
-def test_cache_keys_include_data_hash_and_code_version(compiled):
+def test_cache_keys_follow_the_data_and_code_computed_at_run_time(compiled):
     _, _, spec, _ = compiled
     tasks = _root_tasks(spec)
     pre = tasks["preprocess"]
     assert pre["cachingOptions"]["enableCache"] is True
     params = pre["inputs"]["parameters"]
-    assert params["data_hash"] == {"componentInputParameter": "data_hash"}
-    assert params["code_version"] == {"componentInputParameter": "code_version"}
-    assert "data_hash" in spec["root"]["inputDefinitions"]["parameters"]
-    # the parent-run task must never be served from cache
-    assert not tasks["start-run"].get("cachingOptions", {}).get("enableCache")
+    for key, output in [("data_hash", "data_hash"), ("code_version", "code_version"), ("work_root", "work_root"),
+                        ("config_text", "config"), ("data_uri", "data")]:
+        assert params[key] == {"taskOutputParameter": {"outputParameterKey": output, "producerTask": "plan-run"}}
+    # the plan must see the data as it is now; the parent run and its end are new for every pipeline run
+    for name in ("plan-run", "start-run"):
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
+    assert not spec["root"]["dag"]["tasks"]["end-run"].get("cachingOptions", {}).get("enableCache")
 
 
-def test_one_image_for_every_component(compiled):
+def test_exit_handler_ends_the_parent_run_with_the_final_status(compiled):
+    _, _, spec, _ = compiled
+    group, _ = _exit_group(spec)
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {group, "end-run"}
+    end = root["end-run"]
+    assert end["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert end["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": group}}
+    # the parent run is found by the KFP run id it was tagged with at start
+    assert end["inputs"]["parameters"]["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    start = _root_tasks(spec)["start-run"]["inputs"]["parameters"]["kfp_run_id"]
+    assert start["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
+def test_cuda_image_only_on_train(compiled):
     cfg, _, spec, _ = compiled
-    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {cfg.pipeline.base_image}
+    images = {n: ex["container"]["image"] for n, ex in spec["deploymentSpec"]["executors"].items()}
+    assert images.pop("exec-train") == cfg.pipeline.base_image
+    assert set(images.values()) == {cpu_image(cfg)}
+    if cfg.pipeline.base_image.endswith("-cuda"):
+        assert cpu_image(cfg) == cfg.pipeline.base_image[: -len("cuda")] + "cpu"
     assert spec["defaultPipelineRoot"] == cfg.pipeline.pipeline_root
+
+
+def test_cpu_image_default_and_override():
+    cfg = load_config(None, ["pipeline.base_image=reg.io:5000/fg:abc-cuda"])
+    assert cpu_image(cfg) == "reg.io:5000/fg:abc-cpu"
+    assert cpu_image(load_config(None, ["pipeline.base_image=reg.io:5000/fg"])) == "reg.io:5000/fg"
+    assert cpu_image(load_config(None, ["pipeline.base_image=fg:x-cuda", "pipeline.cpu_image=c:1"])) == "c:1"
 
 
 def test_compiles_from_the_command_line(tmp_path):
@@ -159,6 +214,5 @@ def test_compiles_from_the_command_line(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     spec = next(yaml.safe_load_all(out.read_text()))
-    _, loop = _loop(spec)
-    n_backbones = len(load_config(ROOT / "configs/sample.yaml").train.backbones)
-    assert len(json.loads(loop["parameterIterator"]["items"]["raw"])) == n_backbones * 3
+    default = spec["root"]["inputDefinitions"]["parameters"]["config_text"]["defaultValue"]
+    assert json.loads(default)["data"]["folds"] == 3

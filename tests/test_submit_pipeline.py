@@ -105,16 +105,16 @@ def test_run_uploads_compiled_pipeline_and_starts_run(kfp_api, tmp_path, capsys)
     assert run["experiment_id"] == "exp-1"
     assert run["pipeline_version_reference"] == {"pipeline_id": "pipe-1", "pipeline_version_id": "ver-1"}
     params = run["runtime_config"]["parameters"]
-    from finegrain.fingerprint import dataset_fingerprint
-
-    assert params["data_hash"] == dataset_fingerprint(data)
-    assert params["data_uri"] == data
+    # what a person edits in the UI: the config file's text and the --set overrides, nothing precomputed
+    assert set(params) == {"config_text", "overrides", "data_uri", "run_name"}
+    assert params["overrides"] == [f"data.uri={data}"] and params["data_uri"] == ""
     assert json.loads(params["config_text"])["train"]["epochs"] == 30
     assert run["service_account"] == "finegrain-pipeline"
     assert f"{host}/#/runs/details/run-1" in capsys.readouterr().out
 
 
-def test_changed_data_changes_the_cache_key(kfp_api, tmp_path):
+def test_run_parameters_do_not_pin_the_data(kfp_api, tmp_path):
+    """Adding images between two submissions changes nothing in the request: each run fingerprints the data."""
     _, api = kfp_api
     data = _dataset(tmp_path)
     args = ["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={data}"]
@@ -122,8 +122,19 @@ def test_changed_data_changes_the_cache_key(kfp_api, tmp_path):
     (Path(data) / "train" / "a" / "y.jpg").write_bytes(b"another image")
     submit_mod.main(args)
     runs = [json.loads(b) for m, p, b in api.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
-    hashes = [r["runtime_config"]["parameters"]["data_hash"] for r in runs]
-    assert len(hashes) == 2 and hashes[0] != hashes[1]
+    assert len(runs) == 2 and runs[0]["runtime_config"] == runs[1]["runtime_config"]
+    spec = _uploaded_spec(next(b for m, p, b in api.requests if m == "POST" and "/pipelines/upload" in p))
+    body = next(c for n, c in spec["components"].items() if n.startswith("comp-exit-handler"))["dag"]["tasks"]
+    assert body["preprocess"]["inputs"]["parameters"]["data_hash"]["taskOutputParameter"]["producerTask"] == "plan-run"
+
+
+def test_a_bad_override_fails_before_anything_is_sent(kfp_api, tmp_path):
+    from finegrain.config import ConfigError
+
+    _, api = kfp_api
+    with pytest.raises(ConfigError, match="train.epochz"):
+        submit_mod.main(["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", "train.epochz=1"])
+    assert not [r for r in api.requests if r[0] == "POST"]
 
 
 def test_schedule_creates_recurring_run(kfp_api, tmp_path, monkeypatch):
@@ -138,13 +149,47 @@ def test_schedule_creates_recurring_run(kfp_api, tmp_path, monkeypatch):
     body = json.loads(posts["/apis/v2beta1/recurringruns"])
     assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert body["max_concurrency"] == "1" or body["max_concurrency"] == 1
-    # IMAGE_TAG selects the CUDA image built for that commit
+    # a schedule pins no data: every run it starts fingerprints the dataset and plans its own work root
+    assert set(body["runtime_config"]["parameters"]) == {"config_text", "overrides", "data_uri", "run_name"}
+    # IMAGE_TAG selects the images built for that commit: CUDA for train, CPU for the rest
     spec = _uploaded_spec(posts["/apis/v2beta1/pipelines/upload_version"])
-    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"registry.example.org/team/finegrain:abc123-cuda"}
+    images = {n: ex["container"]["image"] for n, ex in spec["deploymentSpec"]["executors"].items()}
+    assert images.pop("exec-train") == "registry.example.org/team/finegrain:abc123-cuda"
+    assert set(images.values()) == {"registry.example.org/team/finegrain:abc123-cpu"}
 
 
 def test_missing_host_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("KFP_HOST", raising=False)
     with pytest.raises(SystemExit, match="KFP_HOST"):
         submit_mod.main(["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={_dataset(tmp_path)}"])
+
+
+@pytest.mark.parametrize("token", ["", "tok-3b1f"])
+def test_submit_token_secret_is_created_only_from_a_given_token(tmp_path, token):
+    """scripts/create_secrets.sh makes the optional finegrain-submit Secret only when a token is supplied."""
+    import subprocess
+
+    applied = tmp_path / "applied.txt"
+    fake = tmp_path / "kubectl"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$*" in\n'
+        '  *"get namespace"*) exit 0 ;;\n'
+        '  *"get secret"*) exit 1 ;;\n'
+        '  *"create secret generic"*) for a in "$@"; do [[ $a == --from-env-file=* ]] && '
+        f'echo "--- $6" >> {applied} && cat "${{a#--from-env-file=}}" >> {applied}; done; exit 0 ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"FINEGRAIN_SUBMIT_TOKEN={token}\n")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "create_secrets.sh")],
+        env={"PATH": "/usr/bin:/bin", "KUBECTL": str(fake), "SECRETS_ENV": str(env_file)},
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = applied.read_text()
+    assert ("--- finegrain-submit" in text) == bool(token)
+    if token:
+        assert f"FINEGRAIN_SUBMIT_TOKEN={token}" in text and token not in proc.stdout + proc.stderr

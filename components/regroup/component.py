@@ -13,7 +13,6 @@ def regroup(
     config_text: str,
     members: Input[List[Artifact]],
     work_root: str,
-    parent_run: Input[Artifact],
     result: Output[Artifact],
     page: Output[HTML],
 ) -> str:
@@ -24,7 +23,6 @@ def regroup(
         config_text,
         [m.path for m in members],
         work_root,
-        component_io.parent_run_id(parent_run.path),
         result.path,
         page.path,
         result.metadata,

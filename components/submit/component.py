@@ -16,7 +16,6 @@ def submit(
     members: Input[List[Artifact]],
     data_uri: str,
     work_root: str,
-    parent_run: Input[Artifact],
     submission: Output[Dataset],
     check: Output[Markdown],
 ) -> str:
@@ -30,7 +29,6 @@ def submit(
         [m.path for m in members],
         data_uri,
         work_root,
-        component_io.parent_run_id(parent_run.path),
         submission.path,
         check.path,
         submission.metadata,

@@ -1,20 +1,31 @@
-"""Opens the pipeline's parent MLflow run; every later step nests its own run under it.
+"""The pipeline's parent MLflow run: opened after the plan, ended by the exit handler with the final status.
 
-The run id travels as a small artifact, not an output parameter: kfp.local (2.17) replaces any task-output
-parameter that enters a ParallelFor with the loop item, while artifacts pass through intact.
+Every later step nests its own run under the parent; they read its id from the run's work root (see
+finegrain.component_io.start_parent_run), so the id is never a task input that would defeat the cache.
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Output
 
 from components import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def start_run(
-    config_text: str, run_name: str, data_hash: str, code_version: str, run: Output[Artifact]
+    config_text: str, run_name: str, data_hash: str, code_version: str, work_root: str, kfp_run_id: str
 ) -> str:
-    """Create the parent MLflow run; its id ("" when tracking is off or unreachable) goes into `run`."""
+    """Create the parent MLflow run tagged with the KFP run id; returns its id ("" when tracking is off)."""
     from finegrain import component_io
 
-    return component_io.start_parent_run(config_text, run_name, data_hash, code_version, run.path)
+    return component_io.start_parent_run(config_text, run_name, data_hash, code_version, work_root, kfp_run_id)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def end_run(config_text: str, overrides: list, kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    """Exit task: end the parent run FINISHED, FAILED or KILLED as the pipeline ended.
+
+    An exit task may take no other task's output, so it resolves the config from the pipeline's own
+    parameters and finds the parent run by its KFP run id tag."""
+    from finegrain.pipeline_run import end_parent_run
+
+    ended = end_parent_run(config_text, overrides, kfp_run_id, status.state)
+    return ",".join(ended)

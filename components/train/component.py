@@ -1,4 +1,8 @@
-"""Train one (backbone, fold) member on a GPU node; resumes from its checkpoint at the work URI on retry."""
+"""Train one (backbone, fold) member on a GPU node; resumes from its checkpoint at the work URI on retry.
+
+The config and work root come inside preprocess's artifact, not as parameters: kfp.local (2.17) replaces every
+task-output parameter that enters a ParallelFor with the loop item, while artifacts pass through intact.
+"""
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Input, Metrics, Output
@@ -8,12 +12,9 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train(
-    config_text: str,
     preprocess: Input[Artifact],
     backbone: str,
     fold: str,  # loop items of dicts arrive as strings
-    work_root: str,
-    parent_run: Input[Artifact],
     member: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -22,14 +23,5 @@ def train(
     from finegrain import component_io
 
     return component_io.run_train(
-        config_text,
-        preprocess.path,
-        backbone,
-        fold,
-        work_root,
-        component_io.parent_run_id(parent_run.path),
-        member.path,
-        member.metadata,
-        metrics,
-        confusion,
+        preprocess.path, backbone, fold, member.path, member.metadata, metrics, confusion
     )

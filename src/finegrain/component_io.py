@@ -95,20 +95,47 @@ def png_as_img_tag(png_path: str | Path, alt: str = "") -> str:
 SMALL_CONFUSION_MATRIX = 40  # the KFP UI's confusion matrix is unreadable beyond a few dozen classes
 
 
-def start_parent_run(config_text: str, run_name: str, data_hash: str, code_version: str, out_path: str) -> str:
+PARENT_RUN_FILE = "mlflow_parent_run.json"
+RUN_CONTEXT_FILE = "run_context.json"
+
+
+def start_parent_run(
+    config_text: str, run_name: str, data_hash: str, code_version: str, work_root: str, kfp_run_id: str = ""
+) -> str:
+    """Open the pipeline's parent MLflow run and leave its id at `<work_root>/mlflow_parent_run.json`.
+
+    Steps read the id from there rather than from a task output: an input that changes every run would make
+    every step a cache miss. The run is tagged with the KFP run id so the exit handler can find and end it."""
     from finegrain import tracking
 
     cfg = config_from_text(config_text)
-    run_id = tracking.start_parent_run(
-        cfg.tracking, run_name, tags={"finegrain.data_hash": data_hash, "finegrain.code_version": code_version}
-    )
-    write_json(out_path, {"run_id": run_id or ""})
-    return run_id or ""
+    tags = {
+        "finegrain.data_hash": data_hash, "finegrain.code_version": code_version,
+        "finegrain.work_root": work_root, "finegrain.kfp_run_id": kfp_run_id,
+    }
+    run_id = tracking.start_parent_run(cfg.tracking, run_name, tags=tags) or ""
+    record = {"run_id": run_id, "kfp_run_id": kfp_run_id}
+    storage.write_text(step_uri(work_root, PARENT_RUN_FILE), json.dumps(record))
+    return run_id
 
 
-def parent_run_id(artifact_path: str) -> str:
-    """The parent MLflow run id written by start_parent_run ("" when tracking was off)."""
-    return json.loads(Path(artifact_path).read_text(encoding="utf-8"))["run_id"]
+def parent_run_id(work_root: str) -> str:
+    """The parent MLflow run id the latest pipeline run on this work root opened ("" when tracking was off)."""
+    try:
+        return json.loads(storage.read_text(step_uri(work_root, PARENT_RUN_FILE)))["run_id"]
+    except FileNotFoundError:
+        return ""
+
+
+def write_run_context(out_dir: str | Path, config_text: str, work_root: str) -> None:
+    """The config and work root, carried by preprocess's artifact into the train loop: kfp.local (2.17)
+    replaces every task-output *parameter* entering a ParallelFor with the loop item, artifacts pass intact."""
+    write_json(Path(out_dir) / RUN_CONTEXT_FILE, {"config_text": config_text, "work_root": work_root})
+
+
+def read_run_context(artifact_dir: str | Path) -> tuple[str, str]:
+    ctx = json.loads((Path(artifact_dir) / RUN_CONTEXT_FILE).read_text(encoding="utf-8"))
+    return ctx["config_text"], ctx["work_root"]
 
 
 def _source_file(dst_dir: str | Path, work_uri: str) -> None:
@@ -134,6 +161,7 @@ def run_preprocess(
     storage.write_text(step_uri(out, "summary.json"), json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     mirror(out, out_dir)
     _source_file(out_dir, out)
+    write_run_context(out_dir, config_text, work_root)
     copy_text(step_uri(out, "report.md"), report_path)
     # Preprocess is the step that is cached across pipeline runs, so its MLflow run stands on its own
     # (a parent run id input would change every run and defeat the cache); it is tagged with the data hash.
@@ -145,24 +173,32 @@ def run_preprocess(
     return json.dumps(summary, default=str)
 
 
+def write_metadata_file(artifact: Any) -> None:
+    """Give a Metrics-type artifact a file (its metadata as JSON): the UI reads only the metadata, but
+    kfp.local treats a cached output whose file is missing as a cache miss, and would rerun the task."""
+    if artifact is not None:
+        write_json(artifact.path, artifact.metadata)
+
+
 def _scalars(d: dict) -> dict:
     return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def run_train(
-    config_text: str, preprocess_dir: str, backbone: str, fold: int, work_root: str, parent_run_id: str,
-    out_dir: str, metadata: dict, metrics_artifact: Any = None, confusion_artifact: Any = None,
+    preprocess_dir: str, backbone: str, fold: int, out_dir: str, metadata: dict, metrics_artifact: Any = None,
+    confusion_artifact: Any = None,
 ) -> str:
     import numpy as np
 
     from finegrain.steps import train as step
 
+    config_text, work_root = read_run_context(preprocess_dir)
     cfg = config_from_text(config_text)
     fold = int(float(fold))  # loop items arrive as strings on a cluster, as floats from kfp.local
     out = step_uri(work_root, "train", backbone, f"fold{fold}")
     result = step.run(
         cfg, manifest=str(preprocess_dir), fold=int(fold), backbone=backbone, out=out,
-        parent_run_id=parent_run_id or None,
+        parent_run_id=parent_run_id(work_root) or None,
     )
     mirror(out, out_dir)
     _source_file(out_dir, out)
@@ -179,18 +215,19 @@ def run_train(
             matrix = np.zeros((len(classes), len(classes)), dtype=int)
             np.add.at(matrix, (oof["labels"].astype(int), pred), 1)
             confusion_artifact.log_confusion_matrix(classes, matrix.tolist())
+    write_metadata_file(metrics_artifact)
+    write_metadata_file(confusion_artifact)
     return json.dumps(result, default=str)
 
 
 def run_regroup(
-    config_text: str, members: list[str], work_root: str, parent_run_id: str, out_dir: str, page_path: str,
-    metadata: dict,
+    config_text: str, members: list[str], work_root: str, out_dir: str, page_path: str, metadata: dict,
 ) -> str:
     from finegrain.steps import regroup as step
 
     cfg = config_from_text(config_text)
     out = step_uri(work_root, "regroup")
-    result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id or None)
+    result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id(work_root) or None)
     mirror(out, out_dir)
     # The step writes a self-contained page (plot embedded, groups table) for exactly this viewer.
     Path(page_path).write_text(_read(out_dir, "tsne.html"), encoding="utf-8")
@@ -204,14 +241,14 @@ def _read(out_dir: str | Path, name: str) -> str:
 
 
 def run_calibrate(
-    config_text: str, members: list[str], work_root: str, parent_run_id: str, out_dir: str, page_path: str,
-    metadata: dict, metrics_artifact: Any = None,
+    config_text: str, members: list[str], work_root: str, out_dir: str, page_path: str, metadata: dict,
+    metrics_artifact: Any = None,
 ) -> str:
     from finegrain.steps import calibrate as step
 
     cfg = config_from_text(config_text)
     out = step_uri(work_root, "calibrate")
-    result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id or None)
+    result = step.run(cfg, members=list(members), out=out, parent_run_id=parent_run_id(work_root) or None)
     mirror(out, out_dir)
     table = json.loads(_read(out_dir, "calibration.json") or "{}")
     rows = [{"member": k, **v} for k, v in sorted(table.items()) if isinstance(v, dict)]
@@ -226,6 +263,7 @@ def run_calibrate(
             vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if vals:
                 metrics_artifact.log_metric(f"mean_{key}", sum(vals) / len(vals))
+    write_metadata_file(metrics_artifact)
     metadata.update({"work_uri": out})
     return json.dumps(result, default=str)
 
@@ -238,7 +276,7 @@ def _md_table_html(rows: list[dict], cols: list[str]) -> str:
 
 def run_ensemble(
     config_text: str, members: list[str], calibration_dir: str, groups_dir: str, work_root: str,
-    parent_run_id: str, out_dir: str, report_path: str, metadata: dict, metrics_artifact: Any = None,
+    out_dir: str, report_path: str, metadata: dict, metrics_artifact: Any = None,
 ) -> str:
     from finegrain.steps import ensemble as step
 
@@ -246,7 +284,7 @@ def run_ensemble(
     out = step_uri(work_root, "ensemble")
     result = step.run(
         cfg, members=list(members), calibration=str(calibration_dir), out=out,
-        groups=str(groups_dir) if groups_dir else None, parent_run_id=parent_run_id or None,
+        groups=str(groups_dir) if groups_dir else None, parent_run_id=parent_run_id(work_root) or None,
     )
     mirror(out, out_dir)
     copy_text(step_uri(out, "report.md"), report_path)
@@ -255,19 +293,21 @@ def run_ensemble(
         for key in ("ensemble_oof_logloss", "uniform_oof_logloss"):
             if isinstance(summary.get(key), (int, float)):
                 metrics_artifact.log_metric(key, float(summary[key]))
+    write_metadata_file(metrics_artifact)
     metadata.update({"work_uri": out})
     return json.dumps(result, default=str)
 
 
 def run_submit(
     config_text: str, ensemble_dir: str, calibration_dir: str, members: list[str], data_uri: str,
-    work_root: str, parent_run_id: str, out_dir: str, check_path: str, metadata: dict,
+    work_root: str, out_dir: str, check_path: str, metadata: dict,
 ) -> str:
     from finegrain.steps import submit as step
 
     cfg = config_from_text(config_text)
     out = step_uri(work_root, "submit")
-    result = step.run(cfg, ensemble=str(ensemble_dir), data=data_uri, out=out, parent_run_id=parent_run_id or None)
+    parent = parent_run_id(work_root) or None
+    result = step.run(cfg, ensemble=str(ensemble_dir), data=data_uri, out=out, parent_run_id=parent)
     storage.download_file(step_uri(out, "submission.csv"), out_dir)
     check = json.loads(storage.read_text(step_uri(out, "submission_check.json")))
     Path(check_path).write_text(_check_markdown(check, step_uri(out, "submission.csv")), encoding="utf-8")
@@ -277,7 +317,7 @@ def run_submit(
 
         result["registered_model"] = serving.register_ensemble(
             cfg, members=list(members), calibration_dir=calibration_dir, ensemble_dir=ensemble_dir,
-            data_uri=data_uri, parent_run_id=parent_run_id or None,
+            data_uri=data_uri, parent_run_id=parent,
         )
     return json.dumps(result, default=str)
 

@@ -244,7 +244,9 @@ class StorageConfig(_Section):
 
 class PipelineConfig(_Section):
     name: str = "finegrain-training"
-    base_image: str = "finegrain:latest-cpu"
+    base_image: str = "finegrain:latest-cpu"  # train tasks (the CUDA image on a cluster)
+    # Every other task; None = base_image with a "-cuda" tag suffix swapped for "-cpu" (else base_image).
+    cpu_image: str | None = None
     parallelism: int = Field(4, ge=1)
     pipeline_root: str = "minio://finegrain-pipelines/root"
     namespace: str = "finegrain"
@@ -252,8 +254,10 @@ class PipelineConfig(_Section):
     service_account: str = "finegrain-pipeline"
     experiment: str = "finegrain"
     s3_secret: str = "finegrain-s3"  # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    # Optional Secret with key FINEGRAIN_SUBMIT_TOKEN, given to the submit task as submit.token_env.
+    submit_token_secret: str = "finegrain-submit"
     s3_endpoint: str = "minio.finegrain.svc.cluster.local:9000"
-    # Where steps write on the cluster; a run's outputs go under <work_root>/<config hash>/<step>/.
+    # Where steps write; a run's outputs go under <work_root>/<hash of config and data fingerprint>/<step>/.
     work_root: str = "s3://finegrain-artifacts/runs"
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"finegrain.io/pool": "gpu"})
     gpu_toleration_key: str = "nvidia.com/gpu"

@@ -9,8 +9,8 @@ from finegrain import __version__, storage
 
 
 def dataset_fingerprint(uri: str) -> str:
-    """sha256 over every file's relative path and content hash (S3: the object ETag, which MinIO sets from the
-    content), so renaming, adding, removing or editing any file changes it."""
+    """sha256 over every file's relative path, size and content hash (S3: key, size and ETag, which MinIO sets
+    from the content), so renaming, adding, removing or editing any file changes it."""
     base = str(uri).rstrip("/")
     h = hashlib.sha256()
     if storage.is_s3(base):
@@ -24,9 +24,17 @@ def dataset_fingerprint(uri: str) -> str:
         if not root.exists():
             raise FileNotFoundError(f"{uri}: dataset not found")
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            h.update(f"{path.relative_to(root).as_posix()}\0{digest}\n".encode())
+            digest = _file_sha256(path)
+            h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0{digest}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def code_version() -> str:

@@ -1,23 +1,30 @@
 """`finegrain run`: the same pipeline function as on the cluster, executed on this machine by `kfp.local`.
 
 Embedded defaults: local files, a `sqlite:///` MLflow store, the bundled sample data (generated on first use).
-Outputs land in DESIGN.md's layout under `--out`: preprocess/, train/<backbone>/fold<k>/, regroup/, calibrate/,
-ensemble/, submit/. kfp.local's own bookkeeping (artifacts, cache) goes under `<out>/.kfp/`.
+Like on a cluster, each (config, dataset content) pair gets its own work root, here `<out>/work/<key>/`, so new
+data is never served the members trained on old data; `<out>/preprocess`, `<out>/train`, ... (DESIGN.md's
+layout) are links to the latest run's directories. kfp.local's own bookkeeping (artifacts, cache) goes under
+`<out>/.kfp/`. The summary says which tasks ran and which kfp.local served from its cache.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
+import re
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from finegrain import storage
 from finegrain.config import Config
 
 SAMPLE_URI = "data/sample"
+STEPS = ("preprocess", "train", "regroup", "calibrate", "ensemble", "submit")
 
 
 def repo_root() -> Path:
@@ -58,12 +65,51 @@ def prepare_data(cfg: Config, data: str) -> str:
     return data if storage.is_s3(data) else str(Path(data).resolve())
 
 
+class _TaskLog(logging.Filter):
+    """Counts the tasks kfp.local executes and the ones it serves from its cache, from its own log lines.
+
+    A filter on the root logger, not a handler: kfp.local replaces the root logger's handlers while it runs."""
+
+    _ansi = re.compile(r"\x1b\[[0-9;]*m")
+    _ran = re.compile(r"^Executing task '([^']+)'")
+    _cached = re.compile(r"^Task (\S+) cache hit")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran: Counter = Counter()
+        self.cached: Counter = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = self._ansi.sub("", record.getMessage())
+        if m := self._ran.match(msg):
+            self.ran[m.group(1)] += 1
+        elif m := self._cached.match(msg):
+            self.cached[m.group(1)] += 1
+            print(f"[finegrain] {m.group(1)}: reused from the kfp.local cache", flush=True)
+        return True
+
+
+def link_latest(out_dir: Path, work_root: Path) -> None:
+    """Point `<out>/<step>` at this run's step directories (DESIGN.md's layout); real directories left by an
+    older version are left alone."""
+    for step in STEPS:
+        link, target = out_dir / step, work_root / step
+        if not target.exists():
+            continue
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            print(f"[finegrain] {link} is a directory from an earlier layout; this run's is {target}", flush=True)
+            continue
+        link.symlink_to(os.path.relpath(target, out_dir), target_is_directory=True)
+
+
 def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/sample") -> dict:
     """Run the whole pipeline with kfp.local's SubprocessRunner; returns the summary (also printed)."""
     from kfp import local
 
-    from finegrain.component_io import config_to_text
-    from finegrain.fingerprint import code_version, dataset_fingerprint
+    from finegrain.component_io import config_to_text, parent_run_id
+    from finegrain.pipeline_run import plan_run
 
     started = time.time()
     data = prepare_data(cfg, data or cfg.data.uri)
@@ -72,8 +118,13 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
     cfg = cfg.model_copy(deep=True)
     cfg.data.uri = data
     cfg.tracking.uri = _absolute_tracking_uri(cfg.tracking.uri)
-    pipeline_module = _load_pipeline_module()
-    pipeline = pipeline_module.build_pipeline(cfg, work_root=str(out_dir))
+    cfg.pipeline.work_root = str(out_dir / "work")
+    config_text = config_to_text(cfg)
+    # The pipeline's first task derives the same plan; computed here too, to say up front where outputs go.
+    plan = plan_run(config_text)
+    work_root = Path(plan["work_root"])
+    print(f"[finegrain] data {data} (hash {plan['data_hash']}); outputs -> {work_root}", flush=True)
+    pipeline = _load_pipeline_module().build_pipeline(cfg)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(out_dir / ".kfp" / "outputs"),
@@ -81,17 +132,26 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
         cache_root=str(out_dir / ".kfp" / "cache"),
         raise_on_error=True,
     )
-    data_hash = dataset_fingerprint(data)
-    print(f"[finegrain] data {data} (hash {data_hash}); outputs -> {out_dir}", flush=True)
-    with warnings.catch_warnings():
-        # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        pipeline(
-            config_text=config_to_text(cfg), data_uri=data, data_hash=data_hash, code_version=code_version(),
-            work_root=str(out_dir), run_name=f"{cfg.pipeline.name}-local",
-        )
-    summary = summarize(out_dir, cfg)
-    summary["elapsed_s"] = round(time.time() - started, 1)
+    tasks, root_logger = _TaskLog(), logging.getLogger()
+    # kfp.local logs cache hits at INFO outside its own logging context, where the root level decides
+    level = root_logger.level
+    root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
+    root_logger.addFilter(tasks)
+    try:
+        with warnings.catch_warnings():
+            # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
+    finally:
+        root_logger.removeFilter(tasks)
+        root_logger.setLevel(level)
+    link_latest(out_dir, work_root)
+    summary = summarize(work_root, cfg)
+    summary.update(
+        work_root=str(work_root), data_hash=plan["data_hash"], parent_run_id=parent_run_id(str(work_root)),
+        tasks={"ran": dict(sorted(tasks.ran.items())), "cached": dict(sorted(tasks.cached.items()))},
+        elapsed_s=round(time.time() - started, 1),
+    )
     print(format_summary(summary), flush=True)
     return summary
 
@@ -152,6 +212,12 @@ def format_summary(s: dict) -> str:
             f"{f(h.get('oof_logloss_hier'))} vs flat {f(h.get('oof_logloss_flat'))}, {h.get('n_groups')} groups)"
         )
     lines.append(f"preprocess: {s['preprocess']}")
+    if "tasks" in s:
+        def counts(c: dict) -> str:
+            return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in c.items()) or "none"
+
+        lines.append(f"tasks run: {counts(s['tasks']['ran'])}")
+        lines.append(f"tasks reused from the cache: {counts(s['tasks']['cached'])}")
     lines.append(f"submission: {s['submission']} (valid: {s['submission_valid']})")
     if "elapsed_s" in s:
         lines.append(f"elapsed: {s['elapsed_s']} s")
