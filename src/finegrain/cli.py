@@ -164,6 +164,9 @@ def run(
         None, "--data", help="Dataset URI (default: data.uri; the bundled sample is generated)."
     ),
     out: str = typer.Option("runs/sample", "--out", help="Where every step's outputs go."),
+    runner: str = typer.Option(
+        "subprocess", "--runner", help="subprocess (this Python) or docker (every step in pipeline.base_image)."
+    ),
     config: str = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
@@ -172,7 +175,7 @@ def run(
     from finegrain.local_run import run_pipeline_locally
 
     try:
-        summary = run_pipeline_locally(cfg, data=data, out=out)
+        summary = run_pipeline_locally(cfg, data=data, out=out, runner=runner)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # kfp.local has already printed the failing task's own traceback above
         _fail(exc)

@@ -58,8 +58,13 @@ def prepare_data(cfg: Config, data: str) -> str:
     return data if storage.is_s3(data) else str(Path(data).resolve())
 
 
-def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/sample") -> dict:
-    """Run the whole pipeline with kfp.local's SubprocessRunner; returns the summary (also printed)."""
+def run_pipeline_locally(
+    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess"
+) -> dict:
+    """Run the whole pipeline with kfp.local; returns the summary (also printed).
+
+    runner="subprocess": every step in this Python; "docker": every step in the image (see container_run).
+    """
     from kfp import local
 
     from finegrain.component_io import config_to_text
@@ -72,15 +77,21 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
     cfg = cfg.model_copy(deep=True)
     cfg.data.uri = data
     cfg.tracking.uri = _absolute_tracking_uri(cfg.tracking.uri)
+    if runner == "docker":
+        from finegrain.container_run import prepare_docker_run
+
+        cfg, init_kwargs = prepare_docker_run(cfg, out_dir, data)
+    elif runner == "subprocess":
+        init_kwargs = {
+            "runner": local.SubprocessRunner(use_venv=False),
+            "pipeline_root": str(out_dir / ".kfp" / "outputs"),
+            "cache_root": str(out_dir / ".kfp" / "cache"),
+        }
+    else:
+        raise ValueError(f"runner must be 'subprocess' or 'docker', not {runner!r}")
     pipeline_module = _load_pipeline_module()
     pipeline = pipeline_module.build_pipeline(cfg, work_root=str(out_dir))
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(out_dir / ".kfp" / "outputs"),
-        enable_caching=cfg.pipeline.cache,
-        cache_root=str(out_dir / ".kfp" / "cache"),
-        raise_on_error=True,
-    )
+    local.init(**init_kwargs, enable_caching=cfg.pipeline.cache, raise_on_error=True)
     data_hash = dataset_fingerprint(data)
     print(f"[finegrain] data {data} (hash {data_hash}); outputs -> {out_dir}", flush=True)
     with warnings.catch_warnings():
