@@ -21,6 +21,12 @@ from finegrain.container_run import ROOT_LABEL, chown_tree, container_args, forw
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("FINEGRAIN_TEST_IMAGE", "finegrain:latest-cpu")
+# The small settings of tests/test_local_run.py: the whole pipeline, a few minutes on 2 cores.
+SMALL = [
+    f"--set={item}"
+    for item in ("train.epochs=1", "train.image_size=64", "train.batch_size=16", "train.max_steps_per_epoch=6",
+                 "regroup.perplexity=5")
+]
 docker_only = pytest.mark.skipif(
     os.environ.get("FINEGRAIN_DOCKER_TESTS") != "1", reason="make test-containers (FINEGRAIN_DOCKER_TESTS=1)"
 )
@@ -67,6 +73,28 @@ def test_chown_tree_hands_everything_to_the_container_user(tmp_path):
     (tmp_path / "a" / "b" / "f").write_text("x")
     chown_tree(tmp_path / "a", 1000)
     assert {p.stat().st_uid for p in [tmp_path / "a", *(tmp_path / "a").rglob("*")]} == {1000}
+
+
+def test_an_unknown_runner_is_refused(tmp_path):
+    from finegrain.config import Config
+    from finegrain.local_run import run_pipeline_locally
+
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="runner must be"):
+        run_pipeline_locally(Config(), data=str(tmp_path / "data"), out=str(tmp_path / "out"), runner="podman")
+
+
+@docker_only
+def test_a_missing_image_says_how_to_build_it(tmp_path):
+    from finegrain.config import Config
+    from finegrain.container_run import ContainerRunError, prepare_docker_run
+
+    cfg = Config()
+    cfg.pipeline.base_image = "finegrain-test:never-built"
+    if hasattr(cfg.pipeline, "cpu_image"):
+        cfg.pipeline.cpu_image = "finegrain-test:never-built"
+    with pytest.raises(ContainerRunError, match="make images-cpu"):
+        prepare_docker_run(cfg, tmp_path, "s3://bucket/data")
 
 
 # --- the real thing -------------------------------------------------------------------------------------------
@@ -128,7 +156,7 @@ def test_pipeline_runs_every_step_in_the_image(tmp_path, sample_dir, s3_bucket, 
     cmd = [
         sys.executable, "-m", "finegrain.cli", "run", "--runner", "docker",
         "--config", "configs/sample.yaml", "--data", data, "--out", str(root),
-        "--set", f"tracking.uri={mlflow_server.uri}", "--set", "train.epochs=2", *image_sets,
+        "--set", f"tracking.uri={mlflow_server.uri}", *image_sets, *SMALL,
     ]  # fmt: skip
     watch = StepWatch(root)
     try:
