@@ -307,35 +307,49 @@ def test_a_new_commit_rebuilds_only_the_metadata_layers():
         subprocess.run(["docker", "rmi", tag], capture_output=True)
 
 
-@docker_only
-def test_mlflow_image_serves_with_its_default_store():
-    """Plain `docker run finegrain-mlflow` (default SQLite store in HOME) must come up healthy."""
+def _wait_healthy(port: int, name: str, timeout: float = 300) -> str:
+    """Poll /health; returns the container's log (for the assertion message)."""
     import time
     import urllib.request
 
+    deadline, healthy = time.monotonic() + timeout, False
+    while time.monotonic() < deadline and not healthy:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                healthy = resp.status == 200
+        except OSError:
+            time.sleep(1)
+    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+    text = logs.stdout + logs.stderr
+    assert healthy, f"{name} not healthy:\n{text[-3000:]}"
+    return text
+
+
+@docker_only
+def test_mlflow_image_serves_plain_and_read_only():
+    """Plain `docker run finegrain-mlflow` (SQLite store in its HOME) comes up; so does the image run the way
+    manifests/base/mlflow.yaml runs it (read-only root filesystem, HOME=/tmp, no capabilities), with SQLite on
+    /tmp standing in for PostgreSQL."""
     from servers import free_port
 
-    port = free_port()
-    name = f"finegrain-mlflow-test-{port}"
-    subprocess.run(
-        ["docker", "run", "-d", "--rm", "--name", name, "--network", "host", MLFLOW_IMAGE,
-         "server", "--host", "127.0.0.1", "--port", str(port)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    plain_port, locked_port = free_port(), free_port()
+    plain, locked = f"finegrain-mlflow-plain-{plain_port}", f"finegrain-mlflow-ro-{locked_port}"
+    runs = [
+        ["--name", plain, MLFLOW_IMAGE, "server", "--host", "127.0.0.1", "--port", str(plain_port)],
+        ["--name", locked, "--read-only", "--tmpfs", "/tmp", "-e", "HOME=/tmp", "--cap-drop", "ALL",
+         "--security-opt", "no-new-privileges", MLFLOW_IMAGE, "server", "--host", "127.0.0.1",
+         "--port", str(locked_port), "--backend-store-uri", "sqlite:////tmp/mlflow.db"],
+    ]  # fmt: skip
     try:
-        deadline, healthy = time.monotonic() + 180, False
-        while time.monotonic() < deadline and not healthy:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    healthy = resp.status == 200
-            except OSError:
-                time.sleep(1)
-        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
-        assert healthy, (logs.stdout + logs.stderr)[-3000:]
-        assert "unable to open database file" not in logs.stdout + logs.stderr
+        for args in runs:  # both start at once: each spends a minute migrating its new database
+            subprocess.run(["docker", "run", "-d", "--rm", "--network", "host", *args],
+                           check=True, capture_output=True, timeout=120)  # fmt: skip
+        logs = _wait_healthy(plain_port, plain)
+        assert "unable to open database file" not in logs
         listing = subprocess.run(
-            ["docker", "exec", name, "ls", "/home/mlflow"], capture_output=True, text=True, check=True
+            ["docker", "exec", plain, "ls", "/home/mlflow"], capture_output=True, text=True, check=True
         ).stdout.split()
         assert "mlflow.db" in listing, listing
+        _wait_healthy(locked_port, locked)
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", plain, locked], capture_output=True)
