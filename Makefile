@@ -9,16 +9,18 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run sample test test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train clean
 
 help:
 	@echo "make run               install if needed, then run the whole pipeline locally on the sample data"
 	@echo "make test              install if needed, then run the test suite (starts its own S3 + MLflow servers)"
+	@echo "make run-containers    the same run with every step in the CPU image (kfp.local DockerRunner)"
+	@echo "make test-containers   build the CPU + MLflow images (cached), run the pipeline in containers, check it"
 	@echo "make compile           compile pipelines/training.py to pipelines/training.yaml (CONFIG=...)"
 	@echo "make submit-pipeline   compile and submit to a Kubeflow cluster (KFP_HOST, KFP_TOKEN, CONFIG)"
 	@echo "make schedule          create a recurring run on the cluster"
 	@echo "make bench             run the benchmarks in bench/"
-	@echo "make images / push     build / push the container images (see README: Deploy to a cluster)"
+	@echo "make images / push     build / push the container images (see README: Running in containers)"
 
 # The stamp depends on pyproject.toml so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +41,22 @@ run: install sample
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# Containers (needs a Docker engine; the images come from mk/cluster.mk). Every step runs in CONTAINER_IMAGE;
+# pipeline.cpu_image is set too where the config has that field.
+CONTAINER_IMAGE ?= $(IMAGE):latest-cpu
+CONTAINERS_OUT ?= runs/containers
+CONTAINER_SETS = --set pipeline.base_image=$(CONTAINER_IMAGE) $$($(PY) -c "from finegrain.config import \
+  PipelineConfig as P; print('--set pipeline.cpu_image=$(CONTAINER_IMAGE)' if 'cpu_image' in P.model_fields else '')")
+
+run-containers: install sample images-cpu
+	$(FG) run --runner docker --config $(CONFIG) --out $(CONTAINERS_OUT) $(CONTAINER_SETS)
+
+# Not part of `make test`: tests/test_containers.py and the image checks skip unless FINEGRAIN_DOCKER_TESTS=1.
+test-containers: install images-cpu images-mlflow
+	FINEGRAIN_DOCKER_TESTS=1 FINEGRAIN_TEST_IMAGE=$(CONTAINER_IMAGE) \
+	  FINEGRAIN_TEST_MLFLOW_IMAGE=$(MLFLOW_IMAGE):$(MLFLOW_VERSION) \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_containers.py tests/test_images.py
 
 test-fast: install
 	$(PY) -m pytest -q -x -m "not slow" tests

@@ -1,10 +1,16 @@
 # Cluster-side targets: container images, manifests, lint of Dockerfiles and the CI workflow.
 # Included by the top-level Makefile (`include mk/cluster.mk`); usable alone with `make -f mk/cluster.mk`.
 #
-#   make images REGISTRY=ghcr.io/me            build finegrain:<sha>-cuda/-cpu (+latest-*) and finegrain-mlflow
+#   make images                                build finegrain:<sha>-cpu/-cuda (+latest-*) and finegrain-mlflow
+#   make images REGISTRY=ghcr.io/me            the same, tagged ghcr.io/me/finegrain:...
+#   make images-cpu                            only the CPU image (what `make test-containers` runs)
 #   make push   REGISTRY=ghcr.io/me            push them
 #   make deploy REGISTRY=ghcr.io/me OVERLAY=eks CLUSTER_NAME=prod    secrets + kustomize apply + wait
 #   make lint-images lint-workflow             hadolint / actionlint (no Docker or cluster needed)
+#
+# No registry access needed to build: images/base.sh pulls BASE_IMAGE or, failing that, bootstraps an
+# equivalent Debian bookworm + Python 3.11 base with debootstrap. Builds use the host network
+# (DOCKER_NETWORK), and torch falls back from CPU_TORCH_INDEX to PyPI when that index is unreachable.
 
 REGISTRY ?=
 TAG ?= $(shell git rev-parse --short HEAD)
@@ -20,31 +26,58 @@ OVERLAY ?= eks
 CLUSTER_NAME ?=
 NAMESPACE ?= finegrain
 MLFLOW_VERSION ?= 3.17.2
+BASE_IMAGE ?= python:3.11.14-slim-bookworm
 CUDA_TORCH_INDEX ?= https://pypi.org/simple
 CPU_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_FALLBACK_INDEX ?= https://pypi.org/simple
+DOCKER_NETWORK ?= host
 HADOLINT ?= $(VENV_BIN)/hadolint
 ACTIONLINT ?= $(VENV_BIN)/actionlint
 
-IMAGE = $(REGISTRY)/finegrain
-MLFLOW_IMAGE = $(REGISTRY)/finegrain-mlflow
+# Unqualified names without REGISTRY: local builds need no registry at all.
+IMAGE = $(if $(REGISTRY),$(REGISTRY)/)finegrain
+MLFLOW_IMAGE = $(if $(REGISTRY),$(REGISTRY)/)finegrain-mlflow
+# Docker without the buildx plugin (Debian's docker.io) cannot use BuildKit; the classic builder caches too.
+DOCKER_BUILDKIT ?= $(shell $(DOCKER) buildx version >/dev/null 2>&1 && echo 1 || echo 0)
+# base.sh runs first on its own so that a failure to get a base stops the recipe with its message.
+DOCKER_BUILD = base="$$(images/base.sh $(BASE_IMAGE))" && DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) \
+  $(DOCKER) build --network $(DOCKER_NETWORK) --build-arg BASE_IMAGE="$$base" --build-arg GIT_SHA=$(GIT_SHA)
 
-.PHONY: images push deploy lint-images lint-workflow _require-registry
+.PHONY: images images-cpu images-cuda images-mlflow image-sizes push deploy lint-images lint-workflow _require-registry
 
 _require-registry:
 	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make $(MAKECMDGOALS) REGISTRY=ghcr.io/you" >&2; exit 2; }
 
-images: _require-registry
-	$(DOCKER) build -f images/Dockerfile \
+images: images-cuda images-cpu images-mlflow image-sizes
+
+images-cuda:
+	$(DOCKER_BUILD) -f images/Dockerfile \
 	  --build-arg VARIANT=cuda --build-arg TORCH_INDEX_URL=$(CUDA_TORCH_INDEX) \
-	  --build-arg NVIDIA_DRIVER_CAPABILITIES=compute,utility --build-arg GIT_SHA=$(GIT_SHA) \
+	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
+	  --build-arg NVIDIA_DRIVER_CAPABILITIES=compute,utility \
 	  -t $(IMAGE):$(TAG)-cuda -t $(IMAGE):latest-cuda .
-	$(DOCKER) build -f images/Dockerfile \
+
+images-cpu:
+	$(DOCKER_BUILD) -f images/Dockerfile \
 	  --build-arg VARIANT=cpu --build-arg TORCH_INDEX_URL=$(CPU_TORCH_INDEX) \
-	  --build-arg NVIDIA_DRIVER_CAPABILITIES= --build-arg GIT_SHA=$(GIT_SHA) \
+	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
+	  --build-arg NVIDIA_DRIVER_CAPABILITIES= \
 	  -t $(IMAGE):$(TAG)-cpu -t $(IMAGE):latest-cpu .
-	$(DOCKER) build -f images/mlflow.Dockerfile \
-	  --build-arg MLFLOW_VERSION=$(MLFLOW_VERSION) --build-arg GIT_SHA=$(GIT_SHA) \
+
+images-mlflow:
+	$(DOCKER_BUILD) -f images/mlflow.Dockerfile \
+	  --build-arg MLFLOW_VERSION=$(MLFLOW_VERSION) \
 	  -t $(MLFLOW_IMAGE):$(MLFLOW_VERSION) .
+
+# What each image weighs (uncompressed, as `docker image ls` counts it) and where its torch came from.
+image-sizes:
+	@for ref in $(IMAGE):$(TAG)-cuda $(IMAGE):$(TAG)-cpu $(MLFLOW_IMAGE):$(MLFLOW_VERSION); do \
+	  if $(DOCKER) image inspect $$ref >/dev/null 2>&1; then \
+	    printf '%-50s %6s MB  %s\n' $$ref \
+	      $$(( $$($(DOCKER) image inspect -f '{{.Size}}' $$ref) / 1000000 )) \
+	      "$$($(DOCKER) run --rm --entrypoint cat $$ref /opt/venv/torch-index 2>/dev/null | sed 's/^/torch: /')"; \
+	  fi; \
+	done
 
 push: _require-registry
 	$(DOCKER) push $(IMAGE):$(TAG)-cuda

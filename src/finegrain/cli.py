@@ -190,6 +190,9 @@ def run(
         None, "--data", help="Dataset URI (default: data.uri; the bundled sample is generated)."
     ),
     out: str = typer.Option("runs/sample", "--out", help="Where every step's outputs go."),
+    runner: str = typer.Option(
+        "subprocess", "--runner", help="subprocess (this Python) or docker (every step in pipeline.base_image)."
+    ),
     config: str = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
@@ -203,7 +206,7 @@ def run(
     with _reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError
         # One `finegrain run` per --out: two would interleave every step's outputs (each member also has its own).
         with hold_lock(storage.join(out, LOCK_NAME), f"finegrain run --out {out}"):
-            summary = run_pipeline_locally(cfg, data=data, out=out)
+            summary = run_pipeline_locally(cfg, data=data, out=out, runner=runner)
     if not summary.get("submission_valid"):
         typer.echo("error: the pipeline finished but the submission did not validate", err=True)
         raise typer.Exit(1)

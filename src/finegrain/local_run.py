@@ -104,8 +104,13 @@ def link_latest(out_dir: Path, work_root: Path) -> None:
         link.symlink_to(os.path.relpath(target, out_dir), target_is_directory=True)
 
 
-def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/sample") -> dict:
-    """Run the whole pipeline with kfp.local's SubprocessRunner; returns the summary (also printed)."""
+def run_pipeline_locally(
+    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess"
+) -> dict:
+    """Run the whole pipeline with kfp.local; returns the summary (also printed).
+
+    runner="subprocess": every step in this Python; "docker": every step in the image (see container_run).
+    """
     from kfp import local
 
     from finegrain.component_io import config_to_text, parent_run_id
@@ -119,19 +124,25 @@ def run_pipeline_locally(cfg: Config, data: str | None = None, out: str = "runs/
     cfg.data.uri = data
     cfg.tracking.uri = _absolute_tracking_uri(cfg.tracking.uri)
     cfg.pipeline.work_root = str(out_dir / "work")
+    if runner == "docker":
+        from finegrain.container_run import prepare_docker_run
+
+        cfg, init_kwargs = prepare_docker_run(cfg, out_dir, data)
+    elif runner == "subprocess":
+        init_kwargs = {
+            "runner": local.SubprocessRunner(use_venv=False),
+            "pipeline_root": str(out_dir / ".kfp" / "outputs"),
+            "cache_root": str(out_dir / ".kfp" / "cache"),
+        }
+    else:
+        raise ValueError(f"runner must be 'subprocess' or 'docker', not {runner!r}")
     config_text = config_to_text(cfg)
     # The pipeline's first task derives the same plan; computed here too, to say up front where outputs go.
     plan = plan_run(config_text)
     work_root = Path(plan["work_root"])
     print(f"[finegrain] data {data} (hash {plan['data_hash']}); outputs -> {work_root}", flush=True)
     pipeline = _load_pipeline_module().build_pipeline(cfg)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(out_dir / ".kfp" / "outputs"),
-        enable_caching=cfg.pipeline.cache,
-        cache_root=str(out_dir / ".kfp" / "cache"),
-        raise_on_error=True,
-    )
+    local.init(**init_kwargs, enable_caching=cfg.pipeline.cache, raise_on_error=True)
     tasks, root_logger = _TaskLog(), logging.getLogger()
     # kfp.local logs cache hits at INFO outside its own logging context, where the root level decides
     level = root_logger.level
