@@ -92,6 +92,12 @@ def test_missing_input_file_exits_2_naming_it(tmp_path) -> None:
     _one_error_line(runner.invoke(app, [*args, *QUIET]), 2, str(manifest / "manifest.parquet"), "no such file")
 
 
+def test_missing_dataset_root_exits_2_naming_it(tmp_path) -> None:
+    data = tmp_path / "no-dataset"
+    result = runner.invoke(app, ["preprocess", "--data", str(data), "--out", str(tmp_path / "o"), *QUIET])
+    _one_error_line(result, 2, str(data), "dataset root not found")
+
+
 def test_non_utf8_input_exits_2_naming_the_file(tmp_path) -> None:
     member = tmp_path / "member"
     member.mkdir()

@@ -36,6 +36,10 @@ class DatasetError(ValueError):
     """The dataset on disk / in the bucket does not have the expected layout; the message names the file."""
 
 
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """The dataset root itself is missing: an input/storage problem (the CLI exits 2), not a bad dataset."""
+
+
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -78,11 +82,11 @@ def _list_files(root: str) -> dict[str, str]:
     """Relative posix path -> full URI of every file under the root; DatasetError when the root is missing."""
     if not storage.is_s3(root):
         if not Path(root).is_dir():
-            raise DatasetError(f"{root}: dataset root not found (no such directory)")
+            raise DatasetNotFoundError(f"{root}: dataset root not found (no such directory)")
         return {Path(p).relative_to(root).as_posix(): p for p in storage.list_uris(root)}
     files = storage.list_uris(root)
     if not files:
-        raise DatasetError(f"{root}: dataset root not found (no objects under this prefix)")
+        raise DatasetNotFoundError(f"{root}: dataset root not found (no objects under this prefix)")
     return {uri[len(root) + 1 :]: uri for uri in files}
 
 
