@@ -21,9 +21,6 @@ SECRETS = {
     "REGISTRY_PASSWORD",
     "KFP_HOST",
     "KFP_TOKEN",
-    "FINEGRAIN_S3_ENDPOINT",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
 }
 CREDENTIAL_LIKE = re.compile(
     r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{30,}|-----BEGIN [A-Z ]*PRIVATE KEY|://[^/\s:@$]+:[^/\s@$]+@"
