@@ -42,12 +42,10 @@ run: install sample
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-# Containers (needs a Docker engine; the images come from mk/cluster.mk). Every step runs in CONTAINER_IMAGE;
-# pipeline.cpu_image is set too where the config has that field.
+# Containers (needs a Docker engine; the images come from mk/cluster.mk). Every step runs in CONTAINER_IMAGE.
 CONTAINER_IMAGE ?= $(IMAGE):latest-cpu
 CONTAINERS_OUT ?= runs/containers
-CONTAINER_SETS = --set pipeline.base_image=$(CONTAINER_IMAGE) $$($(PY) -c "from finegrain.config import \
-  PipelineConfig as P; print('--set pipeline.cpu_image=$(CONTAINER_IMAGE)' if 'cpu_image' in P.model_fields else '')")
+CONTAINER_SETS = --set pipeline.base_image=$(CONTAINER_IMAGE) --set pipeline.cpu_image=$(CONTAINER_IMAGE)
 
 run-containers: install sample images-cpu
 	$(FG) run --runner docker --config $(CONFIG) --out $(CONTAINERS_OUT) $(CONTAINER_SETS)

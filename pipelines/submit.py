@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from finegrain.component_io import config_to_text  # noqa: E402
 from finegrain.config import Config, load_config  # noqa: E402
 from finegrain.fingerprint import code_version  # noqa: E402
-from pipelines.training import compile_pipeline, cpu_image, member_items  # noqa: E402
+from pipelines.training import compile_pipeline, member_items  # noqa: E402
 
 
 def image_for_tag(cfg: Config, tag: str, registry: str = "", variant: str = "cuda") -> str:
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(cfg, Path(tmp) / "training.yaml")
         print(f"compiled ({len(member_items(cfg))} members by default; each run plans its own) on "
-              f"{cfg.pipeline.base_image} / {cpu_image(cfg)}")
+              f"{cfg.pipeline.base_image} / {cfg.pipeline.resolved_cpu_image()}")
         client = make_client(cfg)
         print(submit(client, cfg, args.action, params, package, os.environ.get("KFP_HOST", "")))
     return 0

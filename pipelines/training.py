@@ -45,17 +45,6 @@ def with_image(component, image: str):
     return comp
 
 
-def cpu_image(cfg: Config) -> str:
-    """The image of every task but train: pipeline.cpu_image, else base_image with "-cuda" swapped for "-cpu"."""
-    p = cfg.pipeline
-    if p.cpu_image:
-        return p.cpu_image
-    repo, sep, tag = p.base_image.rpartition(":")
-    if sep and "/" not in tag and tag.endswith("-cuda"):
-        return f"{repo}:{tag[: -len('-cuda')]}-cpu"
-    return p.base_image
-
-
 def _cluster_settings(task, cfg: Config, *, cpu: str, memory: str) -> None:
     """What every task gets on the cluster: resources, endpoints, S3 credentials from the Secret, a label."""
     p = cfg.pipeline
@@ -88,7 +77,7 @@ def build_pipeline(cfg: Config):
     """Return the pipeline function for this config (compile it or run it with kfp.local)."""
     p = cfg.pipeline
     comps = {
-        c.name: with_image(c, p.base_image if c is train else cpu_image(cfg))
+        c.name: with_image(c, p.base_image if c is train else p.resolved_cpu_image())
         for c in (plan_run, start_run, end_run, preprocess, train, regroup, calibrate, ensemble, submit)
     }
 

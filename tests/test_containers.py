@@ -63,8 +63,11 @@ def test_images_for_lists_every_image_the_pipeline_uses():
 
     cfg = Config()
     cfg.pipeline.base_image = "a:1"
-    assert images_for(cfg) == ["a:1"] + ([cfg.pipeline.cpu_image] if getattr(cfg.pipeline, "cpu_image", None)
-                                         and cfg.pipeline.cpu_image != "a:1" else [])
+    assert images_for(cfg) == ["a:1"]
+    cfg.pipeline.base_image = "a:1-cuda"  # the non-train tasks then run on the derived a:1-cpu
+    assert images_for(cfg) == ["a:1-cpu", "a:1-cuda"]
+    cfg.pipeline.cpu_image = "b:2"
+    assert images_for(cfg) == ["a:1-cuda", "b:2"]
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
@@ -91,8 +94,7 @@ def test_a_missing_image_says_how_to_build_it(tmp_path):
 
     cfg = Config()
     cfg.pipeline.base_image = "finegrain-test:never-built"
-    if hasattr(cfg.pipeline, "cpu_image"):
-        cfg.pipeline.cpu_image = "finegrain-test:never-built"
+    cfg.pipeline.cpu_image = "finegrain-test:never-built"
     with pytest.raises(ContainerRunError, match="make images-cpu"):
         prepare_docker_run(cfg, tmp_path, "s3://bucket/data")
 
@@ -144,15 +146,12 @@ def test_pipeline_runs_every_step_in_the_image(tmp_path, sample_dir, s3_bucket, 
     from mlflow import MlflowClient
 
     from finegrain import storage
-    from finegrain.config import PipelineConfig
 
     data = f"{s3_bucket}/sample"
     storage.upload_dir(sample_dir, data)
     root = tmp_path / "root"
     root.mkdir()
-    image_sets = ["--set", f"pipeline.base_image={IMAGE}"]
-    if "cpu_image" in PipelineConfig.model_fields:
-        image_sets += ["--set", f"pipeline.cpu_image={IMAGE}"]
+    image_sets = ["--set", f"pipeline.base_image={IMAGE}", "--set", f"pipeline.cpu_image={IMAGE}"]
     cmd = [
         sys.executable, "-m", "finegrain.cli", "run", "--runner", "docker",
         "--config", "configs/sample.yaml", "--data", data, "--out", str(root),

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finegrain.config import load_config  # noqa: E402
-from pipelines.training import compile_pipeline, cpu_image  # noqa: E402
+from pipelines.training import compile_pipeline  # noqa: E402
 
 STEPS = ["preprocess", "train", "regroup", "calibrate", "ensemble", "submit"]
 CANARY_SECRET = "canary-secret-Zq9xv3"  # set in the environment while compiling; must never reach the YAML
@@ -192,17 +192,19 @@ def test_cuda_image_only_on_train(compiled):
     cfg, _, spec, _ = compiled
     images = {n: ex["container"]["image"] for n, ex in spec["deploymentSpec"]["executors"].items()}
     assert images.pop("exec-train") == cfg.pipeline.base_image
-    assert set(images.values()) == {cpu_image(cfg)}
+    assert set(images.values()) == {cfg.pipeline.resolved_cpu_image()}
     if cfg.pipeline.base_image.endswith("-cuda"):
-        assert cpu_image(cfg) == cfg.pipeline.base_image[: -len("cuda")] + "cpu"
+        assert cfg.pipeline.resolved_cpu_image() == cfg.pipeline.base_image[: -len("cuda")] + "cpu"
     assert spec["defaultPipelineRoot"] == cfg.pipeline.pipeline_root
 
 
 def test_cpu_image_default_and_override():
     cfg = load_config(None, ["pipeline.base_image=reg.io:5000/fg:abc-cuda"])
-    assert cpu_image(cfg) == "reg.io:5000/fg:abc-cpu"
-    assert cpu_image(load_config(None, ["pipeline.base_image=reg.io:5000/fg"])) == "reg.io:5000/fg"
-    assert cpu_image(load_config(None, ["pipeline.base_image=fg:x-cuda", "pipeline.cpu_image=c:1"])) == "c:1"
+    assert cfg.pipeline.resolved_cpu_image() == "reg.io:5000/fg:abc-cpu"
+    cfg = load_config(None, ["pipeline.base_image=reg.io:5000/fg"])
+    assert cfg.pipeline.resolved_cpu_image() == "reg.io:5000/fg"
+    cfg = load_config(None, ["pipeline.base_image=fg:x-cuda", "pipeline.cpu_image=c:1"])
+    assert cfg.pipeline.resolved_cpu_image() == "c:1"
 
 
 def test_compiles_from_the_command_line(tmp_path):

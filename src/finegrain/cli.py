@@ -191,7 +191,7 @@ def run(
     ),
     out: str = typer.Option("runs/sample", "--out", help="Where every step's outputs go."),
     runner: str = typer.Option(
-        "subprocess", "--runner", help="subprocess (this Python) or docker (every step in pipeline.base_image)."
+        "subprocess", "--runner", help="subprocess (this Python) or docker (train in pipeline.base_image, every other step in pipeline.cpu_image)."
     ),
     config: str = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,

@@ -271,6 +271,15 @@ class PipelineConfig(_Section):
     cache: bool = True
     schedule_cron: str = "0 0 3 * * 1"
 
+    def resolved_cpu_image(self) -> str:
+        """The image of every task but train: cpu_image, else base_image with "-cuda" swapped for "-cpu"."""
+        if self.cpu_image:
+            return self.cpu_image
+        repo, sep, tag = self.base_image.rpartition(":")
+        if sep and "/" not in tag and tag.endswith("-cuda"):
+            return f"{repo}:{tag[: -len('-cuda')]}-cpu"
+        return self.base_image
+
 
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)

@@ -48,9 +48,8 @@ class ContainerRunError(RuntimeError):
 
 
 def images_for(cfg: Config) -> list[str]:
-    """Every image the compiled pipeline references (base_image, and cpu_image where the config has one)."""
-    p = cfg.pipeline
-    return sorted({getattr(p, field) for field in ("base_image", "cpu_image") if getattr(p, field, None)})
+    """Every image the compiled pipeline references: base_image (train) and the resolved cpu_image (the rest)."""
+    return sorted({cfg.pipeline.base_image, cfg.pipeline.resolved_cpu_image()})
 
 
 def _client():
