@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from finegrain.config import Config
+from finegrain.mlflow_support import flatten
 
 # Settings that change how fast a member trains or where its scratch goes, never what it learns.
 NOT_IN_FINGERPRINT = ("backbones", "num_workers", "cache_dir", "log_model_max_mb")
@@ -29,23 +30,13 @@ def manifest_hash(table: pd.DataFrame, class_info: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def member_provenance(cfg: Config, backbone: str, fold: int, manifest_digest: str) -> dict:
     """{"fingerprint", "manifest", "settings"} of member (backbone, fold) trained with `cfg` on that manifest."""
     train = cfg.model_dump(mode="json")["train"]
     for key in NOT_IN_FINGERPRINT:
         train.pop(key, None)
     train["backbone"] = cfg.train.backbone(backbone).model_dump(mode="json")
-    settings = {**_flatten(train, "train."), "fold": int(fold)}
+    settings = {**flatten(train, "train"), "fold": int(fold)}
     payload = json.dumps({"settings": settings, "manifest": manifest_digest}, sort_keys=True, ensure_ascii=False)
     return {
         "fingerprint": hashlib.sha256(payload.encode()).hexdigest()[:16],
