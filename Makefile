@@ -9,7 +9,7 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train bench-decode clean
 
 help:
 	@echo "make run               install if needed, then run the whole pipeline locally on the sample data"
@@ -71,7 +71,7 @@ submit-pipeline: install
 schedule: install
 	$(PY) pipelines/submit.py --config $(CONFIG) schedule
 
-bench: bench-preprocess bench-regroup bench-train
+bench: bench-preprocess bench-regroup bench-train bench-decode
 
 bench-preprocess: install
 	$(PY) bench/preprocess.py --n 4000 --side 600
@@ -82,6 +82,10 @@ bench-regroup: install
 
 bench-train: install
 	$(PY) bench/train_throughput.py
+
+bench-decode: install
+	$(PY) bench/decode.py
+	$(PY) bench/decode.py --n 100 --side 1920
 
 clean:
 	rm -rf runs local_outputs mlruns mlruns.db pipelines/training.yaml
