@@ -115,6 +115,16 @@ def test_plan_accepts_yaml_and_names_a_bad_override(tmp_path):
         _plan(tmp_path, "{}", ["train.epochz=2"], str(data))
 
 
+@pytest.mark.parametrize(
+    "text, problem", [("data: [unclosed", "neither JSON nor YAML"), ("- just\n- a list\n", "top level must be a mapping")]
+)
+def test_plan_names_a_config_text_that_is_no_config(tmp_path, text, problem):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=f"config_text: {problem}"):
+        _plan(tmp_path, text, [], str(data))
+
+
 def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_path):
     result = _artifact(dsl.Artifact, tmp_path, "result")
     report = _artifact(dsl.Markdown, tmp_path, "report")

@@ -118,6 +118,17 @@ def test_s3_stale_lock_is_taken_over(s3_bucket: str, stale: str) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_s3_lock_object_that_is_not_a_lock_is_taken_over(s3_bucket: str) -> None:
+    uri = f"{s3_bucket}/m/{LOCK_NAME}"
+    storage.write_text(uri, "not json at all")  # nothing a writer of ours wrote: no heartbeat, so stale
+    lock = S3Lock(uri, "new writer", heartbeat_s=3600).acquire(wait_s=0)
+    try:
+        assert json.loads(storage.read_text(uri))["run_id"] == lock.info["run_id"]
+    finally:
+        lock.release()
+
+
+@pytest.mark.timeout(120)
 def test_s3_live_holder_is_not_taken_over(s3_bucket: str) -> None:
     uri = f"{s3_bucket}/m/{LOCK_NAME}"
     storage.write_text(uri, json.dumps(_holder(host=socket.gethostname(), pid=os.getpid())))

@@ -210,6 +210,16 @@ def test_member_without_recorded_provenance_is_retrained(member, tmp_path, capsy
     assert "no fingerprint recorded" in capsys.readouterr().out
 
 
+def test_member_with_unreadable_metrics_is_retrained(member, tmp_path, capsys):
+    out = _copy_member(member, tmp_path)
+    (out / "metrics.json").write_text('{"backbone": "cut off mid-wri')
+    epochs = []
+    metrics = train.run(member["cfg"], str(member["prep"]), 0, BACKBONE, str(out), on_epoch_end=lambda e, r: epochs.append(e))
+    assert epochs == list(range(EPOCHS))
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert "unreadable metrics.json" in capsys.readouterr().out
+
+
 def test_checkpoint_of_other_settings_is_not_resumed(member, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
