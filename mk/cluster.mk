@@ -43,28 +43,33 @@ DOCKER_BUILDKIT ?= $(shell $(DOCKER) buildx version >/dev/null 2>&1 && echo 1 ||
 DOCKER_BUILD = base="$$(images/base.sh $(BASE_IMAGE))" && DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) \
   $(DOCKER) build --network $(DOCKER_NETWORK) --build-arg BASE_IMAGE="$$base" --build-arg GIT_SHA=$(GIT_SHA)
 
-.PHONY: images images-cpu images-cuda images-mlflow image-sizes push deploy lint-images lint-workflow _require-registry
+.PHONY: docker-engine images images-cpu images-cuda images-mlflow image-sizes push deploy lint-images lint-workflow _require-registry
 
 _require-registry:
 	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make $(MAKECMDGOALS) REGISTRY=ghcr.io/you" >&2; exit 2; }
 
 images: images-cuda images-cpu images-mlflow image-sizes
 
-images-cuda:
+# A Docker engine that answers: as root on Debian/Ubuntu without one, images/engine.sh installs docker.io and
+# debootstrap and starts `dockerd --iptables=false --bridge=none` (what this project's build machines need).
+docker-engine:
+	@DOCKER=$(DOCKER) images/engine.sh
+
+images-cuda: docker-engine
 	$(DOCKER_BUILD) -f images/Dockerfile \
 	  --build-arg VARIANT=cuda --build-arg TORCH_INDEX_URL=$(CUDA_TORCH_INDEX) \
 	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
 	  --build-arg NVIDIA_DRIVER_CAPABILITIES=compute,utility \
 	  -t $(IMAGE):$(TAG)-cuda -t $(IMAGE):latest-cuda .
 
-images-cpu:
+images-cpu: docker-engine
 	$(DOCKER_BUILD) -f images/Dockerfile \
 	  --build-arg VARIANT=cpu --build-arg TORCH_INDEX_URL=$(CPU_TORCH_INDEX) \
 	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
 	  --build-arg NVIDIA_DRIVER_CAPABILITIES= \
 	  -t $(IMAGE):$(TAG)-cpu -t $(IMAGE):latest-cpu .
 
-images-mlflow:
+images-mlflow: docker-engine
 	$(DOCKER_BUILD) -f images/mlflow.Dockerfile \
 	  --build-arg MLFLOW_VERSION=$(MLFLOW_VERSION) \
 	  -t $(MLFLOW_IMAGE):$(MLFLOW_VERSION) .
