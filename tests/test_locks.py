@@ -102,25 +102,15 @@ def test_s3_second_writer_is_refused_then_gets_the_released_lock(s3_bucket: str)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("stale", ["old heartbeat", "dead pid on this host"])
+@pytest.mark.parametrize("stale", ["old heartbeat", "dead pid on this host", "not a lock"])
 def test_s3_stale_lock_is_taken_over(s3_bucket: str, stale: str) -> None:
     uri = f"{s3_bucket}/m/{LOCK_NAME}"
     if stale == "old heartbeat":
-        holder = _holder(heartbeat=time.time() - 10_000)
-    else:
-        holder = _holder(host=socket.gethostname(), pid=_dead_pid())
-    storage.write_text(uri, json.dumps(holder))
-    lock = S3Lock(uri, "new writer", heartbeat_s=3600).acquire(wait_s=0)
-    try:
-        assert json.loads(storage.read_text(uri))["run_id"] == lock.info["run_id"]
-    finally:
-        lock.release()
-
-
-@pytest.mark.timeout(120)
-def test_s3_lock_object_that_is_not_a_lock_is_taken_over(s3_bucket: str) -> None:
-    uri = f"{s3_bucket}/m/{LOCK_NAME}"
-    storage.write_text(uri, "not json at all")  # nothing a writer of ours wrote: no heartbeat, so stale
+        storage.write_text(uri, json.dumps(_holder(heartbeat=time.time() - 10_000)))
+    elif stale == "dead pid on this host":
+        storage.write_text(uri, json.dumps(_holder(host=socket.gethostname(), pid=_dead_pid())))
+    else:  # nothing a writer of ours wrote: no heartbeat, so stale
+        storage.write_text(uri, "not json at all")
     lock = S3Lock(uri, "new writer", heartbeat_s=3600).acquire(wait_s=0)
     try:
         assert json.loads(storage.read_text(uri))["run_id"] == lock.info["run_id"]
