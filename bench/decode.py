@@ -24,8 +24,8 @@ import numpy as np
 def make_jpegs(n: int, side: int, seed: int = 0) -> list[bytes]:
     from PIL import Image
 
-    from finegrain.data.sample import CLASS_SPECS
-    from finegrain.data.synthetic_cars import render, sample_scene
+    from finegrain.sample.generate import CLASS_SPECS
+    from finegrain.sample.synthetic_cars import render, sample_scene
 
     rng = np.random.default_rng(seed)
     specs = list(CLASS_SPECS.values())

@@ -37,8 +37,8 @@ from PIL import Image
 def make_images(
     root: Path, n: int, seed: int = 0, side: int = 0
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    from finegrain.data.sample import CLASS_SPECS
-    from finegrain.data.synthetic_cars import render, sample_scene, vary_details
+    from finegrain.sample.generate import CLASS_SPECS
+    from finegrain.sample.synthetic_cars import render, sample_scene, vary_details
 
     rng = np.random.default_rng(seed)
     specs = list(CLASS_SPECS.values())
@@ -107,7 +107,7 @@ def run_finegrain(root: Path, workers: int, distance: int) -> dict:
     the pixel confirmation (what preprocess merges), with the time of each phase.
     """
     from finegrain.config import Config
-    from finegrain.data.dedup import connected_groups
+    from finegrain.preprocess.dedup.hashing import connected_groups
     from finegrain.steps.preprocess import confirm_candidates, find_candidates, scan_table, worker_pool
 
     cfg = Config()

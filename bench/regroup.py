@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.decomposition import PCA
     from sklearn.metrics import adjusted_rand_score
 
-    from finegrain.regrouping import Regrouper
+    from finegrain.posthoc.regrouping import Regrouper
 
     emb, labels, probs, planted = make_planted(args.n, args.dim, args.classes, args.seed)
     print(f"data: {args.n} x {args.dim} embeddings, {args.classes} classes, {len(planted)} planted groups")

@@ -1,4 +1,4 @@
-"""Thin KFP v2 components, one per step: each calls `finegrain.steps.*` through `finegrain.component_io`.
+"""Thin KFP v2 components, one per step: each calls `finegrain.steps.*` through `finegrain.orchestration.kfp_adapter`.
 
 All components run on one image (`images/`). The image named here is only the default baked in at import;
 `pipelines/training.py` swaps in `pipeline.base_image` from the config when it builds the pipeline.

@@ -21,14 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from finegrain.component_io import config_to_text  # noqa: E402
-from finegrain.config import Config, load_config  # noqa: E402
-from finegrain.fingerprint import code_version  # noqa: E402
-from pipelines.training import compile_pipeline, member_items  # noqa: E402
+from finegrain.config import Config, config_to_text, load_config
+from finegrain.orchestration.fingerprint import code_version
+from pipelines.training import compile_pipeline, member_items
 
 
 def image_for_tag(cfg: Config, tag: str, registry: str = "", variant: str = "cuda") -> str:

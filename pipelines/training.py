@@ -13,23 +13,18 @@ import copy
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # so `components` imports when run as a script
-    sys.path.insert(0, str(ROOT))
+from kfp import compiler, dsl, kubernetes
 
-from kfp import compiler, dsl, kubernetes  # noqa: E402
-
-from components.calibrate.component import calibrate  # noqa: E402
-from components.ensemble.component import ensemble  # noqa: E402
-from components.plan.component import plan_run  # noqa: E402
-from components.preprocess.component import preprocess  # noqa: E402
-from components.regroup.component import regroup  # noqa: E402
-from components.submit.component import submit  # noqa: E402
-from components.tracking.component import end_run, start_run  # noqa: E402
-from components.train.component import train  # noqa: E402
-from finegrain.component_io import config_to_text  # noqa: E402
-from finegrain.config import Config, load_config  # noqa: E402
-from finegrain.pipeline_run import member_items  # noqa: E402
+from components.calibrate.component import calibrate
+from components.ensemble.component import ensemble
+from components.plan.component import plan_run
+from components.preprocess.component import preprocess
+from components.regroup.component import regroup
+from components.submit.component import submit
+from components.tracking.component import end_run, start_run
+from components.train.component import train
+from finegrain.config import Config, config_to_text, load_config
+from finegrain.orchestration.plan import member_items
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 POD_LABEL = (

@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests must never write to a developer's ./mlruns.db or a real tracking server by accident.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import MlflowServer, S3Server
+from tests.support.servers import MlflowServer, S3Server
 
 _S3_ENV_KEYS = (
     "FINEGRAIN_S3_ENDPOINT",
@@ -122,7 +120,7 @@ def mlflow_server(
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generated sample dataset (Hecto layout), made once per session."""
-    from finegrain.data.sample import make_sample  # lazy: only tests that need data pay for it
+    from finegrain.sample.generate import make_sample  # lazy: only tests that need data pay for it
 
     root = tmp_path_factory.mktemp("sample")
     result = make_sample(root)

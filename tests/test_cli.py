@@ -9,6 +9,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from finegrain.cli import app
+from tests.support.paths import REPO
 
 runner = CliRunner()
 COMMANDS = sorted(typer.main.get_command(app).commands)
@@ -22,7 +23,7 @@ ARGS = {
     "submit": ["--ensemble", "e", "--out", "o"],
     "run": ["--out", "o"],
 }
-STEP_MODULE = {"run": "finegrain.local_run"}
+STEP_MODULE = {"run": "finegrain.orchestration.local"}
 
 
 def test_every_documented_command_exists() -> None:
@@ -72,7 +73,6 @@ def test_wrong_type_and_missing_file_exit_2(command: str, tmp_path) -> None:
 
 # ---- expected failures: one line on stderr naming the file or URI, exit 2, no traceback
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 QUIET = ["--config", str(REPO / "configs" / "sample.yaml"), "--set", "tracking.enabled=false"]
 
 
@@ -135,7 +135,7 @@ def test_storage_error_exits_2_naming_the_uri(tmp_path, monkeypatch) -> None:
 
 
 def test_run_into_an_out_another_run_is_writing_exits_2_naming_it(tmp_path) -> None:
-    from finegrain.locks import LOCK_NAME, hold_lock
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
 
     out = tmp_path / "run"
     with hold_lock(str(out / LOCK_NAME), "the first finegrain run") as first:

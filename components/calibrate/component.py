@@ -18,7 +18,7 @@ def calibrate(
     metrics: Output[Metrics],
 ) -> str:
     """Run finegrain.steps.calibrate; the UI gets the reliability diagram and the before/after table."""
-    from finegrain import component_io
+    from finegrain.orchestration import kfp_adapter as component_io
 
     return component_io.run_calibrate(
         config_text,

@@ -20,7 +20,7 @@ def ensemble(
     metrics: Output[Metrics],
 ) -> str:
     """Run finegrain.steps.ensemble; the UI gets the weights table and the ensemble's OOF LogLoss."""
-    from finegrain import component_io
+    from finegrain.orchestration import kfp_adapter as component_io
 
     return component_io.run_ensemble(
         config_text,

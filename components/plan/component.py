@@ -17,13 +17,13 @@ def plan_run(
     code_version: OutputPath(str),
     work_root: OutputPath(str),
 ) -> list:
-    """Run finegrain.pipeline_run.plan_run; returns the [{backbone, fold}] items the train loop fans out over.
+    """Run finegrain.orchestration.plan.plan_run; returns the [{backbone, fold}] items the train loop fans out over.
 
     The list is the return value (output `Output`) because kfp.local 2.17 resolves a ParallelFor over a task
     output only when that output is named `Output`."""
     from pathlib import Path
 
-    from finegrain.pipeline_run import plan_run as plan
+    from finegrain.orchestration.plan import plan_run as plan
 
     p = plan(config_text, overrides, data_uri)
     for path, key in (

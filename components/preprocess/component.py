@@ -17,7 +17,7 @@ def preprocess(
     report: Output[Markdown],
 ) -> str:
     """Run finegrain.steps.preprocess; `data_hash` and `code_version` are cache keys, not used otherwise."""
-    from finegrain import component_io
+    from finegrain.orchestration import kfp_adapter as component_io
 
     return component_io.run_preprocess(
         config_text,

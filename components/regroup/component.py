@@ -17,7 +17,7 @@ def regroup(
     page: Output[HTML],
 ) -> str:
     """Run finegrain.steps.regroup over every member's out-of-fold embeddings."""
-    from finegrain import component_io
+    from finegrain.orchestration import kfp_adapter as component_io
 
     return component_io.run_regroup(
         config_text,

@@ -20,7 +20,7 @@ def submit(
     check: Output[Markdown],
 ) -> str:
     """Run finegrain.steps.submit; the UI gets the check summary; the ensemble goes to the model registry."""
-    from finegrain import component_io
+    from finegrain.orchestration import kfp_adapter as component_io
 
     return component_io.run_submit(
         config_text,

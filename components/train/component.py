@@ -20,7 +20,7 @@ def train(
     confusion: Output[ClassificationMetrics],
 ) -> str:
     """Run finegrain.steps.train for one member and publish its metrics to the KFP UI."""
-    from finegrain import component_io
+    from finegrain.orchestration import kfp_adapter as component_io
 
     return component_io.run_train(
         preprocess.path, backbone, fold, member.path, member.metadata, metrics, confusion

@@ -88,7 +88,7 @@ def make_sample(
     seed: int = typer.Option(0, help="Generator seed (the bundled data uses 0)."),
 ) -> None:
     """Generate the small synthetic fine-grained dataset (Hecto layout) with planted problems and an answer key."""
-    from finegrain.data.sample import make_sample as _make
+    from finegrain.sample.generate import make_sample as _make
 
     with _reported_errors():
         key = _make(out, seed=seed)
@@ -199,8 +199,8 @@ def run(
     """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
     cfg = _config(config, set_)
     from finegrain import storage
-    from finegrain.local_run import run_pipeline_locally
-    from finegrain.locks import LOCK_NAME, hold_lock
+    from finegrain.orchestration.local import run_pipeline_locally
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
 
     # kfp.local has already printed a failing task's own traceback; this adds the one-line reason.
     with _reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError

@@ -15,10 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from finegrain import storage
-from finegrain.calibration import make_scaler
 from finegrain.config import Config
-from finegrain.members import load_members
 from finegrain.metrics import accuracy, ece, log_loss, reliability_bins, softmax
+from finegrain.posthoc.calibration import make_scaler
+from finegrain.posthoc.members import load_members
 from finegrain.tracking import Tracker
 
 

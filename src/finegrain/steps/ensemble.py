@@ -18,11 +18,11 @@ from collections import defaultdict
 import numpy as np
 
 from finegrain import storage
-from finegrain.calibration import scaler_from_dict
 from finegrain.config import Config
-from finegrain.ensembling import METHODS, HierarchicalTempering, WeightedEnsemble, groups_to_index
-from finegrain.members import Member, load_members, save_npz
 from finegrain.metrics import log_loss, softmax
+from finegrain.posthoc.calibration import scaler_from_dict
+from finegrain.posthoc.ensembling import METHODS, HierarchicalTempering, WeightedEnsemble, groups_to_index
+from finegrain.posthoc.members import Member, load_members, save_npz
 from finegrain.tracking import Tracker
 
 

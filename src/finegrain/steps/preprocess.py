@@ -25,15 +25,15 @@ import pyarrow.parquet as pq
 
 from finegrain import storage
 from finegrain.config import Config, save_config
-from finegrain.data import dedup
-from finegrain.data.confirm import confirm_pairs
-from finegrain.data.folds import assign_folds, fold_balance
 from finegrain.data.layouts import read_dataset
-from finegrain.data.noise import find_noisy_labels, load_oof
-from finegrain.data.prep_report import render_report
-from finegrain.data.statuses import assign_statuses, suggest_merges
-from finegrain.data.validate import scan_images
-from finegrain.workers import (
+from finegrain.preprocess.dedup import hashing as dedup
+from finegrain.preprocess.dedup.confirm import confirm_pairs
+from finegrain.preprocess.folds import assign_folds, fold_balance
+from finegrain.preprocess.noise import find_noisy_labels, load_oof
+from finegrain.preprocess.report import render_report
+from finegrain.preprocess.statuses import assign_statuses, suggest_merges
+from finegrain.preprocess.validate import scan_images
+from finegrain.preprocess.workers import (
     UnreadableFilesError,
     map_batches,
     storage_rounds,

@@ -18,9 +18,9 @@ import numpy as np
 
 from finegrain import storage
 from finegrain.config import Config, save_config
-from finegrain.members import Member, load_members
 from finegrain.metrics import softmax
-from finegrain.regrouping import Regrouper, groups_html, plot_groups
+from finegrain.posthoc.members import Member, load_members
+from finegrain.posthoc.regrouping import Regrouper, groups_html, plot_groups
 from finegrain.tracking import Tracker
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from finegrain import storage
 from finegrain.config import Config, endpoint_problem, save_config
 from finegrain.data.layouts import read_dataset
-from finegrain.members import load_npz
-from finegrain.submission import (
+from finegrain.posthoc.members import load_npz
+from finegrain.posthoc.submission import (
     SubmissionError,
     build_submission,
     check_json,

@@ -38,8 +38,8 @@ from finegrain.data.loader import (
     resolve_image_uris,
 )
 from finegrain.data.transforms import DeviceNormalizer, EvalPreset, TrainPreset
-from finegrain.locks import LOCK_NAME, LocalLock, S3Lock, hold_lock
 from finegrain.metrics import accuracy, log_loss, softmax
+from finegrain.storage.locks import LOCK_NAME, LocalLock, S3Lock, hold_lock
 from finegrain.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from finegrain.training.loop import autocast, predict, train_one_epoch, warmup_cosine
 from finegrain.training.provenance import manifest_hash, member_provenance, mismatch

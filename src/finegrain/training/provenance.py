@@ -14,8 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from finegrain.config import Config
-from finegrain.mlflow_support import flatten
+from finegrain.config import Config, flatten
 
 # Settings that change how fast a member trains or where its scratch goes, never what it learns.
 NOT_IN_FINGERPRINT = ("backbones", "num_workers", "cache_dir", "log_model_max_mb")

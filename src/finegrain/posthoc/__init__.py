@@ -1,0 +1,1 @@
+"""Fitting after training: calibration, ensembling, regrouping, the submission file, member outputs."""

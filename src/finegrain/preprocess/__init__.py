@@ -1,0 +1,1 @@
+"""Preprocessing: validate and hash every image, find duplicates, statuses, folds, the report."""

@@ -1,0 +1,1 @@
+"""Near-duplicate machinery: perceptual hashes, candidate search, the pixel confirmation."""

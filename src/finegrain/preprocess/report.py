@@ -1,0 +1,120 @@
+"""report.md of the preprocess step: what was found in the data and what was done about it (shown in the KFP UI)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from finegrain.config import Config
+from finegrain.preprocess.dedup import pair_check
+
+STATUSES = ("ok", "duplicate", "near_duplicate", "corrupt", "cross_class_conflict", "noisy")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (no tabulate dependency)."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def render_report(
+    manifest: pd.DataFrame,
+    ds,
+    pairs: pd.DataFrame,
+    conflicts: list[dict],
+    suggestions: list[dict],
+    noisy: list[dict],
+    balance: pd.DataFrame,
+    fold_warnings: list[str],
+    cfg: Config,
+) -> str:
+    pp = cfg.preprocess
+    train = manifest[manifest.split == "train"]
+    out = [
+        "# Preprocess report",
+        "",
+        f"Dataset `{ds.root}` ({ds.layout} layout): {len(train)} train and {int((manifest.split == 'test').sum())} "
+        f"test images, {len(ds.classes)} classes before merges, {manifest.class_name[manifest.class_name != ''].nunique()} "
+        f"after. Files skipped (not images / not listed): {len(ds.skipped)}.",
+        "",
+        "## Status counts",
+        "",
+        _table(
+            pd.DataFrame(
+                [{"status": s, "train": int((train.status == s).sum()),
+                  "test": int(((manifest.split == "test") & (manifest.status == s)).sum())} for s in STATUSES]
+            )
+        ),  # fmt: skip
+        "",
+        f"Rows used for training (status ok, with a fold): {int((manifest.fold >= 0).sum())}.",
+        "",
+        "## Images per class",
+        "",
+    ]
+    per_class = (
+        train.groupby("label")
+        .agg(class_name=("class_name", "first"), images=("path", "size"), training=("fold", lambda f: int((f >= 0).sum())))
+        .reset_index()
+    )
+    out += [_table(per_class), ""]
+
+    out += ["## Duplicate groups", ""]
+    grouped = manifest[manifest.dup_group >= 0].sort_values(["dup_group", "path"])
+    if grouped.empty:
+        out.append("None found.")
+    for g, rows in grouped.groupby("dup_group", sort=True):
+        out.append(f"- group {g}: " + "; ".join(f"`{r.path}` ({r.split} {r.label or ''}, {r.status})" for r in rows.itertuples()))
+    rejected = pairs[~pairs["same"]] if len(pairs) else pairs
+    out += [
+        "",
+        f"Near-duplicate candidates (pHash distance <= {pp.near_dup_distance}): {len(pairs)}; confirmed "
+        f"{int(pairs['same'].sum()) if len(pairs) else 0}; rejected as different pictures {len(rejected)} "
+        f"(need NCC >= {pp.confirm_min_similarity}, 256-bit DCT distance <= {pp.confirm_distance}, local block "
+        f"difference <= {pp.confirm_max_local_diff} on 3x3 blocks when aligned by the geometry the sizes imply, "
+        f"<= {pp.confirm_max_local_diff * pair_check.SEARCH_BAR:.3f} on 6x6 blocks after the general search).",
+    ]
+    if len(rejected):
+        shown = rejected.sort_values("ncc", ascending=False).head(20)
+        out += ["", "Closest rejected candidates:", ""]
+        out.append(_table(pd.DataFrame({
+            "a": [manifest.at[a, "path"] for a in shown.a], "b": [manifest.at[b, "path"] for b in shown.b],
+            "ncc": shown.ncc.round(3), "dct_distance": shown.dct_distance, "local_diff": shown.local_diff.round(3),
+        })))  # fmt: skip
+
+    out += ["", "## Cross-class conflicts", ""]
+    if not conflicts:
+        out.append("None.")
+    for c in conflicts:
+        action = "dropped from training" if c["dropped"] else "kept (drop_cross_class_conflicts=false)"
+        out.append(f"- group {c['dup_group']} ({' / '.join(c['classes'])}), {action}: "
+                   + ", ".join(f"`{p}`" for p in c["paths"]))  # fmt: skip
+
+    out += ["", "## Class merges", "", f"Declared aliases: {dict(cfg.data.aliases) or 'none'}.", ""]
+    if suggestions:
+        applied = "applied" if pp.apply_suggested_merges else "not applied (preprocess.apply_suggested_merges=false)"
+        out += [f"Suggested merges ({applied}):", "", _table(pd.DataFrame(suggestions))]
+    else:
+        out.append(f"No further pairs share >= {pp.suggest_merge_fraction:.0%} of their images.")
+
+    out += ["", "## Noisy labels", ""]
+    if not pp.noise_oof:
+        out.append("Not checked (preprocess.noise_oof not set).")
+    elif not noisy:
+        out.append(f"None flagged by {pp.noise_method} on `{pp.noise_oof}`.")
+    else:
+        out += [f"{len(noisy)} flagged by {pp.noise_method} on `{pp.noise_oof}` (excluded from training):", "",
+                _table(pd.DataFrame(noisy))]  # fmt: skip
+
+    out += ["", "## Corrupt files", ""]
+    bad = manifest[manifest.status == "corrupt"]
+    out.append("None." if bad.empty else _table(bad[["path", "reason"]]))
+    converted = manifest[(manifest.status != "corrupt") & manifest.reason.str.contains("converted|flattened|EXIF|scaled")]
+    if len(converted):
+        out += ["", "Usable after in-memory conversion:", "", _table(converted[["path", "reason"]])]
+
+    out += ["", f"## Fold balance ({cfg.data.folds} folds, seed {cfg.data.seed})", ""]
+    out += [f"- warning: {w}" for w in fold_warnings]
+    out += ["", _table(balance.reset_index()), ""]
+    return "\n".join(out)

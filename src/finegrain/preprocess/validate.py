@@ -1,0 +1,97 @@
+"""Read and validate the dataset's files for the preprocess scan: sha256, verdict, size, pHashes, thumbnail.
+
+Validity is decided by finegrain.data.decode (the decoder training and serving use): `check_image` there
+never raises on bad input; it returns status "ok" or "corrupt" and a reason. A file whose bytes cannot be
+read is not judged at all (see read_file): storage failures are never an image status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from finegrain.data.decode import CheckedImage, check_image
+
+__all__ = ["CheckedImage", "check_image", "read_file", "scan_image", "scan_images"]
+
+# Read failures that another attempt cannot fix: the file is gone or forbidden. Anything else (S3 down after
+# the storage layer's retries, a network file system's EIO) may pass, so the batch is rerun later.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from finegrain.storage import s3client
+
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, s3client.StorageError):
+        # retry() wraps the last error as __cause__: transient ones (refused, reset, 5xx) ran out of retries,
+        # the rest (access denied, no endpoint configured) will not change by waiting.
+        return exc.__cause__ is not None and s3client.is_transient(exc.__cause__)
+    return isinstance(exc, OSError)
+
+
+def read_file(uri: str) -> tuple[bytes | None, str]:
+    """(bytes, "") or (None, why) for a file that cannot be read for good (missing, permission, a directory).
+
+    Raises TransientReadError when the read may succeed later. Either way it is the storage's problem, not the
+    file's: the caller must never turn it into an image status.
+    """
+    from finegrain import storage
+    from finegrain.preprocess.workers import TransientReadError
+
+    try:
+        return storage.read_bytes(uri), ""
+    except Exception as exc:  # noqa: BLE001 - sorted into "retry later" and "cannot be read", both reported
+        why = f"{type(exc).__name__}: {exc}"
+        if _is_transient(exc):
+            raise TransientReadError(uri, why) from None
+        return None, why
+
+
+def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
+    """Everything preprocess needs from each file: sha256, status/reason, size, pHashes and thumbnail.
+
+    Runs in worker processes on a chunk of files at a time (the pHashes of a chunk are one vectorised DCT), so it
+    takes and returns plain picklable values. A file that cannot be read for good gets status "unread" (the
+    caller fails the step on it: never a manifest status); one whose read may pass later raises
+    TransientReadError for the whole chunk.
+    """
+    from finegrain.preprocess.dedup.hashing import THUMB, hash_hex, phashes, small_grays
+
+    out, smalls = [], []
+    for uri in uris:
+        data, read_error = read_file(uri)  # a transient failure raises: the whole batch is rerun later
+        # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side, and no colour: a
+        # JPEG is decoded at a reduced DCT scale, luma only (the pair check decodes its candidates again, in full).
+        checked = (
+            check_image(data, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
+            if data is not None
+            else CheckedImage("unread", read_error)
+        )
+        row = {
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else "",
+            "nbytes": len(data) if data is not None else 0,
+            "status": checked.status,
+            "reason": checked.reason,
+            "width": checked.width,
+            "height": checked.height,
+            "phash": "",
+            "phash_inner": "",
+            "thumb": None,
+        }
+        if checked.image is not None:
+            small, row["thumb"] = small_grays(checked.image)
+            smalls.append((row, small))
+        out.append(row)
+    if smalls:
+        hashes = phashes(np.stack([small for _, small in smalls]))
+        for (row, _), (whole, inner) in zip(smalls, hashes.tolist()):
+            row["phash"], row["phash_inner"] = hash_hex(whole), hash_hex(inner)
+    return out
+
+
+def scan_image(uri: str, max_pixels: int, min_side: int) -> dict:
+    """scan_images for one file."""
+    return scan_images([uri], max_pixels, min_side)[0]

@@ -1,0 +1,171 @@
+"""Component layer: each KFP component's `python_func` called directly, with real artifact objects.
+
+Checks what the wrapper adds on top of its step: the outputs mirrored into the artifact directory, the
+pointer to the work URI, and the Kubeflow UI artifacts (Markdown, HTML, Metrics).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+
+from components.calibrate.component import calibrate  # noqa: E402
+from components.ensemble.component import ensemble  # noqa: E402
+from components.plan.component import plan_run  # noqa: E402
+from components.preprocess.component import preprocess  # noqa: E402
+from components.regroup.component import regroup  # noqa: E402
+from components.tracking.component import end_run, start_run  # noqa: E402
+from finegrain.config import ConfigError, config_to_text, load_config  # noqa: E402
+from finegrain.orchestration.kfp_adapter import parent_run_id, read_run_context
+from tests.support.paths import REPO as ROOT
+from tests.support.synthetic_members import make_members  # noqa: E402
+
+
+def _artifact(kind, tmp_path: Path, name: str):
+    return kind(name=name, uri=str(tmp_path / "kfp" / name), metadata={})
+
+
+@pytest.fixture()
+def config_text(tmp_path):
+    cfg = load_config(ROOT / "configs/sample.yaml", ["tracking.enabled=false", "regroup.perplexity=5"])
+    return config_to_text(cfg)
+
+
+def test_start_run_leaves_the_run_id_in_the_work_root(config_text, tmp_path):
+    work = str(tmp_path / "work")
+    assert parent_run_id(work) == ""  # no parent run opened yet: steps log without one
+    assert start_run.python_func(config_text, "p", "hash", "v1", work, "kfp-1") == ""
+    assert parent_run_id(work) == ""  # tracking off: no parent, downstream steps log nothing
+    assert json.loads((tmp_path / "work" / "mlflow_parent_run.json").read_text())["kfp_run_id"] == "kfp-1"
+
+
+def _status(state: str) -> dsl.PipelineTaskFinalStatus:
+    return dsl.PipelineTaskFinalStatus(
+        state=state, pipeline_job_resource_name="job", pipeline_task_name="exit-handler-1",
+        error_code=None if state == "SUCCEEDED" else 1, error_message=None,
+    )
+
+
+@pytest.mark.parametrize(
+    "state, expected", [("SUCCEEDED", "FINISHED"), ("FAILED", "FAILED"), ("CANCELLED", "KILLED")]
+)
+def test_exit_task_ends_the_parent_run_with_the_pipeline_status(state, expected, sqlite_tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg = load_config(ROOT / "configs/sample.yaml", [f"tracking.uri={sqlite_tracking_uri}"])
+    text = config_to_text(cfg)
+    work = str(tmp_path / "work")
+    parent = start_run.python_func(text, "p", "hash", "v1", work, "kfp-7")
+    other = start_run.python_func(text, "q", "hash", "v1", str(tmp_path / "w2"), "kfp-8")  # another pipeline run
+    client = MlflowClient(tracking_uri=sqlite_tracking_uri)
+    assert parent and parent_run_id(work) == parent and client.get_run(parent).info.status == "RUNNING"
+    # the exit task sees the pipeline's parameters (raw config + overrides), not the planned config
+    assert end_run.python_func(text, ["train.epochs=1"], "kfp-7", _status(state)) == parent
+    assert client.get_run(parent).info.status == expected
+    assert client.get_run(other).info.status == "RUNNING"
+
+
+def test_exit_task_tolerates_a_config_that_never_resolved(config_text):
+    assert end_run.python_func(config_text, ["train.no_such_key=1"], "kfp-9", _status("FAILED")) == ""
+
+
+def _plan(tmp_path, config_text: str, overrides: list, data_uri: str) -> tuple[list, dict]:
+    outs = {k: str(tmp_path / "plan" / k) for k in ("config", "data", "data_hash", "code_version", "work_root")}
+    members = plan_run.python_func(config_text, overrides, data_uri, **outs)
+    return members, {k: Path(v).read_text(encoding="utf-8") for k, v in outs.items()}
+
+
+def test_plan_resolves_overrides_fingerprints_data_and_fans_out(config_text, tmp_path):
+    data = tmp_path / "data"
+    (data / "train" / "a").mkdir(parents=True)
+    (data / "train" / "a" / "x.jpg").write_bytes(b"one")
+    members, out = _plan(tmp_path, config_text, ["data.folds=3", "train.backbones=[resnet10t]"], str(data))
+    assert members == [{"backbone": "resnet10t", "fold": k} for k in range(3)]  # the run's config, not compile time
+    cfg = json.loads(out["config"])
+    assert cfg["data"]["folds"] == 3 and cfg["data"]["uri"] == str(data) == out["data"]
+    assert out["work_root"].startswith(cfg["pipeline"]["work_root"].rstrip("/") + "/")
+
+    def again(overrides=("data.folds=3", "train.backbones=[resnet10t]")):
+        return _plan(tmp_path, config_text, list(overrides), str(data))[1]
+
+    assert again()["work_root"] == out["work_root"]  # unchanged data and config: the same work root
+    assert again([*["data.folds=3", "train.backbones=[resnet10t]"], "tracking.experiment=x"])["work_root"] == (
+        out["work_root"]
+    )  # a tracking setting changes no output
+    assert again(["data.folds=4", "train.backbones=[resnet10t]"])["work_root"] != out["work_root"]
+    (data / "train" / "a" / "y.jpg").write_bytes(b"two")  # new images: new hash, new work root
+    changed = again()
+    assert changed["data_hash"] != out["data_hash"] and changed["work_root"] != out["work_root"]
+    (data / "train" / "a" / "y.jpg").write_bytes(b"TWO")  # same size, other content
+    assert again()["data_hash"] != changed["data_hash"]
+
+
+def test_plan_accepts_yaml_and_names_a_bad_override(tmp_path):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    (data / "train" / "a" / "x.jpg").write_bytes(b"one")
+    members, out = _plan(tmp_path, "data:\n  folds: 2\ntrain:\n  backbones: [a, b]\n", [], str(data))
+    assert [(m["backbone"], m["fold"]) for m in members] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    with pytest.raises(ConfigError, match="train.epochz"):
+        _plan(tmp_path, "{}", ["train.epochz=2"], str(data))
+
+
+@pytest.mark.parametrize(
+    "text, problem", [("data: [unclosed", "neither JSON nor YAML"), ("- just\n- a list\n", "top level must be a mapping")]
+)
+def test_plan_names_a_config_text_that_is_no_config(tmp_path, text, problem):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=f"config_text: {problem}"):
+        _plan(tmp_path, text, [], str(data))
+
+
+def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_path):
+    result = _artifact(dsl.Artifact, tmp_path, "result")
+    report = _artifact(dsl.Markdown, tmp_path, "report")
+    summary = json.loads(
+        preprocess.python_func(config_text, str(sample_dir), "hash", "v1", str(tmp_path / "work"), result, report)
+    )
+    work = tmp_path / "work" / "preprocess"
+    for name in ("manifest.parquet", "classes.json", "report.md", "summary.json"):
+        assert (work / name).exists() and (Path(result.path) / name).exists(), name
+    assert json.loads((Path(result.path) / "source.json").read_text())["work_uri"] == str(work)
+    assert Path(report.path).read_text(encoding="utf-8").startswith("# Preprocess report")
+    assert result.metadata["data_hash"] == "hash" and summary["status"]["corrupt"] >= 1
+    # the train loop gets the config and work root through this artifact (see components/train)
+    assert read_run_context(result.path) == (config_text, str(tmp_path / "work"))
+
+
+@pytest.fixture()
+def members(tmp_path):
+    uris = make_members(tmp_path, n_classes=9, n_per_class=20, backbones=("a", "b"), folds=2)
+    return [dsl.Artifact(name=f"m{i}", uri=u, metadata={}) for i, u in enumerate(uris)]
+
+
+def test_post_training_components_fill_the_ui_artifacts(config_text, members, tmp_path):
+    work = str(tmp_path / "work")
+    start_run.python_func(config_text, "p", "hash", "v1", work, "kfp-1")
+
+    groups, page = _artifact(dsl.Artifact, tmp_path, "groups"), _artifact(dsl.HTML, tmp_path, "tsne")
+    regroup.python_func(config_text, members, work, groups, page)
+    html = Path(page.path).read_text(encoding="utf-8")
+    assert html.startswith("<!doctype html>") or "<html" in html
+    assert "data:image/png;base64," in html  # self-contained: the plot is embedded
+    assert json.loads((Path(groups.path) / "groups.json").read_text())["groups"]
+
+    cal, cal_page = _artifact(dsl.Artifact, tmp_path, "cal"), _artifact(dsl.HTML, tmp_path, "reliability")
+    cal_metrics = _artifact(dsl.Metrics, tmp_path, "cal_metrics")
+    calibrate.python_func(config_text, members, work, cal, cal_page, cal_metrics)
+    assert "data:image/png;base64," in Path(cal_page.path).read_text(encoding="utf-8")
+    assert cal_metrics.metadata["mean_nll_after"] < cal_metrics.metadata["mean_nll_before"]
+    # a Metrics artifact needs a file too: kfp.local treats a cached output without one as a cache miss
+    assert json.loads(Path(cal_metrics.path).read_text()) == cal_metrics.metadata
+
+    ens, report = _artifact(dsl.Artifact, tmp_path, "ens"), _artifact(dsl.Markdown, tmp_path, "weights")
+    ens_metrics = _artifact(dsl.Metrics, tmp_path, "ens_metrics")
+    ensemble.python_func(config_text, members, cal, groups, work, ens, report, ens_metrics)
+    assert (Path(ens.path) / "test_probs.npz").exists()
+    assert ens_metrics.metadata["ensemble_oof_logloss"] <= ens_metrics.metadata["uniform_oof_logloss"] + 1e-9
+    assert json.loads(Path(ens_metrics.path).read_text()) == ens_metrics.metadata
+    assert "weight" in Path(report.path).read_text(encoding="utf-8").lower()

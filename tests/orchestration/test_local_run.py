@@ -1,0 +1,207 @@
+"""The whole pipeline through kfp.local on the generated sample data (the same pipeline function as on the cluster).
+
+Small settings (one backbone, 1 epoch, 64 px, a few steps) keep it to a few minutes on 2 cores; `make run` uses the full
+sample config. Then, on the same outputs: a rerun after images were added re-plans, preprocesses and
+retrains every member, and a third, unchanged run is served from the cache (only the plan and the parent-run
+tasks run). The tests in this module share those runs and run in file order.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finegrain.config import load_config  # noqa: E402
+from tests.support.paths import REPO as ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(sample_dir, tmp_path_factory) -> Path:
+    """A private copy of the sample: a test below adds images to it."""
+    return Path(shutil.copytree(sample_dir, tmp_path_factory.mktemp("data") / "sample"))
+
+
+@pytest.fixture(scope="module")
+def local_run(dataset, tmp_path_factory, monkeypatch_module):
+    from finegrain.orchestration.local import run_pipeline_locally
+
+    out = tmp_path_factory.mktemp("run")
+    monkeypatch_module.chdir(out)  # the relative sqlite:/// tracking store lands in the run directory
+    cfg = load_config(
+        ROOT / "configs/sample.yaml",
+        [
+            # one backbone, two folds: the reruns below retrain every member, so each member costs three times
+            "train.backbones=[{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}]",
+            "train.epochs=1",
+            "train.image_size=64",
+            "train.batch_size=16",
+            "train.max_steps_per_epoch=6",
+            "train.tta=[identity, hflip]",
+            "regroup.perplexity=5",
+            f"tracking.uri=sqlite:///{out}/mlruns.db",
+        ],
+    )
+    summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out / "outputs"))
+    return cfg, out / "outputs", summary
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_layout_matches_the_design(local_run):
+    cfg, out, _ = local_run
+    for rel in ["preprocess/manifest.parquet", "preprocess/classes.json", "preprocess/report.md",
+                "regroup/groups.json", "regroup/tsne.png", "calibrate/calibration.json", "calibrate/reliability.png",
+                "ensemble/ensemble.json", "ensemble/test_probs.npz", "submit/submission.csv",
+                "submit/submission_check.json"]:
+        assert (out / rel).exists(), rel
+    for b in cfg.train.backbones:
+        for k in range(cfg.data.folds):
+            for name in ["model.pt", "oof.npz", "test.npz", "metrics.json", "config.yaml"]:
+                assert (out / "train" / b.name / f"fold{k}" / name).exists(), (b.name, k, name)
+
+
+def test_submission_is_valid_and_complete(local_run, sample_dir):
+    _, out, summary = local_run
+    assert summary["submission_valid"]
+    sub = pd.read_csv(out / "submit" / "submission.csv", encoding="utf-8-sig")
+    sample = pd.read_csv(sample_dir / "sample_submission.csv", encoding="utf-8-sig")
+    assert list(sub.columns) == list(sample.columns)
+    assert list(sub["ID"]) == list(sample["ID"])
+    assert (sub.drop(columns="ID").sum(axis=1) - 1).abs().max() < 1e-6
+
+
+def test_planted_problems_are_reported(local_run, dataset):
+    _, out, _ = local_run
+    key = json.loads((dataset / "answer_key.json").read_text(encoding="utf-8"))
+    manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")
+    status = dict(zip(manifest["path"].map(lambda p: Path(p).relative_to(dataset).as_posix()), manifest["status"]))
+    for item in key["corrupt"]:
+        rel = item["path"] if isinstance(item, dict) else item
+        assert status[rel] == "corrupt"
+    for a, b in key["cross_class_duplicates"]:
+        assert status[a] == status[b] == "cross_class_conflict"
+    report = (out / "preprocess" / "report.md").read_text(encoding="utf-8")
+    for item in key["corrupt"]:
+        assert Path(item["path"] if isinstance(item, dict) else item).name in report
+
+
+def test_summary_reports_members_and_ensemble(local_run):
+    cfg, _, summary = local_run
+    assert len(summary["members"]) == len(cfg.train.backbones) * cfg.data.folds
+    assert all(m["val_logloss"] is not None and m["temperature"] is not None for m in summary["members"])
+    assert summary["ensemble"]["ensemble_oof_logloss"] is not None
+
+
+def test_registered_model_reproduces_the_submission(local_run, sample_dir):
+    """The MLflow pyfunc registered by submit maps images to the submission columns exactly as the pipeline did."""
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+
+    cfg, out, summary = local_run
+    name = cfg.tracking.register_model
+    versions = MlflowClient(tracking_uri=cfg.tracking.uri).search_model_versions(f"name='{name}'")
+    assert versions, "the ensemble was not registered"
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{max(int(v.version) for v in versions)}")
+    test = pd.read_csv(sample_dir / "test.csv", encoding="utf-8-sig").head(5)
+    images = [(sample_dir / p).read_bytes() for p in test["img_path"]]
+    pred = model.predict(pd.DataFrame({"image": images}))
+    sub = pd.read_csv(out / "submit" / "submission.csv", encoding="utf-8-sig").set_index("ID")
+    assert list(pred.columns) == list(sub.columns)
+    np.testing.assert_allclose(pred.to_numpy(), sub.loc[test["ID"]].to_numpy(), atol=1e-5)
+
+
+def _members(cfg) -> int:
+    return len(cfg.train.backbones) * cfg.data.folds
+
+
+def _parent_status(cfg, run_id: str) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).info.status
+
+
+@pytest.fixture(scope="module")
+def reruns() -> dict:
+    """Summaries of the reruns below, for the ones after them."""
+    return {}
+
+
+def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, dataset, reruns):
+    from PIL import Image
+
+    from finegrain.orchestration.local import run_pipeline_locally
+
+    cfg, out, first = local_run
+    cls = sorted(p for p in (dataset / "train").iterdir() if p.is_dir())[0]
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
+    summary = reruns["added"] = run_pipeline_locally(cfg, data=str(dataset), out=str(out))
+    assert summary["submission_valid"]
+    assert summary["data_hash"] != first["data_hash"] and summary["work_root"] != first["work_root"]
+    ran, cached = summary["tasks"]["ran"], summary["tasks"]["cached"]
+    assert ran["preprocess"] == 1 and ran["train"] == _members(cfg) and not cached
+    manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")  # the link follows the latest run
+    assert {f"added_{i}.jpg" for i in range(3)} <= set(manifest["path"].map(lambda p: Path(p).name))
+    work = Path(summary["work_root"])
+    for b in cfg.train.backbones:
+        for k in range(cfg.data.folds):
+            assert (work / "train" / b.name / f"fold{k}" / "metrics.json").exists(), (b.name, k)
+    # the first run's members are untouched in their own work root
+    assert (Path(first["work_root"]) / "train").is_dir()
+
+
+def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):
+    from finegrain.orchestration.local import run_pipeline_locally
+
+    cfg, out, _ = local_run
+    first = reruns["added"]  # the run after images were added: this one changes nothing
+    manifest = out / "preprocess" / "manifest.parquet"
+    before = manifest.stat().st_mtime_ns
+    capsys.readouterr()
+    summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out))
+    assert summary["submission_valid"] and summary["work_root"] == first["work_root"]
+    # only the plan and the parent run's start and end run; every step is a kfp.local cache hit
+    assert summary["tasks"]["ran"] == {"end-run": 1, "plan-run": 1, "start-run": 1}
+    assert summary["tasks"]["cached"] == {
+        "preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1
+    }
+    assert manifest.stat().st_mtime_ns == before, "preprocess ran again instead of coming from the cache"
+    printed = capsys.readouterr().out
+    assert f"tasks reused from the cache: calibrate, ensemble, preprocess, regroup, submit, train x{_members(cfg)}" in (
+        printed
+    )
+    assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
+    # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
+    assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
+    assert _parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
+
+
+def test_a_failed_pipeline_ends_its_parent_run_failed(local_run, tmp_path):
+    """Preprocess fails on a malformed dataset after the parent run was opened: the exit handler ends it FAILED."""
+    from finegrain.orchestration.local import run_pipeline_locally
+
+    cfg, _, _ = local_run
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    (bad / "train" / "stray.jpg").write_bytes(b"an image directly under train/")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="preprocess"):
+        run_pipeline_locally(cfg, data=str(bad), out=str(out))
+    records = list((out / "work").glob("*/mlflow_parent_run.json"))
+    assert len(records) == 1
+    parent = json.loads(records[0].read_text())["run_id"]
+    assert parent and _parent_status(cfg, parent) == "FAILED"
