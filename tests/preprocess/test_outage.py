@@ -230,5 +230,5 @@ def test_workers_get_the_configured_storage_retries(monkeypatch) -> None:
 
     monkeypatch.setattr(s3client, "DEFAULT_RETRIES", 11)
     with preprocess.worker_pool(2) as pool:
-        seen = pool.submit(eval, "__import__('finegrain.storage.s3client').s3client.DEFAULT_RETRIES").result()
+        seen = pool.submit(eval, "__import__('finegrain.storage.s3client').storage.s3client.DEFAULT_RETRIES").result()
     assert seen == 11
