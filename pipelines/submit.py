@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from finegrain.config import Config, config_to_text, load_config
-from finegrain.orchestration.fingerprint import code_version
+from finegrain.data.fingerprint import code_version
 from pipelines.training import compile_pipeline, member_items
 
 

@@ -1,5 +1,5 @@
 """The finegrain training pipeline: plan -> preprocess -> train (backbone x fold fan-out on GPUs) -> regroup ->
-calibrate -> ensemble -> submit, inside an exit handler that ends the parent MLflow run with the final status.
+calibrate -> ensemble -> submit -> register, inside an exit handler that ends the parent MLflow run with the final status.
 
 `python pipelines/training.py --config configs/hecto.yaml --output pipelines/training.yaml` compiles it.
 Compile-time settings (images, GPU and pod settings) come from the config given here. Everything a run
@@ -19,6 +19,7 @@ from components.calibrate.component import calibrate
 from components.ensemble.component import ensemble
 from components.plan.component import plan_run
 from components.preprocess.component import preprocess
+from components.register.component import register
 from components.regroup.component import regroup
 from components.submit.component import submit
 from components.tracking.component import end_run, start_run
@@ -73,7 +74,7 @@ def build_pipeline(cfg: Config):
     p = cfg.pipeline
     comps = {
         c.name: with_image(c, p.base_image if c is train else p.resolved_cpu_image())
-        for c in (plan_run, start_run, end_run, preprocess, train, regroup, calibrate, ensemble, submit)
+        for c in (plan_run, start_run, end_run, preprocess, train, regroup, calibrate, ensemble, submit, register)
     }
 
     @dsl.pipeline(name=p.name, description=__doc__.splitlines()[0], pipeline_root=p.pipeline_root)
@@ -144,14 +145,19 @@ def build_pipeline(cfg: Config):
                 work_root=work_root,
             ).set_display_name("ensemble")
             sub = comps["submit"](
-                config_text=run_config,
-                ensemble=ens.outputs["result"],
-                calibration=cal.outputs["result"],
-                members=members(),
-                data_uri=plan.outputs["data"],
+                config_text=run_config, ensemble=ens.outputs["result"], data_uri=plan.outputs["data"],
                 work_root=work_root,
             ).set_display_name("submit")
-            for task in (rg, cal, ens, sub):
+            # After submit: a model is registered only once its submission validated.
+            reg = (
+                comps["register"](
+                    config_text=run_config, members=members(), calibration=cal.outputs["result"],
+                    ensemble=ens.outputs["result"], data_uri=plan.outputs["data"], work_root=work_root,
+                )
+                .set_display_name("register model")
+                .after(sub)
+            )
+            for task in (rg, cal, ens, sub, reg):
                 _cluster_settings(task, cfg, cpu=p.step_cpu, memory=p.step_memory)
             # The token for submit.endpoint; optional, so a cluster without the Secret still runs submit.
             kubernetes.use_secret_as_env(

@@ -21,6 +21,7 @@ ARGS = {
     "calibrate": ["--members", "m", "--out", "o"],
     "ensemble": ["--members", "m", "--calibration", "c", "--out", "o"],
     "submit": ["--ensemble", "e", "--out", "o"],
+    "register": ["--members", "m", "--calibration", "c", "--ensemble", "e", "--out", "o"],
     "run": ["--out", "o"],
 }
 STEP_MODULE = {"run": "finegrain.orchestration.local"}

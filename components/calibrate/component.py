@@ -18,9 +18,9 @@ def calibrate(
     metrics: Output[Metrics],
 ) -> str:
     """Run finegrain.steps.calibrate; the UI gets the reliability diagram and the before/after table."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    from finegrain.orchestration import kfp_adapter
 
-    return component_io.run_calibrate(
+    return kfp_adapter.run_calibrate(
         config_text,
         [m.path for m in members],
         work_root,

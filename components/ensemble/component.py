@@ -20,9 +20,9 @@ def ensemble(
     metrics: Output[Metrics],
 ) -> str:
     """Run finegrain.steps.ensemble; the UI gets the weights table and the ensemble's OOF LogLoss."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    from finegrain.orchestration import kfp_adapter
 
-    return component_io.run_ensemble(
+    return kfp_adapter.run_ensemble(
         config_text,
         [m.path for m in members],
         calibration.path,

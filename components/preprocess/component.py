@@ -17,9 +17,9 @@ def preprocess(
     report: Output[Markdown],
 ) -> str:
     """Run finegrain.steps.preprocess; `data_hash` and `code_version` are cache keys, not used otherwise."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    from finegrain.orchestration import kfp_adapter
 
-    return component_io.run_preprocess(
+    return kfp_adapter.run_preprocess(
         config_text,
         data_uri,
         work_root,

@@ -17,9 +17,9 @@ def regroup(
     page: Output[HTML],
 ) -> str:
     """Run finegrain.steps.regroup over every member's out-of-fold embeddings."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    from finegrain.orchestration import kfp_adapter
 
-    return component_io.run_regroup(
+    return kfp_adapter.run_regroup(
         config_text,
         [m.path for m in members],
         work_root,

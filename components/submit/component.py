@@ -1,6 +1,4 @@
-"""Submit: write and validate submission.csv in the sample's exact column order; register the ensemble."""
-
-from typing import List
+"""Submit: write and validate submission.csv in the sample's exact column order."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
@@ -12,24 +10,14 @@ from components import DEFAULT_IMAGE
 def submit(
     config_text: str,
     ensemble: Input[Artifact],
-    calibration: Input[Artifact],
-    members: Input[List[Artifact]],
     data_uri: str,
     work_root: str,
     submission: Output[Dataset],
     check: Output[Markdown],
 ) -> str:
-    """Run finegrain.steps.submit; the UI gets the check summary; the ensemble goes to the model registry."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    """Run finegrain.steps.submit; the UI gets the file and the check summary."""
+    from finegrain.orchestration import kfp_adapter
 
-    return component_io.run_submit(
-        config_text,
-        ensemble.path,
-        calibration.path,
-        [m.path for m in members],
-        data_uri,
-        work_root,
-        submission.path,
-        check.path,
-        submission.metadata,
+    return kfp_adapter.run_submit(
+        config_text, ensemble.path, data_uri, work_root, submission.path, check.path, submission.metadata
     )

@@ -1,7 +1,7 @@
 """The pipeline's parent MLflow run: opened after the plan, ended by the exit handler with the final status.
 
 Every later step nests its own run under the parent; they read its id from the run's work root (see
-finegrain.orchestration.kfp_adapter.start_parent_run), so the id is never a task input that would defeat the cache.
+finegrain.orchestration.parent_run), so the id is never a task input that would defeat the cache.
 """
 
 from kfp import dsl
@@ -14,9 +14,9 @@ def start_run(
     config_text: str, run_name: str, data_hash: str, code_version: str, work_root: str, kfp_run_id: str
 ) -> str:
     """Create the parent MLflow run tagged with the KFP run id; returns its id ("" when tracking is off)."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    from finegrain.orchestration.parent_run import start_parent_run
 
-    return component_io.start_parent_run(config_text, run_name, data_hash, code_version, work_root, kfp_run_id)
+    return start_parent_run(config_text, run_name, data_hash, code_version, work_root, kfp_run_id)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -25,7 +25,7 @@ def end_run(config_text: str, overrides: list, kfp_run_id: str, status: dsl.Pipe
 
     An exit task may take no other task's output, so it resolves the config from the pipeline's own
     parameters and finds the parent run by its KFP run id tag."""
-    from finegrain.orchestration.plan import end_parent_run
+    from finegrain.orchestration.parent_run import end_parent_run
 
     ended = end_parent_run(config_text, overrides, kfp_run_id, status.state)
     return ",".join(ended)

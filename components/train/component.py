@@ -20,8 +20,8 @@ def train(
     confusion: Output[ClassificationMetrics],
 ) -> str:
     """Run finegrain.steps.train for one member and publish its metrics to the KFP UI."""
-    from finegrain.orchestration import kfp_adapter as component_io
+    from finegrain.orchestration import kfp_adapter
 
-    return component_io.run_train(
+    return kfp_adapter.run_train(
         preprocess.path, backbone, fold, member.path, member.metadata, metrics, confusion
     )

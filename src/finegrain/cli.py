@@ -17,7 +17,7 @@ from typing import List, Optional
 import click
 import typer
 
-from finegrain.config import Config, ConfigError, load_config
+from finegrain.config import Config, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -55,12 +55,10 @@ def _reported_errors(refusals: tuple[type[Exception], ...] = (ValueError,)) -> I
 
 
 def _config(config: str, overrides: Optional[List[str]]) -> Config:
-    with _reported_errors():
-        cfg = load_config(config, overrides or [])
-        from finegrain import storage
+    from finegrain.orchestration.plan import config_from_file
 
-        storage.configure(cfg.storage)
-    return cfg
+    with _reported_errors():
+        return config_from_file(config, overrides or [])
 
 
 def _print(result: object) -> None:
@@ -182,6 +180,24 @@ def submit(
 ) -> None:
     """Write and validate submission.csv in the sample submission's exact column order."""
     _run_step("submit", config, set_, ensemble=ensemble, data=data, out=out)
+
+
+@app.command()
+def register(
+    members: List[str] = typer.Option(..., "--members", help="Train output URIs, each holding model.pt (repeat)."),
+    calibration: str = typer.Option(..., "--calibration", help="Calibrate output URI."),
+    ensemble: str = typer.Option(..., "--ensemble", help="Ensemble output URI."),
+    data: str = typer.Option(None, "--data", help="Dataset URI (for the submission columns)."),
+    out: str = typer.Option(..., "--out"),
+    parent_run_id: str = typer.Option(None, "--parent-run-id", help="MLflow run to log the model under."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Log the calibrated ensemble as an MLflow pyfunc model and register it as tracking.register_model."""
+    _run_step(
+        "register", config, set_, members=members, calibration=calibration, ensemble=ensemble, data=data,
+        out=out, parent_run_id=parent_run_id,
+    )
 
 
 @app.command()

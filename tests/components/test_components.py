@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
-from components.calibrate.component import calibrate  # noqa: E402
-from components.ensemble.component import ensemble  # noqa: E402
-from components.plan.component import plan_run  # noqa: E402
-from components.preprocess.component import preprocess  # noqa: E402
-from components.regroup.component import regroup  # noqa: E402
-from components.tracking.component import end_run, start_run  # noqa: E402
-from finegrain.config import ConfigError, config_to_text, load_config  # noqa: E402
-from finegrain.orchestration.kfp_adapter import parent_run_id, read_run_context
+from components.calibrate.component import calibrate
+from components.ensemble.component import ensemble
+from components.plan.component import plan_run
+from components.preprocess.component import preprocess
+from components.regroup.component import regroup
+from components.tracking.component import end_run, start_run
+from finegrain.config import ConfigError, config_to_text, load_config
+from finegrain.orchestration.kfp_adapter import read_run_context
+from finegrain.orchestration.parent_run import parent_run_id
 from tests.support.paths import REPO as ROOT
-from tests.support.synthetic_members import make_members  # noqa: E402
+from tests.support.synthetic_members import make_members
 
 
 def _artifact(kind, tmp_path: Path, name: str):

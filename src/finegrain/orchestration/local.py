@@ -2,8 +2,8 @@
 
 Embedded defaults: local files, a `sqlite:///` MLflow store, the bundled sample data (generated on first use).
 Like on a cluster, each (config, dataset content) pair gets its own work root, here `<out>/work/<key>/`, so new
-data is never served the members trained on old data; `<out>/preprocess`, `<out>/train`, ... (DESIGN.md's
-layout) are links to the latest run's directories. kfp.local's own bookkeeping (artifacts, cache) goes under
+data is never served the members trained on old data; `<out>/preprocess`, `<out>/train`, ... (the layout
+in orchestration.layout) are links to the latest run's directories. kfp.local's own bookkeeping (artifacts, cache) goes under
 `<out>/.kfp/`. The summary says which tasks ran and which kfp.local served from its cache.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from finegrain import storage
 from finegrain.config import Config
+from finegrain.orchestration.layout import STEPS, member_key, member_uri, step_uri
 
 SAMPLE_URI = "data/sample"
-STEPS = ("preprocess", "train", "regroup", "calibrate", "ensemble", "submit")
 
 
 def _absolute_tracking_uri(uri: str) -> str:
@@ -70,10 +70,10 @@ class _TaskLog(logging.Filter):
 
 
 def link_latest(out_dir: Path, work_root: Path) -> None:
-    """Point `<out>/<step>` at this run's step directories (DESIGN.md's layout); real directories left by an
+    """Point `<out>/<step>` at this run's step directories (orchestration.layout); real directories left by an
     older version are left alone."""
     for step in STEPS:
-        link, target = out_dir / step, work_root / step
+        link, target = out_dir / step, Path(step_uri(str(work_root), step))
         if not target.exists():
             continue
         if link.is_symlink():
@@ -94,7 +94,7 @@ def run_pipeline_locally(
     from kfp import local
 
     from finegrain.config import config_to_text
-    from finegrain.orchestration.kfp_adapter import parent_run_id
+    from finegrain.orchestration.parent_run import parent_run_id
     from finegrain.orchestration.plan import plan_run
 
     started = time.time()
@@ -152,16 +152,19 @@ def run_pipeline_locally(
 
 def summarize(out_dir: Path, cfg: Config) -> dict:
     """Collect what a user wants after a run from the step outputs under `out_dir`."""
-    def load(rel: str) -> dict:
-        p = out_dir / rel
+    def load(uri: str) -> dict:
+        p = Path(uri)
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
+    def step_file(step: str, name: str) -> str:
+        return storage.join(step_uri(str(out_dir), step), name)
+
     members = []
-    calibration = load("calibrate/calibration.json")
+    calibration = load(step_file("calibrate", "calibration.json"))
     for spec in cfg.train.backbones:
         for k in range(cfg.data.folds):
-            m = load(f"train/{spec.name}/fold{k}/metrics.json")
-            key = f"{spec.name}/fold{k}"
+            m = load(storage.join(member_uri(str(out_dir), spec.name, k), "metrics.json"))
+            key = member_key(spec.name, k)
             c = calibration.get(key, {})
             members.append(
                 {
@@ -172,16 +175,18 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
                     "temperature": c.get("temperature"),
                 }
             )
-    ens = load("ensemble/ensemble.json")
-    check = load("submit/submission_check.json")
-    pre = load("preprocess/summary.json")
+    ens = load(step_file("ensemble", "ensemble.json"))
+    check = load(step_file("submit", "submission_check.json"))
+    pre = load(step_file("preprocess", "summary.json"))
+    registration = load(step_file("register", "registration.json"))
     return {
-        "submission": str(out_dir / "submit" / "submission.csv"),
+        "submission": step_file("submit", "submission.csv"),
         "submission_valid": bool(check.get("valid", check.get("ok", False))) if check else False,
         "members": members,
         "ensemble": {k: ens.get(k) for k in ("method", "ensemble_oof_logloss", "uniform_oof_logloss", "weights")},
         "hierarchical": ens.get("hierarchical"),
         "preprocess": {k: pre.get(k) for k in ("status", "dup_groups", "suggested_merges", "training_rows")},
+        "registered_model": registration.get("registered_model"),
     }
 
 
@@ -213,6 +218,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"tasks run: {counts(s['tasks']['ran'])}")
         lines.append(f"tasks reused from the cache: {counts(s['tasks']['cached'])}")
     lines.append(f"submission: {s['submission']} (valid: {s['submission_valid']})")
+    if s.get("registered_model"):
+        lines.append(f"registered model: {s['registered_model']}")
     if "elapsed_s" in s:
         lines.append(f"elapsed: {s['elapsed_s']} s")
     return "\n".join(lines)

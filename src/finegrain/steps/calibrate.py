@@ -3,7 +3,8 @@
     finegrain calibrate --members out/train/convnext/fold0 --members ... --out out/calibrate
 
 Writes `calibration.json` ({member_key: {temperature, nll_before, nll_after, ece_before, ece_after, ...}}),
-`reliability.png` (pooled reliability diagram before/after), `report.md` and `config.yaml`.
+`reliability.png` (pooled reliability diagram before/after), `calibration.html` (the diagram and the table, one
+self-contained page for the Kubeflow UI), `report.md`, `summary.json` and `config.yaml`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from finegrain.config import Config
 from finegrain.metrics import accuracy, ece, log_loss, reliability_bins, softmax
 from finegrain.posthoc.calibration import make_scaler
 from finegrain.posthoc.members import load_members
+from finegrain.reports import html
+from finegrain.steps.outputs import write_step_files
 from finegrain.tracking import Tracker
 
 
@@ -86,6 +89,15 @@ def _report(table: dict[str, dict], method: str) -> str:
     return "\n".join(lines)
 
 
+PAGE_COLUMNS = ["member", "temperature", "nll_before", "nll_after", "ece_before", "ece_after"]
+
+
+def _page(table: dict[str, dict], reliability_png: Path) -> str:
+    rows = [{"member": k, **{c: round(v[c], 4) for c in PAGE_COLUMNS[1:]}} for k, v in sorted(table.items())]
+    body = html.png_img(reliability_png, "reliability diagram") + html.table(rows, PAGE_COLUMNS)
+    return html.page("Calibration: before / after", body)
+
+
 def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = None) -> dict:
     """Fit a temperature per member on its OOF logits; write calibration.json, reliability.png, report.md."""
     loaded = load_members(members)
@@ -124,6 +136,8 @@ def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = N
         "pooled_ece_after": ece(y_all, after_all, n_bins),
         "mean_nll_before": float(np.mean([v["nll_before"] for v in table.values()])),
         "mean_nll_after": float(np.mean([v["nll_after"] for v in table.values()])),
+        "mean_ece_before": float(np.mean([v["ece_before"] for v in table.values()])),
+        "mean_ece_after": float(np.mean([v["ece_after"] for v in table.values()])),
     }
     with storage.output_dir(out) as local:
         (local / "calibration.json").write_text(
@@ -131,7 +145,8 @@ def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = N
         )
         plot_reliability(y_all, before_all, after_all, local / "reliability.png", n_bins)
         (local / "report.md").write_text(_report(table, cfg.calibrate.method), encoding="utf-8")
-        (local / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        (local / "calibration.html").write_text(_page(table, local / "reliability.png"), encoding="utf-8")
+        write_step_files(local, cfg, summary)
         with Tracker(cfg.tracking, "calibrate", parent_run_id=parent_run_id, local_dir=out) as tracker:
             tracker.log_params({"calibrate": cfg.calibrate.model_dump(), "members": [m.key for m in loaded]})
             metrics = {k: v for k, v in summary.items() if isinstance(v, float)}
@@ -141,6 +156,6 @@ def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = N
                     {f"{safe}.temperature": row["temperature"], f"{safe}.nll_after": row["nll_after"]}
                 )
             tracker.log_metrics(metrics)
-            for name in ("calibration.json", "reliability.png", "report.md"):
+            for name in ("calibration.json", "reliability.png", "calibration.html", "report.md"):
                 tracker.log_artifact(local / name)
     return summary

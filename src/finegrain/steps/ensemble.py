@@ -6,7 +6,7 @@
 Each train image has an out-of-fold prediction from exactly one fold model per backbone, so weights are fitted
 per backbone on the backbones' stacked OOF rows (aligned by image_id). On test, the folds of a backbone are
 averaged, then backbones combined with those weights. Writes ensemble.json, test_probs.npz, oof_probs.npz,
-report.md and config.yaml.
+report.md, summary.json and config.yaml.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from finegrain.metrics import log_loss, softmax
 from finegrain.posthoc.calibration import scaler_from_dict
 from finegrain.posthoc.ensembling import METHODS, HierarchicalTempering, WeightedEnsemble, groups_to_index
 from finegrain.posthoc.members import Member, load_members, save_npz
+from finegrain.steps.outputs import write_step_files
 from finegrain.tracking import Tracker
 
 
@@ -251,6 +252,14 @@ def run(
         "n_test": len(test_ids),
         "n_classes": len(classes),
     }
+    summary = {
+        "ensemble": storage.join(out, "ensemble.json"),
+        "method": result["method"],
+        "weights": result["weights"],
+        "ensemble_oof_logloss": result["ensemble_oof_logloss"],
+        "uniform_oof_logloss": result["uniform_oof_logloss"],
+        "hierarchical_used": hier["used"],
+    }
     with storage.output_dir(out) as local:
         (local / "ensemble.json").write_text(
             json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8"
@@ -258,7 +267,7 @@ def run(
         save_npz(str(local / "test_probs.npz"), image_id=test_ids, probs=test_final, classes=classes)
         save_npz(str(local / "oof_probs.npz"), image_id=ids, probs=oof_final, labels=y, classes=classes)
         (local / "report.md").write_text(_report(result), encoding="utf-8")
-        (local / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        write_step_files(local, cfg, summary)
         with Tracker(cfg.tracking, "ensemble", parent_run_id=parent_run_id, local_dir=out) as tracker:
             tracker.log_params({"ensemble": cfg.ensemble.model_dump(), "members": [m.key for m in loaded]})
             metrics = {k: result[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")}
@@ -270,11 +279,4 @@ def run(
             tracker.log_metrics(metrics)
             for name in ("ensemble.json", "report.md"):
                 tracker.log_artifact(local / name)
-    return {
-        "ensemble": storage.join(out, "ensemble.json"),
-        "method": result["method"],
-        "weights": result["weights"],
-        "ensemble_oof_logloss": result["ensemble_oof_logloss"],
-        "uniform_oof_logloss": result["uniform_oof_logloss"],
-        "hierarchical_used": hier["used"],
-    }
+    return summary

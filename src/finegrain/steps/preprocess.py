@@ -2,7 +2,8 @@
 
     finegrain preprocess --config configs/sample.yaml --data data/sample --out runs/x/preprocess
 
-Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md and config.yaml.
+Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md, summary.json and
+config.yaml, and logs its own MLflow run (tagged with the data hash).
 Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else an id shared by every copy of one
 picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
 corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
@@ -24,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from finegrain import storage
-from finegrain.config import Config, save_config
+from finegrain.config import Config
+from finegrain.data.fingerprint import code_version as current_code_version
+from finegrain.data.fingerprint import dataset_fingerprint
 from finegrain.data.layouts import read_dataset
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup.confirm import confirm_pairs
@@ -40,6 +43,8 @@ from finegrain.preprocess.workers import (
     unreadable_message,
     worker_pool,
 )
+from finegrain.steps.outputs import scalars, write_step_files
+from finegrain.tracking import Tracker
 
 COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "sha256", "phash", "dup_group",
            "fold", "status", "reason", "width", "height"]  # fmt: skip
@@ -168,8 +173,12 @@ def _write_parquet(table: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def run(cfg: Config, data: str, out: str) -> dict:
-    """Run the preprocess step on the dataset at `data`, writing its outputs to `out`; returns summary counts."""
+def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str = "") -> dict:
+    """Run the preprocess step on the dataset at `data`, writing its outputs to `out`; returns summary counts.
+
+    data_hash / code_version: what the pipeline's plan computed (tagged on the MLflow run); computed here when
+    not given, so a step run by hand records the same.
+    """
     pp = cfg.preprocess
     with worker_pool(pp.workers) as pool:
         ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
@@ -209,19 +218,28 @@ def run(cfg: Config, data: str, out: str) -> dict:
                     "test_ids": list(ds.test_ids)}  # fmt: skip
     balance = fold_balance(manifest.loc[train_ok, "class_name"], folds, cfg.data.folds)
     report = render_report(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
-    with storage.output_dir(out) as local:
-        (local / "manifest.parquet").write_bytes(_write_parquet(manifest))
-        (local / "classes.json").write_text(
-            json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8"
-        )
-        (local / "report.md").write_text(report, encoding="utf-8")
-    save_config(cfg, out)
     counts = manifest["status"].value_counts()
-    return {
+    data_hash = data_hash or dataset_fingerprint(data)  # after read_dataset: it names a missing root best
+    summary = {
         "out": out, "layout": ds.layout, "images": len(manifest), "train": int((manifest.split == "train").sum()),
         "test": int((manifest.split == "test").sum()), "classes": len(classes),
         "status": {k: int(counts.get(k, 0)) for k in ("ok", "duplicate", "near_duplicate", "corrupt",
                                                        "cross_class_conflict", "noisy")},
         "dup_groups": int(manifest["dup_group"].max() + 1), "suggested_merges": len(suggestions),
         "training_rows": len(train_ok), "folds": cfg.data.folds, "warnings": fold_warnings,
+        "data_hash": data_hash,
     }  # fmt: skip
+    with storage.output_dir(out) as local:
+        (local / "manifest.parquet").write_bytes(_write_parquet(manifest))
+        (local / "classes.json").write_text(
+            json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8"
+        )
+        (local / "report.md").write_text(report, encoding="utf-8")
+        write_step_files(local, cfg, summary)
+        # Preprocess is the step cached across pipeline runs, so its MLflow run stands on its own (a parent
+        # run id input would change every run and defeat the cache); it is tagged with the data hash.
+        with Tracker(cfg.tracking, "preprocess", tags={"finegrain.data_hash": data_hash}) as tracker:
+            tracker.log_params({"data_uri": data, "code_version": code_version or current_code_version()})
+            tracker.log_metrics(scalars(summary))
+            tracker.log_artifacts(local, "preprocess")
+    return summary

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from finegrain import storage
-from finegrain.config import Config, save_config
+from finegrain.config import Config
 from finegrain.metrics import softmax
 from finegrain.posthoc.members import Member, load_members
 from finegrain.posthoc.regrouping import Regrouper, groups_html, plot_groups
+from finegrain.steps.outputs import write_step_files
 from finegrain.tracking import Tracker
 
 
@@ -76,7 +77,8 @@ def _report(rg: Regrouper, backbones: dict[str, int], plot: dict, seconds: float
 
 
 def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = None) -> dict:
-    """Cluster classes into confusable groups; write groups.json, tsne.png, tsne.html, report.md, config.yaml."""
+    """Cluster classes into confusable groups; write groups.json, tsne.png, tsne.html, report.md,
+    summary.json, config.yaml."""
     loaded = load_members(members)
     classes = loaded[0].classes
     per_backbone = _by_backbone(loaded)
@@ -121,8 +123,8 @@ def run(cfg: Config, members: list[str], out: str, parent_run_id: str | None = N
         plot = plot_groups(rg, str(local / "tsne.png"), label_top=rc.label_top)
         (local / "tsne.html").write_text(groups_html(rg, str(local / "tsne.png")), encoding="utf-8")
         (local / "report.md").write_text(_report(rg, summary["backbones"], plot, seconds), encoding="utf-8")
-        save_config(cfg, str(local))
         summary["plot_labels"] = plot["labels"]
+        write_step_files(local, cfg, summary)
         with Tracker(cfg.tracking, "regroup", parent_run_id=parent_run_id, local_dir=out) as tracker:
             tracker.log_params({"regroup": rc.model_dump(), "members": [m.key for m in loaded]})
             tracker.log_metrics(

@@ -4,7 +4,8 @@
 
 Reads `<ensemble>/test_probs.npz` (image_id, probs [n, C], classes [C]) and the dataset's test.csv /
 sample_submission.csv; writes `submission.csv` (`ID` in test.csv order + the sample's exact columns, utf-8-sig,
-rows sum to 1) and `submission_check.json` (every validator check, row-sum range, alias handling), then
+rows sum to 1), `submission_check.json` (every validator check, row-sum range, alias handling) and its
+Markdown twin for the Kubeflow UI, `summary.json` and `config.yaml`, then
 logs both to MLflow. With `submit.endpoint` set, POSTs the file with the bearer token read from the
 environment variable named by `submit.token_env` (the token is never logged or written anywhere, and goes
 only to the endpoint itself: https, or http to localhost; redirects are refused). The step reports the HTTP
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from finegrain import storage
-from finegrain.config import Config, endpoint_problem, save_config
+from finegrain.config import Config, endpoint_problem
 from finegrain.data.layouts import read_dataset
 from finegrain.posthoc.members import load_npz
 from finegrain.posthoc.submission import (
@@ -30,6 +31,7 @@ from finegrain.posthoc.submission import (
     validate_submission,
     write_submission,
 )
+from finegrain.steps.outputs import write_step_files
 from finegrain.tracking import Tracker
 
 
@@ -97,7 +99,10 @@ def run(cfg: Config, ensemble: str, data: str, out: str, parent_run_id: str | No
             (local / "submission_check.json").write_text(check_json(failed, alias_info), encoding="utf-8")
             raise
         (local / "submission_check.json").write_text(check_json(result, alias_info), encoding="utf-8")
-        save_config(cfg, str(local))
+        (local / "submission_check.md").write_text(
+            check_markdown({**result, **alias_info}, storage.join(out, "submission.csv")),
+            encoding="utf-8",
+        )
         summary.update(
             {
                 "check": storage.join(out, "submission_check.json"),
@@ -110,6 +115,7 @@ def run(cfg: Config, ensemble: str, data: str, out: str, parent_run_id: str | No
         )
         if cfg.submit.endpoint:
             summary["post"] = post_submission(path, cfg.submit.endpoint, token)
+        write_step_files(local, cfg, summary)
         with Tracker(cfg.tracking, "submit", parent_run_id=parent_run_id, local_dir=out) as tracker:
             tracker.log_params({"submit": cfg.submit.model_dump(), "ensemble": ensemble, "data": data})
             tracker.log_metrics(
@@ -123,3 +129,14 @@ def run(cfg: Config, ensemble: str, data: str, out: str, parent_run_id: str | No
             tracker.log_artifact(path)
             tracker.log_artifact(local / "submission_check.json")
     return summary
+
+
+def check_markdown(check: dict, uri: str) -> str:
+    """The submission check as Markdown, for the Kubeflow UI."""
+    lines = [f"# Submission check\n\n`{uri}`\n"]
+    for key, value in check.items():
+        if isinstance(value, dict):
+            lines.append(f"- **{key}**: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+        else:
+            lines.append(f"- **{key}**: {value}")
+    return "\n".join(lines) + "\n"

@@ -3,8 +3,8 @@
 `predict` takes a DataFrame with a column `image` (encoded bytes) or `path` (local file) and returns one row per
 image with exactly the sample submission's columns. Inside, it repeats what the pipeline did for the test set:
 each member's eval preset and TTA views, its calibration, the backbone weights, the chosen post-processing
-(flat power or hierarchical tempering) and the alias split. Registered by the submit step as
-`tracking.register_model`.
+(flat power or hierarchical tempering) and the alias split. Registered by the register step
+(finegrain.steps.register) as `tracking.register_model`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ def build_spec(
 ) -> tuple[dict, dict[str, str]]:
     """Everything `predict` needs, as JSON, plus {artifact name: model.pt URI} for each member."""
     from finegrain.data.layouts import read_dataset
-    from finegrain.orchestration.kfp_adapter import work_uri_of
 
     ens = _read_json(storage.join(ensemble_dir, "ensemble.json"))
     cal = _read_json(storage.join(calibration_dir, "calibration.json"))
@@ -45,7 +44,7 @@ def build_spec(
         metrics = _read_json(storage.join(member_dir, "metrics.json"))
         key = f"{metrics['backbone']}/fold{metrics['fold']}"
         name = f"member{i}"
-        models[name] = storage.join(work_uri_of(member_dir) or member_dir, "model.pt")
+        models[name] = storage.join(member_dir, "model.pt")
         entries.append({"key": key, "artifact": name, "weight": ens["member_weights"][key], "calibration": cal[key]})
     post = {"kind": ens.get("post_processing", "flat")}
     if post["kind"] == "tempered":

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from finegrain import storage
-from finegrain.orchestration.fingerprint import dataset_fingerprint
+from finegrain.data.fingerprint import dataset_fingerprint
 
 
 def _write(root: str, rel: str, data: bytes) -> None:

@@ -1,0 +1,1 @@
+"""What people read: self-contained HTML pages for the KFP UI and MLflow."""
