@@ -1,0 +1,60 @@
+"""A newcomer's first hour with the Makefile: `make help` lists every target, and the targets that need
+something absent (a cluster, imagededup) say what in one line instead of failing somewhere deeper.
+
+Each test runs make in the checkout without building anything: the failing targets stop before their
+prerequisites, and `-o install` keeps make from touching a virtual environment.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.paths import REPO as ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def _make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _rule_targets() -> set[str]:
+    """Every target that make's database holds as a rule (Makefile and mk/cluster.mk), less the internal ones:
+    files (a path), special targets (.PHONY, ...) and helpers named with a leading underscore."""
+    proc = _make("-qpr", "help")  # -q: run nothing; -p: print the database; -r: no built-in rules
+    files = proc.stdout.split("\n# Files\n", 1)[1].split("\n# files hash-table stats", 1)[0]
+    targets, not_a_target = set(), False
+    for line in files.splitlines():
+        if line == "# Not a target:":
+            not_a_target = True
+            continue
+        match = re.match(r"([^#\s][^:=\s]*):(?!=)", line)
+        if match:
+            name = match.group(1)
+            if not not_a_target and not name.startswith((".", "_")) and "/" not in name:
+                targets.add(name)
+            not_a_target = False
+    return targets
+
+
+def test_help_lists_every_target_with_one_line():
+    proc = _make("help")
+    assert proc.returncode == 0, proc.stderr
+    listed = [re.match(r"make (\S+)\s+(\S.*)$", line) for line in proc.stdout.splitlines()]
+    assert all(listed), f"a line of `make help` is not `make <target>  <what it does>`:\n{proc.stdout}"
+    names = [m.group(1) for m in listed]
+    assert len(names) == len(set(names)), f"listed twice: {sorted({n for n in names if names.count(n) > 1})}"
+    targets = _rule_targets()
+    assert {"run", "submit-pipeline", "images", "deploy"} <= targets, (
+        "the parse missed Makefile or mk/cluster.mk"
+    )
+    missing = targets - set(names)
+    assert not missing, f"targets without a `## one line` (so not in `make help`): {sorted(missing)}"
+    assert set(names) <= targets, f"`make help` lists what is not a target: {sorted(set(names) - targets)}"
