@@ -60,6 +60,16 @@ lint: install ## ruff on src, tests, components, pipelines and bench
 compile: install ## compile pipelines/training.py to pipelines/training.yaml (CONFIG)
 	$(PY) pipelines/training.py --config $(CONFIG) --output pipelines/training.yaml
 
+# Checked while the Makefile is read, before any prerequisite (install, compile) runs: without a cluster to talk
+# to there is nothing to do, so say so in one line (pipelines/submit.py says the same when run directly).
+MISSING_KFP_HOST = KFP_HOST is not set: export KFP_HOST=https://<your kubeflow>/pipeline \
+  (the KFP API endpoint; see README, Deploy to a cluster)
+ifneq ($(filter submit-pipeline schedule,$(MAKECMDGOALS)),)
+ifeq ($(KFP_HOST),)
+$(error $(MISSING_KFP_HOST))
+endif
+endif
+
 submit-pipeline: install ## compile and submit a run to a Kubeflow cluster (KFP_HOST, KFP_TOKEN, CONFIG)
 	$(PY) pipelines/submit.py --config $(CONFIG) run
 

@@ -7,6 +7,7 @@ prerequisites, and `-o install` keeps make from touching a virtual environment.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -58,3 +59,16 @@ def test_help_lists_every_target_with_one_line():
     missing = targets - set(names)
     assert not missing, f"targets without a `## one line` (so not in `make help`): {sorted(missing)}"
     assert set(names) <= targets, f"`make help` lists what is not a target: {sorted(set(names) - targets)}"
+
+
+@pytest.mark.parametrize("goal", ["submit-pipeline", "schedule"])
+def test_cluster_targets_without_kfp_host_say_so_before_doing_anything(goal, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KFP_HOST"}
+    # Were the check to come after the prerequisites, `install` would try to build this venv (PYTHON=false fails).
+    venv = tmp_path / "venv"
+    proc = _make(goal, "CONFIG=configs/hecto.yaml", f"VENV={venv}", "PYTHON=false", env=env)
+    assert proc.returncode != 0
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "KFP_HOST is not set" in lines[0] and "export KFP_HOST=https://" in lines[0]
+    assert not venv.exists()
