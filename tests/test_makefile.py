@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +73,22 @@ def test_cluster_targets_without_kfp_host_say_so_before_doing_anything(goal, tmp
     assert len(lines) == 1, lines
     assert "KFP_HOST is not set" in lines[0] and "export KFP_HOST=https://" in lines[0]
     assert not venv.exists()
+
+
+def test_bench_preprocess_without_imagededup_says_how_to_install_it(tmp_path):
+    # imagededup may or may not be installed here: a package whose import fails the way a missing one does,
+    # first on the path, stands in for its absence.
+    fake = tmp_path / "site" / "imagededup"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'imagededup'\", name='imagededup')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(fake.parent), env.get("PYTHONPATH", "")) if p)
+    proc = _make("-s", "bench-preprocess", f"PY={sys.executable}", "-o", "install", env=env)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("make: ***")]
+    assert len(said) == 1, said
+    assert said[0].startswith("bench/preprocess.py needs imagededup")
+    assert "pip install --no-deps --target /tmp/bench-imagededup imagededup==" in said[0]
