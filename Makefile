@@ -93,6 +93,6 @@ bench-decode: install ## the training cache's decode, PIL vs OpenCV
 	$(PY) bench/decode.py --n 100 --side 1920
 
 clean: ## delete local run outputs: runs/, the MLflow store, the compiled YAML
-	rm -rf runs local_outputs mlruns mlruns.db pipelines/training.yaml
+	rm -rf runs local_outputs mlruns mlruns.db mlartifacts pipelines/training.yaml
 
 -include mk/cluster.mk
