@@ -45,11 +45,11 @@ CONTAINER_SETS = --set pipeline.base_image=$(CONTAINER_IMAGE) --set pipeline.cpu
 run-containers: install sample images-cpu ## `make run` with every step in the CPU image (Docker)
 	$(FG) run --runner docker --config $(CONFIG) --out $(CONTAINERS_OUT) $(CONTAINER_SETS)
 
-# Not part of `make test`: tests/test_containers.py and the image checks skip unless FINEGRAIN_DOCKER_TESTS=1.
+# Not part of `make test`: tests/orchestration/test_containers.py and the image checks skip unless FINEGRAIN_DOCKER_TESTS=1.
 test-containers: install images-cpu images-mlflow ## build the CPU + MLflow images, run the pipeline in them
 	FINEGRAIN_DOCKER_TESTS=1 FINEGRAIN_TEST_IMAGE=$(CONTAINER_IMAGE) \
 	  FINEGRAIN_TEST_MLFLOW_IMAGE=$(MLFLOW_IMAGE):$(MLFLOW_VERSION) \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/test_containers.py tests/test_images.py
+	  $(PY) -m pytest -q -p no:cacheprovider tests/orchestration/test_containers.py tests/cluster/test_images.py
 
 test-fast: install ## the test suite without the tests marked slow
 	$(PY) -m pytest -q -x -m "not slow" tests
