@@ -1,16 +1,21 @@
-"""Who may do what in namespace finegrain, on the rendered base kustomization: which of KFP's pods the
-NetworkPolicies let reach MinIO and MLflow (its UI and API server, in namespace kubeflow or, for a standalone
-KFP, in finegrain itself). The pipeline's own clients are checked in test_manifests.py.
+"""Who may do what in namespace finegrain, on the rendered base kustomization: what the pipeline's Role lets its
+pods ask of the Kubernetes API, and which of KFP's pods the NetworkPolicies let reach MinIO and MLflow (its UI
+and API server, in namespace kubeflow or, for a standalone KFP, in finegrain itself). The pipeline's own
+clients are checked in test_manifests.py.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
+import yaml
 
-from tests.support.k8s_manifests import MANIFESTS, ingress_allowed, render
+from finegrain.config import PipelineConfig
+from tests.support.k8s_manifests import MANIFESTS, ingress_allowed, one, render
 
+CFG = PipelineConfig()
 MINIO, MLFLOW = ({"app.kubernetes.io/name": "minio"}, 9000), ({"app.kubernetes.io/name": "mlflow"}, 5000)
 KFP_UI, KFP_API = {"app": "ml-pipeline-ui"}, {"app": "ml-pipeline"}
 
@@ -25,6 +30,33 @@ def base() -> list[dict]:
 @pytest.fixture(scope="module")
 def policies(base) -> list[dict]:
     return [o for o in base if o["kind"] == "NetworkPolicy"]
+
+
+def test_pipeline_role_grants_only_what_kfp_and_argo_call(base):
+    """KFP's driver/launcher read the launcher ConfigMap and the one Secret it names; Argo's executor writes
+    task results. Nothing else: no pods, no logs, no wildcard, no unnamed Secret."""
+    role = one(base, "Role", CFG.service_account)
+    assert all(len(r["apiGroups"]) == len(r["resources"]) == 1 for r in role["rules"]), role["rules"]
+    rules = {(r["apiGroups"][0], r["resources"][0]): r for r in role["rules"]}
+    launcher = one(base, "ConfigMap", "kfp-launcher")
+    secret_ref = yaml.safe_load(launcher["data"]["providers"])["minio"]["default"]["credentials"]["secretRef"]
+    assert rules.keys() == {("", "configmaps"), ("", "secrets"), ("argoproj.io", "workflowtaskresults")}
+    assert rules["", "configmaps"]["resourceNames"] == ["kfp-launcher"]
+    assert rules["", "secrets"]["resourceNames"] == [secret_ref["secretName"]] == [CFG.s3_secret]
+    assert rules["", "configmaps"]["verbs"] == rules["", "secrets"]["verbs"] == ["get"]
+    assert sorted(rules["argoproj.io", "workflowtaskresults"]["verbs"]) == ["create", "patch"]
+    binding = one(base, "RoleBinding", CFG.service_account)
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert CFG.service_account in {s["name"] for s in binding["subjects"]}
+
+
+def test_every_role_rule_says_who_needs_it():
+    """Each rule in rbac.yaml comes right after a comment naming its caller (kubectl drops comments, so read the
+    file itself)."""
+    text = (MANIFESTS / "base" / "rbac.yaml").read_text()
+    role = text.split("kind: Role\n", 1)[1].split("\n---", 1)[0]
+    rules = re.findall(r"((?:^  #.*\n)*)^  - apiGroups:", role, re.MULTILINE)
+    assert len(rules) == 3 and all(comment.strip() for comment in rules), role
 
 
 @pytest.mark.parametrize("client", [KFP_UI, KFP_API], ids=["ml-pipeline-ui", "ml-pipeline"])
