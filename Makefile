@@ -11,16 +11,11 @@ export MPLBACKEND := Agg
 
 .PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train bench-decode clean
 
-help:
-	@echo "make run               install if needed, then run the whole pipeline locally on the sample data"
-	@echo "make test              install if needed, then run the test suite (starts its own S3 + MLflow servers)"
-	@echo "make run-containers    the same run with every step in the CPU image (kfp.local DockerRunner)"
-	@echo "make test-containers   build the CPU + MLflow images (cached), run the pipeline in containers, check it"
-	@echo "make compile           compile pipelines/training.py to pipelines/training.yaml (CONFIG=...)"
-	@echo "make submit-pipeline   compile and submit to a Kubeflow cluster (KFP_HOST, KFP_TOKEN, CONFIG)"
-	@echo "make schedule          create a recurring run on the cluster"
-	@echo "make bench             run the benchmarks in bench/"
-	@echo "make images / push     build / push the container images (see README: Running in containers)"
+# Every target a person runs carries a `## one line` after its prerequisites; `make help` lists exactly those,
+# so a new target shows up by writing its line (tests/test_makefile.py fails on a target without one).
+help: ## list every target with one line on what it does (this list)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9][a-zA-Z0-9_-]*:[^=]*## / {printf "make %-18s %s\n", $$1, $$2}' \
+	  $(MAKEFILE_LIST)
 
 # The stamp depends on pyproject.toml so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -29,17 +24,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## create .venv and install finegrain with its test extras
 
 $(SAMPLE)/answer_key.json: | $(VENV)/.installed
 	$(FG) make-sample --out $(SAMPLE)
 
-sample: $(SAMPLE)/answer_key.json
+sample: $(SAMPLE)/answer_key.json ## generate the synthetic sample dataset into data/sample
 
-run: install sample
+run: install sample ## install if needed, then run the whole pipeline locally on the sample
 	$(FG) run --config $(CONFIG) --out $(OUT)
 
-test: install
+test: install ## install if needed, then run the test suite (starts its own S3 + MLflow servers)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # Containers (needs a Docker engine; the images come from mk/cluster.mk). Every step runs in CONTAINER_IMAGE.
@@ -47,47 +42,57 @@ CONTAINER_IMAGE ?= $(IMAGE):latest-cpu
 CONTAINERS_OUT ?= runs/containers
 CONTAINER_SETS = --set pipeline.base_image=$(CONTAINER_IMAGE) --set pipeline.cpu_image=$(CONTAINER_IMAGE)
 
-run-containers: install sample images-cpu
+run-containers: install sample images-cpu ## `make run` with every step in the CPU image (Docker)
 	$(FG) run --runner docker --config $(CONFIG) --out $(CONTAINERS_OUT) $(CONTAINER_SETS)
 
-# Not part of `make test`: tests/test_containers.py and the image checks skip unless FINEGRAIN_DOCKER_TESTS=1.
-test-containers: install images-cpu images-mlflow
+# Not part of `make test`: tests/orchestration/test_containers.py and the image checks skip unless FINEGRAIN_DOCKER_TESTS=1.
+test-containers: install images-cpu images-mlflow ## build the CPU + MLflow images, run the pipeline in them
 	FINEGRAIN_DOCKER_TESTS=1 FINEGRAIN_TEST_IMAGE=$(CONTAINER_IMAGE) \
 	  FINEGRAIN_TEST_MLFLOW_IMAGE=$(MLFLOW_IMAGE):$(MLFLOW_VERSION) \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/test_containers.py tests/test_images.py
+	  $(PY) -m pytest -q -p no:cacheprovider tests/orchestration/test_containers.py tests/cluster/test_images.py
 
-test-fast: install
+test-fast: install ## the test suite without the tests marked slow
 	$(PY) -m pytest -q -x -m "not slow" tests
 
-lint: install
+lint: install ## ruff on src, tests, components, pipelines and bench
 	$(VENV)/bin/ruff check src tests components pipelines bench
 
-compile: install
+compile: install ## compile pipelines/training.py to pipelines/training.yaml (CONFIG)
 	$(PY) pipelines/training.py --config $(CONFIG) --output pipelines/training.yaml
 
-submit-pipeline: install
+# Checked while the Makefile is read, before any prerequisite (install, compile) runs: without a cluster to talk
+# to there is nothing to do, so say so in one line (pipelines/submit.py says the same when run directly).
+MISSING_KFP_HOST = KFP_HOST is not set: export KFP_HOST=https://<your kubeflow>/pipeline \
+  (the KFP API endpoint; see README, Deploy to a cluster)
+ifneq ($(filter submit-pipeline schedule,$(MAKECMDGOALS)),)
+ifeq ($(KFP_HOST),)
+$(error $(MISSING_KFP_HOST))
+endif
+endif
+
+submit-pipeline: install ## compile and submit a run to a Kubeflow cluster (KFP_HOST, KFP_TOKEN, CONFIG)
 	$(PY) pipelines/submit.py --config $(CONFIG) run
 
-schedule: install
+schedule: install ## create a recurring run on the cluster (KFP_HOST, KFP_TOKEN, CONFIG)
 	$(PY) pipelines/submit.py --config $(CONFIG) schedule
 
-bench: bench-preprocess bench-regroup bench-train bench-decode
+bench: bench-preprocess bench-regroup bench-train bench-decode ## run every benchmark in bench/
 
-bench-preprocess: install
+bench-preprocess: install ## near-duplicate search, finegrain vs imagededup (needs imagededup)
 	$(PY) bench/preprocess.py --n 4000 --side 600
 	$(PY) bench/preprocess.py --n 4000
 
-bench-regroup: install
+bench-regroup: install ## regroup, finegrain's Regrouper vs scikit-learn's TSNE
 	$(PY) bench/regroup.py
 
-bench-train: install
+bench-train: install ## the train step's data path + step vs bare timm (img/s)
 	$(PY) bench/train_throughput.py
 
-bench-decode: install
+bench-decode: install ## the training cache's decode, PIL vs OpenCV
 	$(PY) bench/decode.py
 	$(PY) bench/decode.py --n 100 --side 1920
 
-clean:
-	rm -rf runs local_outputs mlruns mlruns.db pipelines/training.yaml
+clean: ## delete local run outputs: runs/, the MLflow store, the compiled YAML
+	rm -rf runs local_outputs mlruns mlruns.db mlartifacts pipelines/training.yaml
 
 -include mk/cluster.mk

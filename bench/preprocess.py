@@ -149,6 +149,18 @@ def run_imagededup(root: Path, workers: int, distance: int) -> dict:
             "search s": t2 - t1}  # fmt: skip
 
 
+def import_imagededup(path: str) -> None:
+    """Import imagededup from `path` (or the environment), or exit with the one line that installs it there."""
+    sys.path.append(path)
+    try:
+        import imagededup.methods  # noqa: F401
+    except ImportError as err:
+        raise SystemExit(
+            f"bench/preprocess.py needs imagededup ({err}); install it beside the benchmark: "
+            f"pip install --no-deps --target {path} imagededup==0.3.3.post2 PyWavelets==1.9.0"
+        ) from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -162,13 +174,11 @@ def main() -> None:
     )
     ap.add_argument("--imagededup-path", default="/tmp/bench-imagededup")
     args = ap.parse_args()
-    sys.path.append(args.imagededup_path)
     warnings.filterwarnings("ignore", module="imagededup")
     logging.disable(logging.INFO)  # imagededup logs every phase at INFO
     # Import both libraries before any clock starts: imagededup's import pulls in torch (~4 s), which is a fixed
     # cost of the process, not of hashing images; timing it would flatter finegrain.
-    import imagededup.methods  # noqa: F401
-
+    import_imagededup(args.imagededup_path)
     import finegrain.steps.preprocess  # noqa: F401
 
     methods = {"finegrain": run_finegrain, "imagededup PHash": run_imagededup}

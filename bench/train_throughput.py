@@ -1,7 +1,7 @@
 """Benchmark the train step's data path + step against bare timm, in one run on one device.
 
     python bench/train_throughput.py                       # GPU: convnext_tiny @384, batch 64 (goal: ratio >= 0.95)
-    python bench/train_throughput.py --compile --json out.json
+    python bench/train_throughput.py --compile --json runs/bench/train.json   # runs/ is git-ignored
     python bench/train_throughput.py --model test_convnext --img-size 64 --batch-size 16 --steps 6   # CPU smoke
 
 Prints two img/s figures and their ratio:

@@ -48,34 +48,34 @@ DOCKER_BUILD = base="$$(images/base.sh $(BASE_IMAGE))" && DOCKER_BUILDKIT=$(DOCK
 _require-registry:
 	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make $(MAKECMDGOALS) REGISTRY=ghcr.io/you" >&2; exit 2; }
 
-images: images-cuda images-cpu images-mlflow image-sizes
+images: images-cuda images-cpu images-mlflow image-sizes ## build the CUDA, CPU and MLflow images
 
 # A Docker engine that answers: as root on Debian/Ubuntu without one, images/engine.sh installs docker.io and
 # debootstrap and starts `dockerd --iptables=false --bridge=none` (what this project's build machines need).
-docker-engine:
+docker-engine: ## start a Docker engine if none answers (installs one as root)
 	@DOCKER=$(DOCKER) images/engine.sh
 
-images-cuda: docker-engine
+images-cuda: docker-engine ## build only the CUDA image (finegrain:<tag>-cuda)
 	$(DOCKER_BUILD) -f images/Dockerfile \
 	  --build-arg VARIANT=cuda --build-arg TORCH_INDEX_URL=$(CUDA_TORCH_INDEX) \
 	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
 	  --build-arg NVIDIA_DRIVER_CAPABILITIES=compute,utility \
 	  -t $(IMAGE):$(TAG)-cuda -t $(IMAGE):latest-cuda .
 
-images-cpu: docker-engine
+images-cpu: docker-engine ## build only the CPU image (what `make test-containers` runs)
 	$(DOCKER_BUILD) -f images/Dockerfile \
 	  --build-arg VARIANT=cpu --build-arg TORCH_INDEX_URL=$(CPU_TORCH_INDEX) \
 	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
 	  --build-arg NVIDIA_DRIVER_CAPABILITIES= \
 	  -t $(IMAGE):$(TAG)-cpu -t $(IMAGE):latest-cpu .
 
-images-mlflow: docker-engine
+images-mlflow: docker-engine ## build only the MLflow server image
 	$(DOCKER_BUILD) -f images/mlflow.Dockerfile \
 	  --build-arg MLFLOW_VERSION=$(MLFLOW_VERSION) \
 	  -t $(MLFLOW_IMAGE):$(MLFLOW_VERSION) .
 
 # What each image weighs (uncompressed, as `docker image ls` counts it) and where its torch came from.
-image-sizes:
+image-sizes: ## print each built image's size and where its torch came from
 	@for ref in $(IMAGE):$(TAG)-cuda $(IMAGE):$(TAG)-cpu $(MLFLOW_IMAGE):$(MLFLOW_VERSION); do \
 	  if $(DOCKER) image inspect $$ref >/dev/null 2>&1; then \
 	    printf '%-50s %6s MB  %s\n' $$ref \
@@ -84,7 +84,7 @@ image-sizes:
 	  fi; \
 	done
 
-push: _require-registry
+push: _require-registry ## push the images to REGISTRY
 	$(DOCKER) push $(IMAGE):$(TAG)-cuda
 	$(DOCKER) push $(IMAGE):latest-cuda
 	$(DOCKER) push $(IMAGE):$(TAG)-cpu
@@ -93,7 +93,7 @@ push: _require-registry
 
 # Secrets first (created once, never overwritten by a re-deploy), then everything else, then wait for the
 # services the pipeline needs. overlays/local brings its own placeholder Secrets.
-deploy: _require-registry
+deploy: _require-registry ## secrets, kustomize apply, wait (REGISTRY, OVERLAY, CLUSTER_NAME)
 	@if [ "$(OVERLAY)" != local ]; then NAMESPACE=$(NAMESPACE) KUBECTL=$(KUBECTL) bash scripts/create_secrets.sh; fi
 	$(KUBECTL) apply -k $$($(CLUSTER_PY) scripts/deploy_kustomization.py --overlay $(OVERLAY) \
 	  --registry $(REGISTRY) $(if $(CLUSTER_NAME),--cluster-name $(CLUSTER_NAME)))
@@ -102,8 +102,8 @@ deploy: _require-registry
 	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/mlflow --timeout=300s
 	$(KUBECTL) -n $(NAMESPACE) wait --for=condition=complete job/minio-buckets --timeout=300s
 
-lint-images:
+lint-images: ## hadolint the Dockerfiles
 	$(HADOLINT) images/Dockerfile images/mlflow.Dockerfile
 
-lint-workflow:
+lint-workflow: ## actionlint the CI workflow
 	$(ACTIONLINT) .github/workflows/retrain.yml

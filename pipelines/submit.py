@@ -25,6 +25,11 @@ from finegrain.config import Config, config_to_text, load_config
 from finegrain.data.fingerprint import code_version
 from pipelines.training import compile_pipeline, member_items
 
+MISSING_HOST = (
+    "KFP_HOST is not set: export KFP_HOST=https://<your kubeflow>/pipeline (the KFP API endpoint; "
+    "see README, Deploy to a cluster)"
+)
+
 
 def image_for_tag(cfg: Config, tag: str, registry: str = "", variant: str = "cuda") -> str:
     """The image built for one commit: `$REGISTRY/finegrain:<tag>-<variant>` (registry from the config's
@@ -44,12 +49,17 @@ def run_parameters(file_cfg: Config, overrides: list[str], run_name: str) -> dic
     }
 
 
-def make_client(cfg: Config):
-    import kfp
-
+def kfp_host() -> str:
+    """KFP_HOST, or exit with the one line that says how to set it."""
     host = os.environ.get("KFP_HOST")
     if not host:
-        raise SystemExit("KFP_HOST is not set: export KFP_HOST=https://<your kubeflow>/pipeline")
+        raise SystemExit(MISSING_HOST)
+    return host
+
+
+def make_client(cfg: Config, host: str):
+    import kfp
+
     return kfp.Client(
         host=host,
         existing_token=os.environ.get("KFP_TOKEN") or None,
@@ -114,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="configs/hecto.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
+    # Before the config is read (it may live on S3) or anything is compiled: without a cluster, nothing to do.
+    host = kfp_host()
     overrides = list(args.overrides)
     cfg = load_config(args.config, overrides)  # fails here, not in the cluster, on a bad key
     if os.environ.get("IMAGE_TAG"):
@@ -126,8 +138,8 @@ def main(argv=None) -> int:
         package = compile_pipeline(cfg, Path(tmp) / "training.yaml")
         print(f"compiled ({len(member_items(cfg))} members by default; each run plans its own) on "
               f"{cfg.pipeline.base_image} / {cfg.pipeline.resolved_cpu_image()}")
-        client = make_client(cfg)
-        print(submit(client, cfg, args.action, params, package, os.environ.get("KFP_HOST", "")))
+        client = make_client(cfg, host)
+        print(submit(client, cfg, args.action, params, package, host))
     return 0
 
 

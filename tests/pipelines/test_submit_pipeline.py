@@ -161,6 +161,23 @@ def test_missing_host_is_a_clear_error(monkeypatch, tmp_path):
         submit_mod.main(["run", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"data.uri={_dataset(tmp_path)}"])
 
 
+@pytest.mark.parametrize("action", ["run", "schedule"])
+def test_missing_host_is_said_before_the_config_is_read_or_anything_compiled(monkeypatch, action):
+    """A config on s3:// would be fetched first, and an S3 error would hide the real problem."""
+    monkeypatch.delenv("KFP_HOST", raising=False)
+
+    def touched(*args, **kwargs):
+        raise AssertionError("touched before KFP_HOST was checked")
+
+    monkeypatch.setattr(submit_mod, "load_config", touched)
+    monkeypatch.setattr(submit_mod, "compile_pipeline", touched)
+    with pytest.raises(SystemExit) as exc:
+        submit_mod.main([action, "--config", "s3://finegrain-data/configs/hecto.yaml"])
+    message = str(exc.value.code)
+    assert message.startswith("KFP_HOST is not set") and "export KFP_HOST=https://" in message
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize("token", ["", "tok-3b1f"])
 def test_submit_token_secret_is_created_only_from_a_given_token(tmp_path, token):
     """scripts/create_secrets.sh makes the optional finegrain-submit Secret only when a token is supplied."""

@@ -1,4 +1,4 @@
-"""Rendering and inspecting the kustomize manifests, for tests/test_manifests.py.
+"""Rendering and inspecting the kustomize manifests, for tests/cluster/test_manifests.py.
 
 `render(name)` runs `kubectl kustomize manifests/<name>`; `crd_schemas()` turns the CRDs vendored in
 manifests/crds/ into JSON Schemas; `ingress_allowed` evaluates our NetworkPolicies for a pair of pods.
@@ -92,19 +92,40 @@ def one(objs: list[dict], kind: str, name: str) -> dict:
     return found[0]
 
 
-def ingress_allowed(policies: list[dict], source: dict[str, str], target: dict[str, str], port: int) -> bool:
-    """Whether a pod labelled `source` may open `port` on a pod labelled `target` (same namespace)."""
+def ingress_allowed(
+    policies: list[dict],
+    source: dict[str, str],
+    target: dict[str, str],
+    port: int,
+    source_namespace: str | None = None,
+) -> bool:
+    """Whether a pod labelled `source` in `source_namespace` (default: the policies' own) may open `port` on a pod
+    labelled `target` in the policies' namespace.
+
+    Peers follow the NetworkPolicy API: a podSelector alone means pods of the policy's namespace, a
+    namespaceSelector alone every pod of the matching namespaces, both together the matching pods of the
+    matching namespaces. A namespace's labels are the one Kubernetes sets on all: kubernetes.io/metadata.name.
+    """
 
     def matches(selector: dict, labels: dict) -> bool:
         assert set(selector) <= {"matchLabels"}, f"evaluator handles matchLabels only, got {selector}"
         return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
-    applying = [p["spec"] for p in policies if matches(p["spec"]["podSelector"], target)]
+    def admits(peer: dict, policy_namespace: str) -> bool:
+        assert set(peer) <= {"podSelector", "namespaceSelector"} and peer, f"evaluator cannot judge {peer}"
+        namespace = source_namespace or policy_namespace
+        if "namespaceSelector" in peer:
+            in_namespace = matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+        else:
+            in_namespace = namespace == policy_namespace
+        return in_namespace and matches(peer.get("podSelector", {}), source)
+
+    applying = [p for p in policies if matches(p["spec"]["podSelector"], target)]
     assert applying, f"no NetworkPolicy selects {target}: ingress would be open"
-    for spec in applying:
-        for rule in spec.get("ingress", []):
-            assert all(set(peer) == {"podSelector"} for peer in rule["from"]), rule
-            if any(matches(peer["podSelector"], source) for peer in rule["from"]) and any(
+    for policy in applying:
+        policy_namespace = policy["metadata"]["namespace"]
+        for rule in policy["spec"].get("ingress", []):
+            if any(admits(peer, policy_namespace) for peer in rule["from"]) and any(
                 p["port"] == port for p in rule.get("ports", [])
             ):
                 return True
