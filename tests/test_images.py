@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"finegrain": ROOT / "images" / "Dockerfile", "mlflow": ROOT / "images" / "mlflow.Dockerfile"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
+# Settings that pick a package index or mirror: the tests give their own, never the caller's.
+INDEX_SETTINGS = re.compile(r"PIP_.*|.*_TORCH_INDEX|DEBIAN_MIRROR|APT_DIR")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """This process's environment without the caller's index/mirror settings, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if not INDEX_SETTINGS.fullmatch(k)}, **extra}
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -273,6 +281,174 @@ def test_engine_script_starts_or_installs_an_engine_only_when_none_answers(tmp_p
     proc, seen = run()  # root, both present: dockerd started as the sandbox needs it, nothing installed
     assert proc.returncode == 0, proc.stderr
     assert seen == ["dockerd --iptables=false --bridge=none"], seen
+
+
+# --- package indexes and mirrors: the host's configuration, never the repository's ------------------------
+
+
+def _host_index(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / "images" / "host-index.sh"), *args], env=_env(**env), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def pip_config(tmp_path) -> dict[str, str]:
+    """Environment for a real pip that reads only a fake config file (HOME and XDG dirs moved away too)."""
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        "[global]\n"
+        "index-url = https://mirror.test/pypi/simple\n"
+        "extra-index-url = https://extra.test/simple\n    file:///srv/wheels/simple\n"
+        "trusted-host = mirror.test\n"
+    )
+    return {
+        "PIP": f"{sys.executable} -m pip",
+        "PIP_CONFIG_FILE": str(config),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "XDG_CONFIG_DIRS": str(tmp_path / "xdg-dirs"),
+    }
+
+
+def test_host_index_reports_the_pip_configuration(pip_config, tmp_path):
+    keys = ("index-url", "extra-index-url", "trusted-host")
+    got = {key: _host_index("pip", key, **pip_config) for key in keys}
+    assert all(proc.returncode == 0 for proc in got.values()), {k: p.stderr for k, p in got.items()}
+    assert got["index-url"].stdout == "https://mirror.test/pypi/simple\n"
+    assert got["trusted-host"].stdout == "mirror.test\n"
+    # a path on this host is no index for the build: left out, and said so
+    assert got["extra-index-url"].stdout == "https://extra.test/simple\n"
+    assert "file:///srv/wheels/simple" in got["extra-index-url"].stderr
+    # the environment wins over the config files, as for pip itself; [install] over [global]
+    proc = _host_index("pip", "index-url", **pip_config, PIP_INDEX_URL="https://env.test/simple")
+    assert proc.stdout == "https://env.test/simple\n"
+    with open(pip_config["PIP_CONFIG_FILE"], "a") as config:
+        config.write("[install]\nindex-url = https://install.test/simple\n")
+    assert _host_index("pip", "index-url", **pip_config).stdout == "https://install.test/simple\n"
+    # credentials in a URL are passed on (the build needs them) but flagged, and not printed in the note
+    secret = "https://me:s3cret@private.test/simple"
+    proc = _host_index("pip", "index-url", **pip_config, PIP_INDEX_URL=secret)
+    assert proc.stdout == secret + "\n" and "credentials" in proc.stderr
+    assert "s3cret" not in proc.stderr
+
+
+def test_host_index_reports_nothing_when_pip_is_not_configured(pip_config):
+    """No configuration (or no pip at all): empty values, so pip's own default applies inside the build."""
+    for env in ({**pip_config, "PIP_CONFIG_FILE": os.devnull}, {"PIP": "/nonexistent/pip"}):
+        for key in ("index-url", "extra-index-url", "trusted-host"):
+            proc = _host_index("pip", key, **env)
+            assert (proc.returncode, proc.stdout) == (0, "\n"), (env, key, proc.stderr)
+    assert _host_index("pip", "no-such-key").returncode == 2
+
+
+def _apt_dir(tmp_path: Path, files: dict[str, str]) -> str:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (apt / name).write_text(text)
+    return str(apt)
+
+
+ONE_LINE_SOURCES = """\
+# the host's mirror, with the entries debootstrap cannot use around it
+deb-src http://src.test/debian bookworm main
+deb [arch=amd64 signed-by=/usr/share/keyrings/a.gpg] http://secure.test/debian-security bookworm-security main
+deb [ arch=amd64 ] http://mirror.test/debian bookworm main contrib  # trailing comment
+deb http://mirror.test/debian bookworm-updates main
+"""
+DEB822_SOURCES = """\
+Types: deb-src
+URIs: http://src.test/debian
+Suites: bookworm
+Components: main
+
+Types: deb
+URIs: http://disabled.test/debian
+Suites: bookworm
+Components: main
+Enabled: no
+
+Types: deb deb-src
+# a comment inside the stanza
+URIs: http://mirror.test/debian/
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ URIs: http://not-a-field.test/debian
+ -----END PGP PUBLIC KEY BLOCK-----
+
+Types: deb
+URIs: http://secure.test/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"sources.list": ONE_LINE_SOURCES},
+        # a vendor's repository sorts first; deb822 only, as on Debian 12+
+        {"sources.list.d/aaa-vendor.list": "deb https://vendor.test/apt nodistro main\n",
+         "sources.list.d/debian.sources": DEB822_SOURCES},
+        {"sources.list.d/debian.sources": DEB822_SOURCES.replace("Types: deb deb-src", "Types: deb"),
+         "sources.list.d/vendor.sources": "Types: deb\nURIs: https://vendor.test/apt\nSuites: nodistro\n",
+         "sources.list.d/old.list.disabled": "deb http://old.test/debian bookworm main\n"},
+    ],
+    ids=["one-line", "deb822", "deb822-and-others"],
+)
+def test_host_index_finds_the_debian_mirror_in_the_apt_sources(tmp_path, files):
+    proc = _host_index("debian-mirror", APT_DIR=_apt_dir(tmp_path, files))
+    assert (proc.returncode, proc.stdout) == (0, "http://mirror.test/debian\n"), proc.stderr
+
+
+def test_host_index_debian_mirror_other_suites_and_no_mirror(tmp_path):
+    # DEBIAN_MIRROR wins over the sources
+    apt = _apt_dir(tmp_path, {"sources.list": ONE_LINE_SOURCES})
+    assert _host_index("debian-mirror", APT_DIR=apt, DEBIAN_MIRROR="http://set.test/debian").stdout == (
+        "http://set.test/debian\n"
+    )
+    # a Debian mirror for another suite serves bookworm too (said so); an Ubuntu one does not
+    apt = _apt_dir(tmp_path / "trixie", {"sources.list": "deb http://mirror.test/debian trixie main\n"})
+    proc = _host_index("debian-mirror", APT_DIR=apt)
+    assert proc.stdout == "http://mirror.test/debian\n" and "no apt source for bookworm" in proc.stderr
+    for files in ({}, {"sources.list": "deb http://ubuntu-mirror.test/ubuntu jammy main\n"},
+                  {"sources.list": "deb-src http://src.test/debian bookworm main\n"}):  # fmt: skip
+        proc = _host_index("debian-mirror", APT_DIR=_apt_dir(tmp_path / str(len(files)), files))
+        assert proc.returncode == 1 and proc.stdout == "" and "set DEBIAN_MIRROR" in proc.stderr, proc.stderr
+
+
+def test_base_script_bootstraps_from_the_host_mirror(tmp_path):
+    """images/base.sh as root with no image to pull: debootstrap gets the host's apt mirror; with none and no
+    DEBIAN_MIRROR it stops before debootstrap, naming DEBIAN_MIRROR."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "debootstrap-calls"
+    fakes = {"docker": "exit 1", "id": "echo 0", "debootstrap": f'echo "$*" >> {calls}; exit 1'}
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+    def run(apt: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(ROOT / "images" / "base.sh"), "py:1"], capture_output=True, text=True, timeout=60,
+            env=_env(PATH=f"{bin_dir}:/usr/bin:/bin", SKIP_PULL="1", APT_DIR=apt, **env),
+        )  # fmt: skip
+
+    proc = run(_apt_dir(tmp_path, {"sources.list": ONE_LINE_SOURCES}))
+    assert proc.returncode != 0 and "from http://mirror.test/debian (bookworm)" in proc.stderr, proc.stderr
+    (call,) = calls.read_text().splitlines()
+    assert call.startswith("--variant=minbase")
+    assert call.split()[-3::2] == ["bookworm", "http://mirror.test/debian"]
+    calls.unlink()
+    proc = run(_apt_dir(tmp_path / "none", {}))
+    assert proc.returncode == 1 and "DEBIAN_MIRROR" in proc.stderr and not calls.exists(), proc.stderr
+    run(_apt_dir(tmp_path / "none", {}), DEBIAN_MIRROR="http://set.test/debian")
+    assert calls.read_text().split()[-1] == "http://set.test/debian"
 
 
 docker_only = pytest.mark.skipif(
