@@ -125,7 +125,8 @@ def test_finegrain_image_contract():
         "components run with install_kfp_package=False: kfp must be in the image"
     )
     assert '--index-url "${TORCH_INDEX_URL}"' in runs and "pip install --no-deps ." in runs
-    assert '--index-url "${TORCH_FALLBACK_INDEX_URL}"' in runs  # an unreachable torch index falls back
+    # no torch index, or an unreachable one: torch from the package index (the host's, or pip's default)
+    assert runs.count("pip install -r /opt/venv/torch.txt") == 2 and "WARNING" in runs
     # The KFP v2 launcher writes artifacts under these roots; a non-root user cannot create them at run time.
     assert re.search(r"mkdir -p /gcs /minio /s3", runs) and "chown -R 1000" in runs
 
@@ -159,6 +160,15 @@ def test_build_context_sends_sources_but_not_local_state():
                     assert (ROOT / source).exists(), f"{name}: COPY {source}: no such path in the repository"
 
 
+def _builds(make_n_output: str) -> list[str]:
+    """The `docker build` commands of `make -n` output, one line each, whitespace collapsed."""
+    return [
+        " ".join(cmd.split())
+        for cmd in make_n_output.replace("\\\n", " ").splitlines()
+        if "docker build" in cmd
+    ]
+
+
 def test_make_images_builds_and_tags_both_variants():
     if shutil.which("make") is None:
         pytest.skip("make not installed")
@@ -168,24 +178,27 @@ def test_make_images_builds_and_tags_both_variants():
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=_env(),
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    builds = [
-        " ".join(cmd.split())
-        for cmd in proc.stdout.replace("\\\n", " ").splitlines()
-        if "docker build" in cmd
-    ]
+    builds = _builds(proc.stdout)
     cuda, cpu, mlflow = builds
     assert "-t registry.test/team/finegrain:abc1234-cuda -t registry.test/team/finegrain:latest-cuda" in cuda
     assert "-t registry.test/team/finegrain:abc1234-cpu -t registry.test/team/finegrain:latest-cpu" in cpu
-    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu and "VARIANT=cpu" in cpu
-    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in cuda and "whl/cpu" not in cuda
+    assert "VARIANT=cpu" in cpu and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in cuda
+    # No torch index unless one is given: torch then comes from the package index like everything else.
+    assert all('--build-arg TORCH_INDEX_URL=""' in b for b in (cuda, cpu))
     assert all("--build-arg GIT_SHA=" in b for b in builds) and "images/mlflow.Dockerfile" in mlflow
     # Every build first makes sure of its base (pulled, or bootstrapped without a registry) and uses the host network.
     assert all('--build-arg BASE_IMAGE="$base"' in b and "images/base.sh python:" in b for b in builds)
     assert all("--network host" in b for b in builds)
-    assert "TORCH_FALLBACK_INDEX_URL=https://pypi.org/simple" in cpu
+    proc = subprocess.run(
+        ["make", "-n", "-f", "mk/cluster.mk", "images", "CPU_TORCH_INDEX=https://cpu-wheels.test/whl"],
+        check=False, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60,
+    )  # fmt: skip
+    cuda, cpu, _ = _builds(proc.stdout)
+    assert '--build-arg TORCH_INDEX_URL="https://cpu-wheels.test/whl"' in cpu and "cpu-wheels" not in cuda
     # Without REGISTRY the images get local names; pushing still needs one.
     proc = subprocess.run(
         ["make", "-n", "-f", "mk/cluster.mk", "images-cpu", "REGISTRY=", "TAG=abc1234"],
@@ -286,6 +299,18 @@ def test_engine_script_starts_or_installs_an_engine_only_when_none_answers(tmp_p
 # --- package indexes and mirrors: the host's configuration, never the repository's ------------------------
 
 
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_dockerfile_takes_the_package_index_from_the_build_and_names_none(name):
+    args = {}
+    for keyword, value in _instructions(DOCKERFILES[name]):
+        if keyword == "ARG":
+            key, _, default = value.partition("=")
+            args[key] = default
+    for setting in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
+        assert args.get(setting) == '""', f"{name}: ARG {setting} must exist with an empty default"
+    assert not [k for k, v in args.items() if "://" in v], f"{name}: an ARG defaults to a URL: {args}"
+
+
 def _host_index(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(ROOT / "images" / "host-index.sh"), *args], env=_env(**env), capture_output=True, text=True,
@@ -341,6 +366,30 @@ def test_host_index_reports_nothing_when_pip_is_not_configured(pip_config):
             proc = _host_index("pip", key, **env)
             assert (proc.returncode, proc.stdout) == (0, "\n"), (env, key, proc.stderr)
     assert _host_index("pip", "no-such-key").returncode == 2
+
+
+def test_make_images_passes_the_host_pip_configuration_to_every_build(pip_config):
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+
+    def builds(*args: str, **env: str) -> list[str]:
+        proc = subprocess.run(["make", "-n", "-f", "mk/cluster.mk", "images", *args], cwd=ROOT,
+                              env=_env(**env), capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        found = _builds(proc.stdout)
+        assert len(found) == 3, proc.stdout
+        return found
+
+    for build in builds(**pip_config):
+        assert '--build-arg PIP_INDEX_URL="https://mirror.test/pypi/simple"' in build
+        assert '--build-arg PIP_EXTRA_INDEX_URL="https://extra.test/simple"' in build
+        assert '--build-arg PIP_TRUSTED_HOST="mirror.test"' in build
+    for build in builds(**{**pip_config, "PIP_CONFIG_FILE": os.devnull}):
+        assert all(f'--build-arg {name}=""' in build for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                                                                   "PIP_TRUSTED_HOST"))  # fmt: skip
+    # given to make, a setting beats the host's
+    for build in builds("PIP_INDEX_URL=https://other.test/simple", **pip_config):
+        assert '--build-arg PIP_INDEX_URL="https://other.test/simple"' in build
 
 
 def _apt_dir(tmp_path: Path, files: dict[str, str]) -> str:
@@ -451,6 +500,50 @@ def test_base_script_bootstraps_from_the_host_mirror(tmp_path):
     assert calls.read_text().split()[-1] == "http://set.test/debian"
 
 
+def test_torch_step_says_where_torch_came_from(tmp_path):
+    """The Dockerfile's torch step, run by sh with a fake pip: no TORCH_INDEX_URL -> the package index, said
+    so; a reachable one -> that index alone; an unreachable one -> WARNING and the package index. Every case
+    leaves its record in /opt/venv/torch-index."""
+    (step,) = [a for k, a in _instructions(DOCKERFILES["finegrain"]) if k == "RUN" and "torch-index" in a]
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    step = step.replace("/opt/venv/", f"{venv}/")
+    calls = tmp_path / "pip-calls"
+    (tmp_path / "pip").write_text(
+        f'#!/bin/sh\necho "$* | extra=$PIP_EXTRA_INDEX_URL" >> {calls}\n'
+        'case " $* " in *" --index-url https://down.test/whl "*) exit 1 ;; esac\n'
+    )
+    (tmp_path / "pip").chmod(0o755)
+
+    def run(torch_index: str, package_index: str = "") -> tuple[subprocess.CompletedProcess, list[str], str]:
+        calls.write_text("")
+        env = {
+            "PATH": f"{tmp_path}:/usr/bin:/bin",
+            "TORCH_INDEX_URL": torch_index,
+            "PIP_INDEX_URL": package_index,
+            "PIP_EXTRA_INDEX_URL": "https://extra.test/simple",
+        }
+        proc = subprocess.run(["sh", "-c", step], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc, calls.read_text().splitlines(), (venv / "torch-index").read_text().strip()
+
+    proc, pip, record = run("")
+    assert "no TORCH_INDEX_URL" in proc.stdout and "--index-url" not in pip[0]
+    assert record == "the default index (no TORCH_INDEX_URL)"
+    proc, pip, record = run("", package_index="https://mirror.test/simple")
+    assert record == "https://mirror.test/simple (no TORCH_INDEX_URL)"
+    proc, pip, record = run("https://cpu.test/whl")
+    expected = f"install --timeout 30 --retries 1 --index-url https://cpu.test/whl -r {venv}/torch.txt"
+    assert pip == [expected + " | extra="]  # the torch index alone: no extra index beside it
+    assert record == "https://cpu.test/whl" and "WARNING" not in proc.stderr
+    proc, pip, record = run("https://down.test/whl", package_index="https://mirror.test/simple")
+    assert "WARNING: https://down.test/whl failed" in proc.stderr
+    assert len(pip) == 2 and "--index-url" not in pip[1]
+    assert pip[1].endswith("extra=https://extra.test/simple")
+    assert record == "https://mirror.test/simple (fallback from https://down.test/whl)"
+
+
+
 docker_only = pytest.mark.skipif(
     os.environ.get("FINEGRAIN_DOCKER_TESTS") != "1", reason="make test-containers (FINEGRAIN_DOCKER_TESTS=1)"
 )
@@ -502,9 +595,17 @@ def test_a_new_commit_rebuilds_only_the_metadata_layers():
     base = subprocess.run(
         [str(ROOT / "images" / "base.sh")], capture_output=True, text=True, check=True, timeout=1800
     ).stdout.strip()
+    # The same index arguments as `make images-cpu` gave the image (the host's pip settings, CPU_TORCH_INDEX).
+    index_args = [
+        arg
+        for name, key in (("PIP_INDEX_URL", "index-url"), ("PIP_EXTRA_INDEX_URL", "extra-index-url"),
+                          ("PIP_TRUSTED_HOST", "trusted-host"))
+        for arg in ("--build-arg", f"{name}={_host_index('pip', key).stdout.strip()}")
+    ]  # fmt: skip
     build = subprocess.run(
         ["docker", "build", "--network", "host", "-f", "images/Dockerfile", "--build-arg", f"BASE_IMAGE={base}",
-         "--build-arg", "VARIANT=cpu", "--build-arg", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu",
+         *index_args, "--build-arg", "VARIANT=cpu",
+         "--build-arg", f"TORCH_INDEX_URL={os.environ.get('CPU_TORCH_INDEX', '')}",
          "--build-arg", "NVIDIA_DRIVER_CAPABILITIES=", "--build-arg", f"GIT_SHA=not-{revision}", "-t", tag, "."],
         cwd=ROOT, env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
