@@ -35,10 +35,18 @@ NAMESPACE ?= finegrain
 MLFLOW_VERSION ?= 3.17.2
 BASE_IMAGE ?= python:3.11.14-slim-bookworm
 # $(call host_pip,VAR,key): images/host-index.sh's answer, asked once per make run and only when used.
+# An empty PIP_* in the environment counts as unset, as pip itself treats it (an empty one given on the make
+# command line does win: pip's default index for the builds whatever this machine is configured with).
 host_pip = $(eval $1 := $$(shell images/host-index.sh pip $2))$($1)
-PIP_INDEX_URL ?= $(call host_pip,PIP_INDEX_URL,index-url)
-PIP_EXTRA_INDEX_URL ?= $(call host_pip,PIP_EXTRA_INDEX_URL,extra-index-url)
-PIP_TRUSTED_HOST ?= $(call host_pip,PIP_TRUSTED_HOST,trusted-host)
+ifeq ($(PIP_INDEX_URL),)
+PIP_INDEX_URL = $(call host_pip,PIP_INDEX_URL,index-url)
+endif
+ifeq ($(PIP_EXTRA_INDEX_URL),)
+PIP_EXTRA_INDEX_URL = $(call host_pip,PIP_EXTRA_INDEX_URL,extra-index-url)
+endif
+ifeq ($(PIP_TRUSTED_HOST),)
+PIP_TRUSTED_HOST = $(call host_pip,PIP_TRUSTED_HOST,trusted-host)
+endif
 CUDA_TORCH_INDEX ?=
 CPU_TORCH_INDEX ?=
 DOCKER_NETWORK ?= host

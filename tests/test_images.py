@@ -442,9 +442,14 @@ def test_make_images_passes_the_host_pip_configuration_to_every_build(pip_config
     for build in builds(**{**pip_config, "PIP_CONFIG_FILE": os.devnull}):
         assert all(f'--build-arg {name}=""' in build for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
                                                                    "PIP_TRUSTED_HOST"))  # fmt: skip
-    # given to make, a setting beats the host's
+    # given to make, a setting beats the host's; an empty one too (pip's default whatever the host says)
     for build in builds("PIP_INDEX_URL=https://other.test/simple", **pip_config):
         assert '--build-arg PIP_INDEX_URL="https://other.test/simple"' in build
+    for build in builds("PIP_INDEX_URL=", **pip_config):
+        assert '--build-arg PIP_INDEX_URL=""' in build
+    # an empty PIP_* in the environment is unset, as for pip itself
+    for build in builds(**pip_config, PIP_INDEX_URL=""):
+        assert '--build-arg PIP_INDEX_URL="https://mirror.test/pypi/simple"' in build
 
 
 def _apt_dir(tmp_path: Path, files: dict[str, str]) -> str:
