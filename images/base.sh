@@ -11,16 +11,17 @@
 # Only the image name goes to stdout, so `make images` can use `$(images/base.sh)`; progress goes to stderr.
 # The bootstrapped base trusts the same extra CAs as this host (/usr/local/share/ca-certificates/*.crt), so
 # pip inside `docker build` works behind a TLS-intercepting proxy just as pip on the host does.
-# Needs root (debootstrap) and the debootstrap package; the mirror is $DEBIAN_MIRROR.
+# Needs root (debootstrap) and the debootstrap package. The mirror is $DEBIAN_MIRROR or, unset, the Debian
+# mirror this host's apt uses (images/host-index.sh debian-mirror reads /etc/apt, or $APT_DIR).
 set -euo pipefail
 
 WANTED=${1:-python:3.11.14-slim-bookworm}
 LOCAL_BASE=${LOCAL_BASE:-finegrain-base:bookworm-py311}
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=${SUITE:-bookworm}
 EXTRA_CA_DIR=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 DOCKER=${DOCKER:-docker}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log() { echo "base.sh: $*" >&2; }
 
@@ -38,6 +39,8 @@ fi
 command -v debootstrap >/dev/null || { log "cannot pull $WANTED and debootstrap is missing (apt-get install debootstrap)"; exit 1; }
 [ "$(id -u)" = 0 ] || { log "cannot pull $WANTED; bootstrapping a base needs root (debootstrap)"; exit 1; }
 
+DEBIAN_MIRROR=$(SUITE=$SUITE "$HERE/host-index.sh" debian-mirror) || {
+    log "cannot pull $WANTED, and there is no Debian mirror to bootstrap a base from (set DEBIAN_MIRROR)"; exit 1; }
 log "cannot pull $WANTED; bootstrapping $LOCAL_BASE from $DEBIAN_MIRROR ($SUITE)"
 ROOTFS=$(mktemp -d /tmp/finegrain-rootfs.XXXXXX)
 trap 'rm -rf "$ROOTFS"' EXIT

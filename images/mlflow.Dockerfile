@@ -2,6 +2,7 @@
 # plus the PostgreSQL driver for the backend store and boto3 for the proxied s3://mlflow/ artifact store,
 # neither of which the upstream image ships. Build context: the repository root.
 # BASE_IMAGE: python:*-slim or the debootstrapped base from images/base.sh (packages go into a venv).
+# Packages come from the index pip uses on the building host (PIP_INDEX_URL etc., see images/Dockerfile).
 # Plain `docker run finegrain-mlflow:<v>` serves with a SQLite store and local artifacts in $HOME, which the
 # image's user owns; on the cluster (manifests/base/mlflow.yaml) the store is PostgreSQL and HOME is /tmp.
 
@@ -9,6 +10,10 @@ ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 FROM ${BASE_IMAGE}
 
 ARG MLFLOW_VERSION=3.17.2
+# The building host's pip settings (images/host-index.sh); pip ignores empty ones and uses its own default.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_TRUSTED_HOST=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

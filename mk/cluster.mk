@@ -9,8 +9,15 @@
 #   make lint-images lint-workflow             hadolint / actionlint (no Docker or cluster needed)
 #
 # No registry access needed to build: images/base.sh pulls BASE_IMAGE or, failing that, bootstraps an
-# equivalent Debian bookworm + Python 3.11 base with debootstrap. Builds use the host network
-# (DOCKER_NETWORK), and torch falls back from CPU_TORCH_INDEX to PyPI when that index is unreachable.
+# equivalent Debian bookworm + Python 3.11 base with debootstrap, from DEBIAN_MIRROR or else the Debian
+# mirror this machine's apt uses. Builds use the host network (DOCKER_NETWORK).
+#
+# Package indexes come from this machine's configuration, never from this repository: pip inside every build
+# uses the index pip uses here (images/host-index.sh: PIP_INDEX_URL / PIP_EXTRA_INDEX_URL / PIP_TRUSTED_HOST
+# from the environment, else `pip config`; nothing configured: pip's own default). Any of them can be given
+# here too: make images PIP_INDEX_URL=https://<your-index>/simple. CPU_TORCH_INDEX / CUDA_TORCH_INDEX are
+# optional separate indexes for torch alone (a CPU-wheel index for the CPU image, say); empty or unreachable,
+# torch comes from the package index, and the build says so.
 
 REGISTRY ?=
 TAG ?= $(shell git rev-parse --short HEAD)
@@ -27,9 +34,21 @@ CLUSTER_NAME ?=
 NAMESPACE ?= finegrain
 MLFLOW_VERSION ?= 3.17.2
 BASE_IMAGE ?= python:3.11.14-slim-bookworm
-CUDA_TORCH_INDEX ?= https://pypi.org/simple
-CPU_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH_FALLBACK_INDEX ?= https://pypi.org/simple
+# $(call host_pip,VAR,key): images/host-index.sh's answer, asked once per make run and only when used.
+# An empty PIP_* in the environment counts as unset, as pip itself treats it (an empty one given on the make
+# command line does win: pip's default index for the builds whatever this machine is configured with).
+host_pip = $(eval $1 := $$(shell images/host-index.sh pip $2))$($1)
+ifeq ($(PIP_INDEX_URL),)
+PIP_INDEX_URL = $(call host_pip,PIP_INDEX_URL,index-url)
+endif
+ifeq ($(PIP_EXTRA_INDEX_URL),)
+PIP_EXTRA_INDEX_URL = $(call host_pip,PIP_EXTRA_INDEX_URL,extra-index-url)
+endif
+ifeq ($(PIP_TRUSTED_HOST),)
+PIP_TRUSTED_HOST = $(call host_pip,PIP_TRUSTED_HOST,trusted-host)
+endif
+CUDA_TORCH_INDEX ?=
+CPU_TORCH_INDEX ?=
 DOCKER_NETWORK ?= host
 HADOLINT ?= $(VENV_BIN)/hadolint
 ACTIONLINT ?= $(VENV_BIN)/actionlint
@@ -41,7 +60,9 @@ MLFLOW_IMAGE = $(if $(REGISTRY),$(REGISTRY)/)finegrain-mlflow
 DOCKER_BUILDKIT ?= $(shell $(DOCKER) buildx version >/dev/null 2>&1 && echo 1 || echo 0)
 # base.sh runs first on its own so that a failure to get a base stops the recipe with its message.
 DOCKER_BUILD = base="$$(images/base.sh $(BASE_IMAGE))" && DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) \
-  $(DOCKER) build --network $(DOCKER_NETWORK) --build-arg BASE_IMAGE="$$base" --build-arg GIT_SHA=$(GIT_SHA)
+  $(DOCKER) build --network $(DOCKER_NETWORK) --build-arg BASE_IMAGE="$$base" --build-arg GIT_SHA=$(GIT_SHA) \
+  --build-arg PIP_INDEX_URL="$(PIP_INDEX_URL)" --build-arg PIP_EXTRA_INDEX_URL="$(PIP_EXTRA_INDEX_URL)" \
+  --build-arg PIP_TRUSTED_HOST="$(PIP_TRUSTED_HOST)"
 
 .PHONY: docker-engine images images-cpu images-cuda images-mlflow image-sizes push deploy lint-images lint-workflow _require-registry
 
@@ -57,15 +78,13 @@ docker-engine: ## start a Docker engine if none answers (installs one as root)
 
 images-cuda: docker-engine ## build only the CUDA image (finegrain:<tag>-cuda)
 	$(DOCKER_BUILD) -f images/Dockerfile \
-	  --build-arg VARIANT=cuda --build-arg TORCH_INDEX_URL=$(CUDA_TORCH_INDEX) \
-	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
+	  --build-arg VARIANT=cuda --build-arg TORCH_INDEX_URL="$(CUDA_TORCH_INDEX)" \
 	  --build-arg NVIDIA_DRIVER_CAPABILITIES=compute,utility \
 	  -t $(IMAGE):$(TAG)-cuda -t $(IMAGE):latest-cuda .
 
 images-cpu: docker-engine ## build only the CPU image (what `make test-containers` runs)
 	$(DOCKER_BUILD) -f images/Dockerfile \
-	  --build-arg VARIANT=cpu --build-arg TORCH_INDEX_URL=$(CPU_TORCH_INDEX) \
-	  --build-arg TORCH_FALLBACK_INDEX_URL=$(TORCH_FALLBACK_INDEX) \
+	  --build-arg VARIANT=cpu --build-arg TORCH_INDEX_URL="$(CPU_TORCH_INDEX)" \
 	  --build-arg NVIDIA_DRIVER_CAPABILITIES= \
 	  -t $(IMAGE):$(TAG)-cpu -t $(IMAGE):latest-cpu .
 

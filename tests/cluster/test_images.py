@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,13 @@ from tests.support.paths import REPO as ROOT
 
 DOCKERFILES = {"finegrain": ROOT / "images" / "Dockerfile", "mlflow": ROOT / "images" / "mlflow.Dockerfile"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
+# Settings that pick a package index or mirror: the tests give their own, never the caller's.
+INDEX_SETTINGS = re.compile(r"PIP_.*|.*_TORCH_INDEX|DEBIAN_MIRROR|APT_DIR")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """This process's environment without the caller's index/mirror settings, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if not INDEX_SETTINGS.fullmatch(k)}, **extra}
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -118,7 +126,8 @@ def test_finegrain_image_contract():
         "components run with install_kfp_package=False: kfp must be in the image"
     )
     assert '--index-url "${TORCH_INDEX_URL}"' in runs and "pip install --no-deps ." in runs
-    assert '--index-url "${TORCH_FALLBACK_INDEX_URL}"' in runs  # an unreachable torch index falls back
+    # no torch index, or an unreachable one: torch from the package index (the host's, or pip's default)
+    assert runs.count("pip install -r /opt/venv/torch.txt") == 2 and "WARNING" in runs
     # The KFP v2 launcher writes artifacts under these roots; a non-root user cannot create them at run time.
     assert re.search(r"mkdir -p /gcs /minio /s3", runs) and "chown -R 1000" in runs
 
@@ -152,6 +161,15 @@ def test_build_context_sends_sources_but_not_local_state():
                     assert (ROOT / source).exists(), f"{name}: COPY {source}: no such path in the repository"
 
 
+def _builds(make_n_output: str) -> list[str]:
+    """The `docker build` commands of `make -n` output, one line each, whitespace collapsed."""
+    return [
+        " ".join(cmd.split())
+        for cmd in make_n_output.replace("\\\n", " ").splitlines()
+        if "docker build" in cmd
+    ]
+
+
 def test_make_images_builds_and_tags_both_variants():
     if shutil.which("make") is None:
         pytest.skip("make not installed")
@@ -161,24 +179,27 @@ def test_make_images_builds_and_tags_both_variants():
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=_env(),
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    builds = [
-        " ".join(cmd.split())
-        for cmd in proc.stdout.replace("\\\n", " ").splitlines()
-        if "docker build" in cmd
-    ]
+    builds = _builds(proc.stdout)
     cuda, cpu, mlflow = builds
     assert "-t registry.test/team/finegrain:abc1234-cuda -t registry.test/team/finegrain:latest-cuda" in cuda
     assert "-t registry.test/team/finegrain:abc1234-cpu -t registry.test/team/finegrain:latest-cpu" in cpu
-    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu and "VARIANT=cpu" in cpu
-    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in cuda and "whl/cpu" not in cuda
+    assert "VARIANT=cpu" in cpu and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in cuda
+    # No torch index unless one is given: torch then comes from the package index like everything else.
+    assert all('--build-arg TORCH_INDEX_URL=""' in b for b in (cuda, cpu))
     assert all("--build-arg GIT_SHA=" in b for b in builds) and "images/mlflow.Dockerfile" in mlflow
     # Every build first makes sure of its base (pulled, or bootstrapped without a registry) and uses the host network.
     assert all('--build-arg BASE_IMAGE="$base"' in b and "images/base.sh python:" in b for b in builds)
     assert all("--network host" in b for b in builds)
-    assert "TORCH_FALLBACK_INDEX_URL=https://pypi.org/simple" in cpu
+    proc = subprocess.run(
+        ["make", "-n", "-f", "mk/cluster.mk", "images", "CPU_TORCH_INDEX=https://cpu-wheels.test/whl"],
+        check=False, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60,
+    )  # fmt: skip
+    cuda, cpu, _ = _builds(proc.stdout)
+    assert '--build-arg TORCH_INDEX_URL="https://cpu-wheels.test/whl"' in cpu and "cpu-wheels" not in cuda
     # Without REGISTRY the images get local names; pushing still needs one.
     proc = subprocess.run(
         ["make", "-n", "-f", "mk/cluster.mk", "images-cpu", "REGISTRY=", "TAG=abc1234"],
@@ -276,6 +297,314 @@ def test_engine_script_starts_or_installs_an_engine_only_when_none_answers(tmp_p
     assert seen == ["dockerd --iptables=false --bridge=none"], seen
 
 
+# --- package indexes and mirrors: the host's configuration, never the repository's ------------------------
+
+# Known public package-index and mirror hosts, assembled here so that this file does not name them either.
+_PUBLIC_HOSTS = [
+    ".".join(parts)
+    for parts in (
+        ("pypi", "org"), ("test", "pypi", "org"), ("files", "python" + "hosted", "org"),
+        ("download", "pytorch", "org"), ("conda", "anaconda", "org"), ("repo", "anaconda", "com"),
+        ("deb", "debian", "org"), ("security", "debian", "org"), ("ftp", "debian", "org"),
+        ("httpredir", "debian", "org"), ("snapshot", "debian", "org"), ("cdn-fastly", "deb", "debian", "org"),
+        ("archive", "ubuntu", "com"), ("security", "ubuntu", "com"), ("ports", "ubuntu", "com"),
+    )
+]  # fmt: skip
+# ...and any host under those index/distribution domains (ftp.<country>.debian..., <cc>.archive.ubuntu...).
+_PUBLIC_DOMAINS = ["python" + "hosted", "pypi", "pytorch", "debian", "ubuntu", "anaconda"]
+INDEX_HOST = re.compile(
+    "|".join(re.escape(host) for host in _PUBLIC_HOSTS)
+    + r"|[\w-]+\.(?:" + "|".join(_PUBLIC_DOMAINS) + r")\.(?:org|com|net)\b"
+    + r"|\b(?:" + "|".join(_PUBLIC_DOMAINS) + r")\.(?:org|com|net)/",
+    re.IGNORECASE,
+)
+
+
+def test_the_host_patterns_catch_index_and_mirror_urls():
+    urls = [
+        "https://" + _PUBLIC_HOSTS[0] + "/simple",
+        "http://" + _PUBLIC_HOSTS[6] + "/debian",
+        "http://ftp.de." + "debian" + ".org/debian",
+        "https://download." + "pytorch" + ".org/whl/cpu",
+    ]
+    for url in urls:
+        assert INDEX_HOST.search(url), url
+    for text in ("https://mirror.test/simple", "PyPI", "a Debian mirror", "ghcr.io/org", "python.org"):
+        assert not INDEX_HOST.search(text), text
+
+
+def test_no_package_index_or_mirror_host_in_the_repository():
+    """Teams behind a proxy or an internal mirror must not have to hunt down hosts baked into the repository:
+    indexes and mirrors come from the machine's pip / apt configuration (images/host-index.sh)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    ).stdout.decode().split("\0")
+    found = []
+    for name in filter(None, files):
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue  # binary
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if INDEX_HOST.search(line):
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert not found, "package index / mirror hosts in the repository:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_dockerfile_takes_the_package_index_from_the_build_and_names_none(name):
+    args = {}
+    for keyword, value in _instructions(DOCKERFILES[name]):
+        if keyword == "ARG":
+            key, _, default = value.partition("=")
+            args[key] = default
+    for setting in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
+        assert args.get(setting) == '""', f"{name}: ARG {setting} must exist with an empty default"
+    assert not [k for k, v in args.items() if "://" in v], f"{name}: an ARG defaults to a URL: {args}"
+
+
+def _host_index(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / "images" / "host-index.sh"), *args], env=_env(**env), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def pip_config(tmp_path) -> dict[str, str]:
+    """Environment for a real pip that reads only a fake config file (HOME and XDG dirs moved away too)."""
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        "[global]\n"
+        "index-url = https://mirror.test/pypi/simple\n"
+        "extra-index-url = https://extra.test/simple\n    file:///srv/wheels/simple\n"
+        "trusted-host = mirror.test\n"
+    )
+    return {
+        "PIP": f"{sys.executable} -m pip",
+        "PIP_CONFIG_FILE": str(config),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "XDG_CONFIG_DIRS": str(tmp_path / "xdg-dirs"),
+    }
+
+
+def test_host_index_reports_the_pip_configuration(pip_config, tmp_path):
+    keys = ("index-url", "extra-index-url", "trusted-host")
+    got = {key: _host_index("pip", key, **pip_config) for key in keys}
+    assert all(proc.returncode == 0 for proc in got.values()), {k: p.stderr for k, p in got.items()}
+    assert got["index-url"].stdout == "https://mirror.test/pypi/simple\n"
+    assert got["trusted-host"].stdout == "mirror.test\n"
+    # a path on this host is no index for the build: left out, and said so
+    assert got["extra-index-url"].stdout == "https://extra.test/simple\n"
+    assert "file:///srv/wheels/simple" in got["extra-index-url"].stderr
+    # the environment wins over the config files, as for pip itself; [install] over [global]
+    proc = _host_index("pip", "index-url", **pip_config, PIP_INDEX_URL="https://env.test/simple")
+    assert proc.stdout == "https://env.test/simple\n"
+    with open(pip_config["PIP_CONFIG_FILE"], "a") as config:
+        config.write("[install]\nindex-url = https://install.test/simple\n")
+    assert _host_index("pip", "index-url", **pip_config).stdout == "https://install.test/simple\n"
+    # credentials in a URL are passed on (the build needs them) but flagged, and not printed in the note
+    secret = "https://me:s3cret@private.test/simple"
+    proc = _host_index("pip", "index-url", **pip_config, PIP_INDEX_URL=secret)
+    assert proc.stdout == secret + "\n" and "credentials" in proc.stderr
+    assert "s3cret" not in proc.stderr
+
+
+def test_host_index_reports_nothing_when_pip_is_not_configured(pip_config):
+    """No configuration (or no pip at all): empty values, so pip's own default applies inside the build."""
+    for env in ({**pip_config, "PIP_CONFIG_FILE": os.devnull}, {"PIP": "/nonexistent/pip"}):
+        for key in ("index-url", "extra-index-url", "trusted-host"):
+            proc = _host_index("pip", key, **env)
+            assert (proc.returncode, proc.stdout) == (0, "\n"), (env, key, proc.stderr)
+    assert _host_index("pip", "no-such-key").returncode == 2
+
+
+def test_make_images_passes_the_host_pip_configuration_to_every_build(pip_config):
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+
+    def builds(*args: str, **env: str) -> list[str]:
+        proc = subprocess.run(["make", "-n", "-f", "mk/cluster.mk", "images", *args], cwd=ROOT,
+                              env=_env(**env), capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        found = _builds(proc.stdout)
+        assert len(found) == 3, proc.stdout
+        return found
+
+    for build in builds(**pip_config):
+        assert '--build-arg PIP_INDEX_URL="https://mirror.test/pypi/simple"' in build
+        assert '--build-arg PIP_EXTRA_INDEX_URL="https://extra.test/simple"' in build
+        assert '--build-arg PIP_TRUSTED_HOST="mirror.test"' in build
+    for build in builds(**{**pip_config, "PIP_CONFIG_FILE": os.devnull}):
+        assert all(f'--build-arg {name}=""' in build for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                                                                   "PIP_TRUSTED_HOST"))  # fmt: skip
+    # given to make, a setting beats the host's; an empty one too (pip's default whatever the host says)
+    for build in builds("PIP_INDEX_URL=https://other.test/simple", **pip_config):
+        assert '--build-arg PIP_INDEX_URL="https://other.test/simple"' in build
+    for build in builds("PIP_INDEX_URL=", **pip_config):
+        assert '--build-arg PIP_INDEX_URL=""' in build
+    # an empty PIP_* in the environment is unset, as for pip itself
+    for build in builds(**pip_config, PIP_INDEX_URL=""):
+        assert '--build-arg PIP_INDEX_URL="https://mirror.test/pypi/simple"' in build
+
+
+def _apt_dir(tmp_path: Path, files: dict[str, str]) -> str:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (apt / name).write_text(text)
+    return str(apt)
+
+
+ONE_LINE_SOURCES = """\
+# the host's mirror, with the entries debootstrap cannot use around it
+deb-src http://src.test/debian bookworm main
+deb [arch=amd64 signed-by=/usr/share/keyrings/a.gpg] http://secure.test/debian-security bookworm-security main
+deb [ arch=amd64 ] http://mirror.test/debian bookworm main contrib  # trailing comment
+deb http://mirror.test/debian bookworm-updates main
+"""
+DEB822_SOURCES = """\
+Types: deb-src
+URIs: http://src.test/debian
+Suites: bookworm
+Components: main
+
+Types: deb
+URIs: http://disabled.test/debian
+Suites: bookworm
+Components: main
+Enabled: no
+
+Types: deb deb-src
+# a comment inside the stanza
+URIs: http://mirror.test/debian/
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ URIs: http://not-a-field.test/debian
+ -----END PGP PUBLIC KEY BLOCK-----
+
+Types: deb
+URIs: http://secure.test/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"sources.list": ONE_LINE_SOURCES},
+        # a vendor's repository sorts first; deb822 only, as on Debian 12+
+        {"sources.list.d/aaa-vendor.list": "deb https://vendor.test/apt nodistro main\n",
+         "sources.list.d/debian.sources": DEB822_SOURCES},
+        {"sources.list.d/debian.sources": DEB822_SOURCES.replace("Types: deb deb-src", "Types: deb"),
+         "sources.list.d/vendor.sources": "Types: deb\nURIs: https://vendor.test/apt\nSuites: nodistro\n",
+         "sources.list.d/old.list.disabled": "deb http://old.test/debian bookworm main\n"},
+    ],
+    ids=["one-line", "deb822", "deb822-and-others"],
+)
+def test_host_index_finds_the_debian_mirror_in_the_apt_sources(tmp_path, files):
+    proc = _host_index("debian-mirror", APT_DIR=_apt_dir(tmp_path, files))
+    assert (proc.returncode, proc.stdout) == (0, "http://mirror.test/debian\n"), proc.stderr
+
+
+def test_host_index_debian_mirror_other_suites_and_no_mirror(tmp_path):
+    # DEBIAN_MIRROR wins over the sources
+    apt = _apt_dir(tmp_path, {"sources.list": ONE_LINE_SOURCES})
+    assert _host_index("debian-mirror", APT_DIR=apt, DEBIAN_MIRROR="http://set.test/debian").stdout == (
+        "http://set.test/debian\n"
+    )
+    # a Debian mirror for another suite serves bookworm too (said so); an Ubuntu one does not
+    apt = _apt_dir(tmp_path / "trixie", {"sources.list": "deb http://mirror.test/debian trixie main\n"})
+    proc = _host_index("debian-mirror", APT_DIR=apt)
+    assert proc.stdout == "http://mirror.test/debian\n" and "no apt source for bookworm" in proc.stderr
+    for files in ({}, {"sources.list": "deb http://ubuntu-mirror.test/ubuntu jammy main\n"},
+                  {"sources.list": "deb-src http://src.test/debian bookworm main\n"}):  # fmt: skip
+        proc = _host_index("debian-mirror", APT_DIR=_apt_dir(tmp_path / str(len(files)), files))
+        assert proc.returncode == 1 and proc.stdout == "" and "set DEBIAN_MIRROR" in proc.stderr, proc.stderr
+
+
+def test_base_script_bootstraps_from_the_host_mirror(tmp_path):
+    """images/base.sh as root with no image to pull: debootstrap gets the host's apt mirror; with none and no
+    DEBIAN_MIRROR it stops before debootstrap, naming DEBIAN_MIRROR."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "debootstrap-calls"
+    fakes = {"docker": "exit 1", "id": "echo 0", "debootstrap": f'echo "$*" >> {calls}; exit 1'}
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+    def run(apt: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(ROOT / "images" / "base.sh"), "py:1"], capture_output=True, text=True, timeout=60,
+            env=_env(PATH=f"{bin_dir}:/usr/bin:/bin", SKIP_PULL="1", APT_DIR=apt, **env),
+        )  # fmt: skip
+
+    proc = run(_apt_dir(tmp_path, {"sources.list": ONE_LINE_SOURCES}))
+    assert proc.returncode != 0 and "from http://mirror.test/debian (bookworm)" in proc.stderr, proc.stderr
+    (call,) = calls.read_text().splitlines()
+    assert call.startswith("--variant=minbase")
+    assert call.split()[-3::2] == ["bookworm", "http://mirror.test/debian"]
+    calls.unlink()
+    proc = run(_apt_dir(tmp_path / "none", {}))
+    assert proc.returncode == 1 and "DEBIAN_MIRROR" in proc.stderr and not calls.exists(), proc.stderr
+    run(_apt_dir(tmp_path / "none", {}), DEBIAN_MIRROR="http://set.test/debian")
+    assert calls.read_text().split()[-1] == "http://set.test/debian"
+
+
+def test_torch_step_says_where_torch_came_from(tmp_path):
+    """The Dockerfile's torch step, run by sh with a fake pip: no TORCH_INDEX_URL -> the package index, said
+    so; a reachable one -> that index alone; an unreachable one -> WARNING and the package index. Every case
+    leaves its record in /opt/venv/torch-index."""
+    (step,) = [a for k, a in _instructions(DOCKERFILES["finegrain"]) if k == "RUN" and "torch-index" in a]
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    step = step.replace("/opt/venv/", f"{venv}/")
+    calls = tmp_path / "pip-calls"
+    (tmp_path / "pip").write_text(
+        f'#!/bin/sh\necho "$* | extra=$PIP_EXTRA_INDEX_URL" >> {calls}\n'
+        'case " $* " in *" --index-url https://down.test/whl "*) exit 1 ;; esac\n'
+    )
+    (tmp_path / "pip").chmod(0o755)
+
+    def run(torch_index: str, package_index: str = "") -> tuple[subprocess.CompletedProcess, list[str], str]:
+        calls.write_text("")
+        env = {
+            "PATH": f"{tmp_path}:/usr/bin:/bin",
+            "TORCH_INDEX_URL": torch_index,
+            "PIP_INDEX_URL": package_index,
+            "PIP_EXTRA_INDEX_URL": "https://extra.test/simple",
+        }
+        proc = subprocess.run(["sh", "-c", step], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc, calls.read_text().splitlines(), (venv / "torch-index").read_text().strip()
+
+    proc, pip, record = run("")
+    assert "no TORCH_INDEX_URL" in proc.stdout and "--index-url" not in pip[0]
+    assert record == "the default index (no TORCH_INDEX_URL)"
+    proc, pip, record = run("", package_index="https://mirror.test/simple")
+    assert record == "https://mirror.test/simple (no TORCH_INDEX_URL)"
+    proc, pip, record = run("https://cpu.test/whl")
+    expected = f"install --timeout 30 --retries 1 --index-url https://cpu.test/whl -r {venv}/torch.txt"
+    assert pip == [expected + " | extra="]  # the torch index alone: no extra index beside it
+    assert record == "https://cpu.test/whl" and "WARNING" not in proc.stderr
+    proc, pip, record = run("https://down.test/whl", package_index="https://mirror.test/simple")
+    assert "WARNING: https://down.test/whl failed" in proc.stderr
+    assert len(pip) == 2 and "--index-url" not in pip[1]
+    assert pip[1].endswith("extra=https://extra.test/simple")
+    assert record == "https://mirror.test/simple (fallback from https://down.test/whl)"
+
+
+
 docker_only = pytest.mark.skipif(
     os.environ.get("FINEGRAIN_DOCKER_TESTS") != "1", reason="make test-containers (FINEGRAIN_DOCKER_TESTS=1)"
 )
@@ -327,9 +656,17 @@ def test_a_new_commit_rebuilds_only_the_metadata_layers():
     base = subprocess.run(
         [str(ROOT / "images" / "base.sh")], capture_output=True, text=True, check=True, timeout=1800
     ).stdout.strip()
+    # The same index arguments as `make images-cpu` gave the image (the host's pip settings, CPU_TORCH_INDEX).
+    index_args = [
+        arg
+        for name, key in (("PIP_INDEX_URL", "index-url"), ("PIP_EXTRA_INDEX_URL", "extra-index-url"),
+                          ("PIP_TRUSTED_HOST", "trusted-host"))
+        for arg in ("--build-arg", f"{name}={_host_index('pip', key).stdout.strip()}")
+    ]  # fmt: skip
     build = subprocess.run(
         ["docker", "build", "--network", "host", "-f", "images/Dockerfile", "--build-arg", f"BASE_IMAGE={base}",
-         "--build-arg", "VARIANT=cpu", "--build-arg", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu",
+         *index_args, "--build-arg", "VARIANT=cpu",
+         "--build-arg", f"TORCH_INDEX_URL={os.environ.get('CPU_TORCH_INDEX', '')}",
          "--build-arg", "NVIDIA_DRIVER_CAPABILITIES=", "--build-arg", f"GIT_SHA=not-{revision}", "-t", tag, "."],
         cwd=ROOT, env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip

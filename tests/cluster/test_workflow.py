@@ -100,6 +100,15 @@ def test_jobs_run_in_order_on_the_same_commit(workflow):
     )
     assert build["with"]["file"] == "images/Dockerfile" and build["with"]["push"] is True
     assert "GIT_SHA=${{ github.sha }}" in build["with"]["build-args"]
+    # The build's pip uses the runner's package index (images/host-index.sh), never one named here.
+    index = next(s for s in jobs["build-and-push"]["steps"] if s.get("id") == "index")
+    assert "images/host-index.sh pip index-url" in index["run"]
+    assert set(index["env"]) == {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"}
+    for name, key in (("PIP_INDEX_URL", "index-url"), ("PIP_EXTRA_INDEX_URL", "extra-index-url")):
+        assert f"{name}=${{{{ steps.index.outputs.{key} }}}}" in build["with"]["build-args"]
+    matrix = jobs["build-and-push"]["strategy"]["matrix"]["include"]
+    torch_indexes = {v["variant"]: v["torch_index"] for v in matrix}
+    assert torch_indexes == {"cuda": "${{ vars.CUDA_TORCH_INDEX }}", "cpu": "${{ vars.CPU_TORCH_INDEX }}"}
     login = next(
         s for s in jobs["build-and-push"]["steps"] if s.get("uses", "").startswith("docker/login-action@")
     )
