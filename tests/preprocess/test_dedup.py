@@ -12,8 +12,8 @@ from PIL import Image
 
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup import pair_check
-from finegrain.sample.generate import CLASS_SPECS
-from finegrain.sample.synthetic_cars import render, sample_scene, vary_details
+from finegrain.sample.car_specs import CLASS_SPECS, sample_scene, vary_details
+from finegrain.sample.synthetic_cars import render
 
 
 def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
