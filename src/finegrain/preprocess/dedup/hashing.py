@@ -119,7 +119,7 @@ def find_candidate_pairs(
 def connected_groups(n: int, pairs: np.ndarray | list[tuple[int, int]]) -> np.ndarray:
     """Group ids for n items linked by pairs: 0.. in order of each group's first item; -1 = alone."""
     edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     grouped = np.bincount(component, minlength=n)[component] > 1
     # scipy numbers components in its own order; renumber by first item so ids are stable and readable.
