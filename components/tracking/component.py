@@ -1,7 +1,8 @@
 """The pipeline's parent MLflow run: opened after the plan, ended by the exit handler with the final status.
 
-Every later step nests its own run under the parent; they read its id from the run's work root (see
-finegrain.orchestration.parent_run), so the id is never a task input that would defeat the cache.
+Every later step nests its own run under the parent; they read its id from the run's directory, found through
+their key's claim (see finegrain.orchestration.parent_run and .records), so the id is never a task input that
+would defeat the cache.
 """
 
 from kfp import dsl
@@ -11,12 +12,12 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def start_run(
-    config_text: str, run_name: str, data_hash: str, code_version: str, work_root: str, kfp_run_id: str
+    config_text: str, run_name: str, data_hash: str, code_version: str, run_root: str, kfp_run_id: str
 ) -> str:
     """Create the parent MLflow run tagged with the KFP run id; returns its id ("" when tracking is off)."""
     from finegrain.orchestration.parent_run import start_parent_run
 
-    return start_parent_run(config_text, run_name, data_hash, code_version, work_root, kfp_run_id)
+    return start_parent_run(config_text, run_name, data_hash, code_version, run_root, kfp_run_id)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

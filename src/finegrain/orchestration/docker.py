@@ -6,7 +6,8 @@ only supplies what differs: where things live, who owns them, and how each conta
 Layout -- everything a step writes is under ONE root (`--out`), bind-mounted at the same absolute path, so the
 paths in the config, in kfp's executor files and in MLflow mean the same inside and outside the containers:
 
-    <root>/preprocess, train/..., submit/   the work root (as with the subprocess runner)
+    <root>/work, <root>/preprocess, ...     the work root and the links to the latest outputs (as with the
+                                             subprocess runner)
     <root>/.kfp/outputs                      kfp's pipeline root (artifacts, executor input/output)
     <root>/.kfp/cache                        kfp.local's cache (read and written by this process only)
     <root>/mlflow/mlruns.db, mlartifacts/    the embedded MLflow store, when tracking.uri is sqlite:///

@@ -1,8 +1,8 @@
 """The pipeline's parent MLflow run: opened after the plan, ended by the exit handler with the final status.
 
-Every step nests its own run under the parent. Steps read the parent's id from the run's work root
-(`mlflow_parent_run.json`), never from a task output: an input that changes every run would make every step a
-cache miss. The exit task may take no other task's output, so it finds the parent by the KFP run id it was
+Every step nests its own run under the parent. Steps read the parent's id from the run's directory
+(`runs/<run>/mlflow_parent_run.json`, found through their key's claim: orchestration.records), never from a task
+output: an input that changes every run would make every step a cache miss. The exit task may take no other task's output, so it finds the parent by the KFP run id it was
 tagged with and ends it FINISHED, FAILED or KILLED as the pipeline ended.
 """
 
@@ -13,7 +13,7 @@ import logging
 
 from finegrain import storage, tracking
 from finegrain.config import ConfigError
-from finegrain.orchestration.layout import work_file
+from finegrain.orchestration.layout import run_file
 from finegrain.orchestration.plan import config_from_text, resolve_config
 
 log = logging.getLogger(__name__)
@@ -23,23 +23,23 @@ KFP_RUN_TAG = "finegrain.kfp_run_id"
 
 
 def start_parent_run(
-    config_text: str, run_name: str, data_hash: str, code_version: str, work_root: str, kfp_run_id: str = ""
+    config_text: str, run_name: str, data_hash: str, code_version: str, run_root: str, kfp_run_id: str = ""
 ) -> str:
-    """Open the parent run, tagged with the KFP run id, and leave its id at `<work_root>/mlflow_parent_run.json`."""
+    """Open the parent run, tagged with the KFP run id, and leave its id at `<run_root>/mlflow_parent_run.json`."""
     cfg = config_from_text(config_text)
     tags = {
         "finegrain.data_hash": data_hash, "finegrain.code_version": code_version,
-        "finegrain.work_root": work_root, KFP_RUN_TAG: kfp_run_id,
+        "finegrain.run_root": run_root, KFP_RUN_TAG: kfp_run_id,
     }
     run_id = tracking.start_parent_run(cfg.tracking, run_name, tags=tags) or ""
-    storage.write_text(work_file(work_root, PARENT_RUN_FILE), json.dumps({"run_id": run_id, "kfp_run_id": kfp_run_id}))
+    storage.write_text(run_file(run_root, PARENT_RUN_FILE), json.dumps({"run_id": run_id, "kfp_run_id": kfp_run_id}))
     return run_id
 
 
-def parent_run_id(work_root: str) -> str:
-    """The parent MLflow run id the latest pipeline run on this work root opened ("" when tracking was off)."""
+def parent_run_id(run_root: str) -> str:
+    """The parent MLflow run id of the pipeline run in `run_root` ("" when tracking was off or none opened)."""
     try:
-        return json.loads(storage.read_text(work_file(work_root, PARENT_RUN_FILE)))["run_id"]
+        return json.loads(storage.read_text(run_file(run_root, PARENT_RUN_FILE)))["run_id"]
     except FileNotFoundError:
         return ""
 
