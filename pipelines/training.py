@@ -108,8 +108,8 @@ def build_pipeline(cfg: Config):
             _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
             tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
 
-            # Each step is given only its spec (its key, settings and inputs' keys): its cache key then changes
-            # exactly when what it reads changes, and never with a setting only other steps read.
+            # Each step is given only its spec (its key, settings and inputs' keys): its cache key then
+            # changes exactly when what it reads changes, and never with a setting only other steps read.
             pre = comps["preprocess"](spec=plan.outputs["preprocess_spec"]).set_display_name("preprocess")
             _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
 
@@ -118,7 +118,8 @@ def build_pipeline(cfg: Config):
             with dsl.ParallelFor(items=plan.outputs["Output"], parallelism=p.parallelism) as item:
                 tr = (
                     comps["train"](
-                        preprocess=pre.outputs["result"], backbone=item.backbone, fold=item.fold, spec=item.spec
+                        preprocess=pre.outputs["result"], backbone=item.backbone, fold=item.fold,
+                        spec=item.spec,
                     )
                     .set_display_name("train fold")
                     .after(tracking_task)  # steps nest their MLflow runs under the parent it opens
@@ -130,7 +131,8 @@ def build_pipeline(cfg: Config):
                 # one Collected per consumer: kfp 2.17 fails to compile a Collected shared by several tasks
                 return dsl.Collected(tr.outputs["member"])
 
-            rg = comps["regroup"](spec=plan.outputs["regroup_spec"], members=members()).set_display_name("regroup")
+            rg = comps["regroup"](spec=plan.outputs["regroup_spec"], members=members())
+            rg.set_display_name("regroup")
             cal = (
                 comps["calibrate"](spec=plan.outputs["calibrate_spec"], members=members())
                 .set_display_name("calibrate")
@@ -140,9 +142,8 @@ def build_pipeline(cfg: Config):
                 spec=plan.outputs["ensemble_spec"], members=members(), calibration=cal.outputs["result"],
                 groups=rg.outputs["result"],
             ).set_display_name("ensemble")
-            sub = comps["submit"](spec=plan.outputs["submit_spec"], ensemble=ens.outputs["result"]).set_display_name(
-                "submit"
-            )
+            sub = comps["submit"](spec=plan.outputs["submit_spec"], ensemble=ens.outputs["result"])
+            sub.set_display_name("submit")
             # After submit: a model is registered only once its submission validated.
             reg = (
                 comps["register"](

@@ -23,8 +23,8 @@ def plan_run(
     submit_spec: OutputPath(str),
     register_spec: OutputPath(str),
 ) -> list:
-    """Run finegrain.orchestration.plan.plan_run; returns the [{backbone, fold, spec}] items the train loop fans
-    out over. Each step gets only its own spec, so its cache key follows only what its outputs depend on.
+    """Run finegrain.orchestration.plan.plan_run; returns the [{backbone, fold, spec}] items the train loop
+    fans out over. Each step gets only its own spec, so its cache key follows only what its outputs depend on.
 
     The list is the return value (output `Output`) because kfp.local 2.17 resolves a ParallelFor over a task
     output only when that output is named `Output`."""

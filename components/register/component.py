@@ -21,5 +21,6 @@ def register(
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_register(
-        spec, [m.path for m in members], calibration.path, ensemble.path, result.path, report.path, result.metadata
+        spec, [m.path for m in members], calibration.path, ensemble.path, result.path, report.path,
+        result.metadata,
     )

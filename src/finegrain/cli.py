@@ -230,7 +230,9 @@ def run(
 
 @app.command()
 def gc(
-    out: str = typer.Option(..., "--out", help="A `finegrain run --out` directory, or a work root (pipeline.work_root, local or s3://)."),
+    out: str = typer.Option(
+        ..., "--out", help="A `finegrain run --out` directory, or a work root (pipeline.work_root; or s3://)."
+    ),
     keep: int = typer.Option(1, "--keep", min=1, help="Keep the outputs the latest N runs use."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
     config: str = ConfigOpt,
@@ -245,9 +247,10 @@ def gc(
     work, run_dir = collector.work_root_of(out)
     with _reported_errors():
         with contextlib.ExitStack() as stack:
-            if run_dir is not None:  # no `finegrain run` on this directory meanwhile: nothing of it is in flight
+            if run_dir is not None:  # no `finegrain run` on it meanwhile: none of its runs is in flight
                 stack.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain gc --out {out}"))
-            result = collector.collect_garbage(work, keep, in_flight_possible=run_dir is None, dry_run=dry_run)
+            in_flight = run_dir is None
+            result = collector.collect_garbage(work, keep, in_flight_possible=in_flight, dry_run=dry_run)
             if run_dir is not None:
                 extra = collector.collect_kfp_local(run_dir / ".kfp", dry_run=dry_run)
                 result["freed"] += extra

@@ -98,7 +98,7 @@ def test_plan_resolves_overrides_fingerprints_data_and_fans_out(config_text, tmp
     assert cfg["data"]["folds"] == 3 and cfg["data"]["uri"] == str(data)
     pre = json.loads(out["preprocess_spec"])
     assert pre["inputs"]["data"]["key"] == out["data_hash"] and pre["settings"]["data.folds"] == 3
-    assert all(s["inputs"]["preprocess"]["key"] == pre["key"] for s in specs)  # Merkle: members hang off preprocess
+    assert all(s["inputs"]["preprocess"]["key"] == pre["key"] for s in specs)  # members hang off preprocess
     assert out["run_root"].startswith(str(tmp_path / "work" / "runs") + "/")
 
     def keys(overrides=("data.folds=3", "train.backbones=[resnet10t]")) -> dict:

@@ -3,8 +3,9 @@ the same step run by its KFP component on the same inputs.
 
 The whole chain runs twice on the sample data with a tiny backbone: once through the CLI into `cli/<step>`,
 once through the plan and each component's `python_func` into a work root laid out by orchestration.layout
-(each task's outputs under its key), each with its own tracking store. Then, step by step: the same file names, and MLflow runs with the same names, param keys,
-metric keys and artifacts; and each store holds one registered model version.
+(each task's outputs under its key), each with its own tracking store. Then, step by step: the same file
+names, and MLflow runs with the same names, param keys, metric keys and artifacts; and each store holds one
+registered model version.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def _by_cli(root: Path, data: Path, template: Path) -> tuple[dict[str, list[Path
     return _view(out), uri
 
 
-PLAN_OUTPUTS = ("config", "data_hash", "code_version", "run_root", *(f"{s}_spec" for s in STEPS if s != "train"))
+SPECS = [f"{step}_spec" for step in STEPS if step != "train"]  # the plan's per-step outputs
+PLAN_OUTPUTS = ("config", "data_hash", "code_version", "run_root", *SPECS)
 
 
 def _by_components(root: Path, data: Path, template: Path) -> tuple[dict[str, list[Path]], str]:
@@ -107,8 +109,8 @@ def _by_components(root: Path, data: Path, template: Path) -> tuple[dict[str, li
     members = []
     for k, item in enumerate(items):
         member = art(dsl.Artifact, f"member{k}")
-        train.python_func(pre, item["backbone"], str(item["fold"]), item["spec"], member, art(dsl.Metrics, f"m{k}"),
-                          art(dsl.ClassificationMetrics, f"c{k}"))  # fmt: skip
+        train.python_func(pre, item["backbone"], str(item["fold"]), item["spec"], member,
+                          art(dsl.Metrics, f"m{k}"), art(dsl.ClassificationMetrics, f"c{k}"))  # fmt: skip
         members.append(member)
     groups = art(dsl.Artifact, "groups")
     regroup.python_func(spec["regroup_spec"], members, groups, art(dsl.HTML, "tsne"))
@@ -123,7 +125,7 @@ def _by_components(root: Path, data: Path, template: Path) -> tuple[dict[str, li
                          art(dsl.Markdown, "r"))  # fmt: skip
     # each task's outputs are in its key's directory (orchestration.layout)
     dirs: dict[str, list[Path]] = {}
-    for text in [spec[f"{s}_spec"] for s in STEPS if s != "train"] + [item["spec"] for item in items]:
+    for text in [spec[name] for name in SPECS] + [item["spec"] for item in items]:
         task = json.loads(text)
         out = layout.output_uri(task["work"], task["task"], task["key"])
         dirs.setdefault(layout.task_step(task["task"]), []).append(Path(out))

@@ -61,7 +61,7 @@ def test_gc_keeps_what_the_latest_runs_use_and_frees_the_rest(where, data, tmp_p
 
     kept = collect_garbage(work, keep=2, in_flight_possible=False)
     assert kept["kept_runs"] == [middle["run"], new["run"]] and kept["removed_runs"] == [old["run"]]
-    assert _outputs(work) == _used(middle) | _used(new)  # old's ensemble/submit/register went; the rest is shared
+    assert _outputs(work) == _used(middle) | _used(new)  # old's ensemble, submit, register went
     assert kept["bytes"] > 3 * 100
 
     freed = collect_garbage(work, keep=1, in_flight_possible=False)
@@ -103,11 +103,12 @@ def test_the_exit_task_marks_the_run_ended_and_applies_the_retention(data, tmp_p
                              f"pipeline.work_root={work}", "pipeline.retention_runs=1"])  # fmt: skip
     plan = plan_run(config_to_text(cfg), [], str(data), kfp_run_id="kfp-42")
     assert plan["run"].endswith("-kfp-42")
-    assert end_run_and_collect(config_to_text(cfg), [], "kfp-42", "FAILED") is None  # a failed run deletes nothing
+    assert end_run_and_collect(config_to_text(cfg), [], "kfp-42", "FAILED") is None  # a failed run: no gc
     assert read_run(work, plan["run"])["state"] == "FAILED" and Path(first["run_root"]).exists()
     result = end_run_and_collect(config_to_text(cfg), [], "kfp-42", "SUCCEEDED")
     assert read_run(work, plan["run"])["ended"] and result["removed_runs"] == [first["run"]]
-    assert not Path(first["tasks"]["ensemble"]["uri"]).exists() and Path(first["tasks"]["preprocess"]["uri"]).exists()
+    assert not Path(first["tasks"]["ensemble"]["uri"]).exists()
+    assert Path(first["tasks"]["preprocess"]["uri"]).exists()  # shared with the latest run
 
 
 def test_kfp_local_cache_entries_of_deleted_outputs_go_with_their_artifact_copies(tmp_path):
@@ -118,7 +119,8 @@ def test_kfp_local_cache_entries_of_deleted_outputs_go_with_their_artifact_copie
         artifact = kfp / "outputs" / run / "ensemble" / "result"
         artifact.mkdir(parents=True)
         (artifact / "ensemble.json").write_text("{}")
-        entry = {"result": {"__kfp_artifact__": True, "uri": str(artifact), "metadata": {"work_uri": str(work_uri)}}}
+        metadata = {"work_uri": str(work_uri)}
+        entry = {"result": {"__kfp_artifact__": True, "uri": str(artifact), "metadata": metadata}}
         (kfp / "cache").mkdir(exist_ok=True)
         (kfp / "cache" / f"{run}.json").write_text(json.dumps(entry))
     (kfp / "outputs" / "pipe-3").mkdir()  # a run whose every task came from the cache
@@ -142,7 +144,8 @@ def test_finegrain_gc_on_a_run_directory_says_what_it_freed_and_waits_for_no_run
     result = runner.invoke(app, ["gc", "--out", str(out), "--keep", "1"])
     assert result.exit_code == 0, result.output
     # the output, its record and its claim, with their bytes
-    line = re.search(rf"^freed {re.escape(old['tasks']['ensemble']['uri'])} \(([\d,]+) bytes\)$", result.output, re.M)
+    ensemble = re.escape(old["tasks"]["ensemble"]["uri"])
+    line = re.search(rf"^freed {ensemble} \(([\d,]+) bytes\)$", result.output, re.M)
     assert line and int(line.group(1).replace(",", "")) > 100
     assert "kept the outputs of 1 run(s)" in result.output
     assert not Path(old["tasks"]["ensemble"]["uri"]).exists() and not Path(old["run_root"]).exists()

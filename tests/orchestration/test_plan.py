@@ -132,10 +132,11 @@ def test_finished_outputs_are_reused_and_say_why_not_otherwise(tmp_path):
     changed = _plan(tmp_path, "ensemble.method=uniform", "train.backbones=[{name: a}, {name: b}, {name: c}]")
     why = {n: t["why"] for n, t in changed["tasks"].items()}
     assert why["ensemble"] == (
-        "ensemble.method changed 'optimized' -> 'uniform'; input calibrate, regroup, train/c/fold0, train/c/fold1 changed"
+        "ensemble.method changed 'optimized' -> 'uniform'; "
+        "inputs calibrate, regroup, train/c/fold0, train/c/fold1 changed"
     )
     assert why["submit"] == "input ensemble changed"
-    assert why["train/c/fold0"] == "new (not in the previous run)"
+    assert why["train/c/fold0"] == "not in the previous run"
     assert why["train/a/fold0"] == why["preprocess"] == REUSED
     assert changed["tasks"]["train/a/fold0"]["made_in"] == first["run"]
 

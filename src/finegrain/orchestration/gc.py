@@ -6,9 +6,9 @@ going back to one finds them again. What stays: every output that one of the lat
 (gc cannot tell a crashed run from a long one), unless the caller knows that none is in flight (`finegrain gc`
 on a `finegrain run` directory holds that directory's lock, as `finegrain run` does). An output whose lock is
 held (a task writing it) is never touched; gc holds it while deleting, so no task starts writing there
-meanwhile. Per output, the record goes first (no reader then takes what is left for finished outputs), then the
-files, then the claim. Then the directories of the runs no longer kept, and for a `finegrain run` directory
-kfp.local's cache entries and artifact copies of deleted outputs.
+meanwhile. Per output, the record goes first (no reader then takes what is left for finished outputs), then
+the files, then the claim. Then the directories of the runs no longer kept, and for a `finegrain run`
+directory kfp.local's cache entries and artifact copies of deleted outputs.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def _kept_runs(work: str, runs: list[str], keep: int, in_flight_possible: bool) 
     return sorted(kept)
 
 
-def collect_garbage(work: str, keep: int = 1, *, in_flight_possible: bool = True, dry_run: bool = False) -> dict:
+def collect_garbage(
+    work: str, keep: int = 1, *, in_flight_possible: bool = True, dry_run: bool = False
+) -> dict:
     """Delete what the latest `keep` runs (and runs in flight) do not use under the work root `work`.
 
     Returns {"freed": [{"uri", "bytes"}], "bytes", "kept_runs", "removed_runs", "in_use": [uri]}."""
@@ -67,7 +69,8 @@ def collect_garbage(work: str, keep: int = 1, *, in_flight_possible: bool = True
     work = str(work).rstrip("/")
     runs = list_runs(work)
     kept = _kept_runs(work, runs, keep, in_flight_possible)
-    used = {(task, entry["key"]) for run in kept for task, entry in ((read_run(work, run) or {}).get("tasks") or {}).items()}
+    plans = [read_run(work, run) or {} for run in kept]
+    used = {(task, entry["key"]) for plan in plans for task, entry in (plan.get("tasks") or {}).items()}
     outputs: dict[tuple[str, str], list[str]] = defaultdict(list)
     for uri in storage.list_uris(work):
         found = layout.parse_work_path(uri[len(work):])
@@ -85,7 +88,8 @@ def collect_garbage(work: str, keep: int = 1, *, in_flight_possible: bool = True
             continue
         try:
             with hold_lock(storage.join(out, LOCK_NAME), f"finegrain gc {out}", wait_s=0):
-                freed = _delete_files([u for u in uris if u == record] + files + [u for u in uris if u == claim])
+                first, last = [u for u in uris if u == record], [u for u in uris if u == claim]
+                freed = _delete_files(first + files + last)
         except LockHeld:
             result["in_use"].append(out)
             continue
@@ -151,7 +155,7 @@ def work_root_of(out: str) -> tuple[str, Path | None]:
 
 
 def end_run_and_collect(config_text: str, overrides: list[str], kfp_run_id: str, state: str) -> dict | None:
-    """The exit task's part: mark this run ended and, after a run that succeeded, apply `pipeline.retention_runs`.
+    """The exit task's part: mark this run ended; after a run that succeeded, apply `pipeline.retention_runs`.
 
     Never raises: the pipeline's work is done, and tidying up must not turn it into a failed run."""
     from finegrain.orchestration.plan import config_from_text

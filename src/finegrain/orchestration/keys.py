@@ -56,9 +56,8 @@ def task_settings(cfg: Config, task: str) -> dict[str, Any]:
 
 def task_key(task: str, settings: dict[str, Any], input_keys: dict[str, str]) -> str:
     """The key of `task`'s outputs: a hash of its settings and of its inputs' keys."""
-    body = json.dumps(
-        {"task": task, "settings": settings, "inputs": input_keys}, sort_keys=True, ensure_ascii=False, default=str
-    )
+    what = {"task": task, "settings": settings, "inputs": input_keys}
+    body = json.dumps(what, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(body.encode()).hexdigest()[:KEY_CHARS]
 
 
@@ -81,7 +80,10 @@ def setting_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) ->
 
 def input_changes(old: dict[str, dict], new: dict[str, dict], field: str = "key") -> list[str]:
     """The names of the inputs whose `field` (key, or made_in) differs, members summarised per backbone."""
-    names = sorted(n for n in set(old) | set(new) if (old.get(n) or {}).get(field) != (new.get(n) or {}).get(field))
+    def value(inputs: dict[str, dict], name: str) -> object:
+        return (inputs.get(name) or {}).get(field)
+
+    names = sorted(n for n in set(old) | set(new) if value(old, n) != value(new, n))
     members = [n for n in names if n.startswith("train/")]
     if len(members) > 2:
         backbones = sorted({n.split("/")[1] for n in members})

@@ -1,16 +1,18 @@
 """What the Kubeflow components call: map a component's parameters and artifacts to one step call.
 
-Steps write every file they produce themselves (finegrain.steps.*), at the work URI the layout gives for the
-task's key (finegrain.orchestration.layout: MinIO on a cluster, a local directory in `make run`). This module only
-1. reads the task's spec (its key and what it was planned from, see orchestration.plan), finds its run's config
-   through the key's claim, and turns input artifacts back into work URIs;
+Steps write every file they produce themselves (finegrain.steps.*), at the work URI the layout gives for
+the task's key (finegrain.orchestration.layout: MinIO on a cluster, a local directory in `make run`). This
+module only
+1. reads the task's spec (its key and what it was planned from, see orchestration.plan), finds its run's
+   config through the key's claim, and turns input artifacts back into work URIs;
 2. runs the step, unless outputs recorded for exactly this spec are already there (a rerun with the cache
    off): then it says so and reuses them; either way it records why (orchestration.records);
-3. mirrors the step's small files into the component's output artifact, so the Kubeflow UI, lineage and caching
-   see them; big binaries (checkpoints, model weights) stay at the work URI, named in `source.json`;
+3. mirrors the step's small files into the component's output artifact, so the Kubeflow UI, lineage and
+   caching see them; big binaries (checkpoints, model weights) stay at the work URI, named in `source.json`;
 4. copies pages the step wrote (Markdown, HTML) into the UI artifacts, with a first line saying why the task
    ran or was reused (also in the artifact's metadata, `why`), and its numbers into Metrics artifacts.
-A member's work URI depends only on its key, so it is stable across pod retries: a preempted train task resumes.
+A member's work URI depends only on its key, so it is stable across pod retries: a preempted train task
+resumes.
 """
 
 from __future__ import annotations
@@ -95,10 +97,6 @@ def _summary(work_uri: str) -> dict:
     return json.loads(storage.read_text(storage.join(work_uri, "summary.json")))
 
 
-def _read_summary(work_uri: str, name: str = "summary.json") -> dict:
-    return json.loads(storage.read_text(storage.join(work_uri, name)))
-
-
 def run_task(
     spec_text: str, step: Callable[[Config, PlannedTask, str | None], Any]
 ) -> tuple[PlannedTask, str, dict]:
@@ -118,7 +116,7 @@ def run_task(
             ran, why = True, f"ran: {task.planned_why}"
     task.write_outcome(ran, why)
     print(f"{task.name}: {why}", flush=True)
-    return task, why, _read_summary(task.out)
+    return task, why, _summary(task.out)
 
 
 def _published(task: PlannedTask, why: str, out_dir: str | Path, metadata: dict) -> None:
@@ -135,12 +133,13 @@ def _published(task: PlannedTask, why: str, out_dir: str | Path, metadata: dict)
 def run_preprocess(spec_text: str, out_dir: str, report_path: str, metadata: dict) -> str:
     from finegrain.steps import preprocess
 
+    data_hash = json.loads(spec_text)["inputs"]["data"]["key"]
+
     def step(cfg: Config, task: PlannedTask, _parent: str | None) -> None:
         # preprocess opens its own run (tagged with the data hash), not one nested under the pipeline's
         preprocess.run(cfg, data=cfg.data.uri, out=task.out, data_hash=data_hash,
                        code_version=task.plan.get("code_version", ""))  # fmt: skip
 
-    data_hash = json.loads(spec_text)["inputs"]["data"]["key"]
     task, why, summary = run_task(spec_text, step)
     _published(task, why, out_dir, metadata)
     copy_page(task.out, "report.md", report_path, note=why)
@@ -173,7 +172,8 @@ def run_train(
         parent_run_id=parent_run_id(task.run_root) or None,
     )
     ran = before is None or _text_or_none(metrics_uri) != before
-    why = f"ran: {task.planned_why}" if ran else f"reused: {REUSED} (the finished member's provenance matches)"
+    reused = f"reused: {REUSED} (the finished member's provenance matches)"
+    why = f"ran: {task.planned_why}" if ran else reused
     task.write_record()
     task.write_outcome(ran, why)
     print(f"{task.name}: {why}", flush=True)
@@ -200,7 +200,8 @@ def run_regroup(spec_text: str, members: list[str], out_dir: str, page_path: str
 
 
 def run_calibrate(
-    spec_text: str, members: list[str], out_dir: str, page_path: str, metadata: dict, metrics_artifact: Any = None,
+    spec_text: str, members: list[str], out_dir: str, page_path: str, metadata: dict,
+    metrics_artifact: Any = None,
 ) -> str:
     from finegrain.steps import calibrate
 
@@ -219,8 +220,9 @@ def run_ensemble(
     from finegrain.steps import ensemble
 
     task, why, summary = run_task(spec_text, lambda cfg, task, parent: ensemble.run(
-        cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir), out=task.out,
-        groups=work_uri_of(groups_dir) if groups_dir else None, parent_run_id=parent))  # fmt: skip
+        cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir),
+        out=task.out, groups=work_uri_of(groups_dir) if groups_dir else None,
+        parent_run_id=parent))  # fmt: skip
     _published(task, why, out_dir, metadata)
     copy_page(task.out, "report.md", report_path, note=why)
     fill_metrics(metrics_artifact, {k: summary[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
@@ -231,7 +233,8 @@ def run_submit(spec_text: str, ensemble_dir: str, out_path: str, check_path: str
     from finegrain.steps import submit
 
     task, why, summary = run_task(spec_text, lambda cfg, task, parent: submit.run(
-        cfg, ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out, parent_run_id=parent))  # fmt: skip
+        cfg, ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out,
+        parent_run_id=parent))  # fmt: skip
     # The Dataset artifact is the file itself (the UI offers it for download).
     storage.download_file(storage.join(task.out, "submission.csv"), out_path)
     copy_page(task.out, "submission_check.md", check_path, note=why)
@@ -241,14 +244,15 @@ def run_submit(spec_text: str, ensemble_dir: str, out_path: str, check_path: str
 
 
 def run_register(
-    spec_text: str, members: list[str], calibration_dir: str, ensemble_dir: str, out_dir: str, report_path: str,
-    metadata: dict,
+    spec_text: str, members: list[str], calibration_dir: str, ensemble_dir: str, out_dir: str,
+    report_path: str, metadata: dict,
 ) -> str:
     from finegrain.steps import register
 
     task, why, summary = run_task(spec_text, lambda cfg, task, parent: register.run(
         cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir),
-        ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out, parent_run_id=parent))  # fmt: skip
+        ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out,
+        parent_run_id=parent))  # fmt: skip
     _published(task, why, out_dir, metadata)
     copy_page(task.out, "registration.md", report_path, note=why)
     return json.dumps(summary, default=str)

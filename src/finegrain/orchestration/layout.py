@@ -1,15 +1,15 @@
 """Where outputs live: the one place that names step, member, record and run locations.
 
-Two layouts. A *view* is what a person reads: `finegrain <step> --out` by hand, and `finegrain run --out OUT`,
-whose `OUT/<step>` and `OUT/train/<backbone>/fold<k>` are links to the latest run's outputs:
+Two layouts. A *view* is what a person reads: `finegrain <step> --out` by hand, and `finegrain run --out
+OUT`, whose `OUT/<step>` and `OUT/train/<backbone>/fold<k>` are links to the latest run's outputs:
 
-    <root>/preprocess/  <root>/train/<backbone>/fold<k>/  <root>/regroup/ calibrate/ ensemble/ submit/ register/
+    <root>/preprocess/  <root>/train/<backbone>/fold<k>/  <root>/regroup/ calibrate/ ensemble/ submit/ ...
 
-The *work root* (`pipeline.work_root`; `OUT/work` for `finegrain run`) keeps every task's outputs under the key
-of what made them (see orchestration.keys), so a changed setting gets new directories only for the tasks that
-read it, and going back to an earlier setting finds its outputs again:
+The *work root* (`pipeline.work_root`; `OUT/work` for `finegrain run`) keeps every task's outputs under the
+key of what made them (see orchestration.keys), so a changed setting gets new directories only for the tasks
+that read it, and going back to an earlier setting finds its outputs again:
 
-    <work>/<task>/<key>/            the task's outputs (<task>: preprocess, train/<backbone>/fold<k>, regroup, ...)
+    <work>/<task>/<key>/            the task's outputs (<task>: preprocess, train/<backbone>/fold<k>, ...)
     <work>/<task>/<key>.json        its record: what made them (written once they are complete)
     <work>/<task>/<key>.run.json    the latest run that planned this key (how a task finds its run's context)
     <work>/runs/<run>/run.json      a run's plan: every task's key and why it runs (gc keeps the latest runs')
@@ -94,8 +94,8 @@ def outcome_uri(run_root_uri: str, task: str) -> str:
 
 
 def parse_work_path(rel: str) -> tuple[str, str] | None:
-    """(task, key) of a path under a work root (`train/a/fold0/<key>/oof.npz`, `regroup/<key>.json`, ...), None
-    for run files, staging directories and anything else that is no task output."""
+    """(task, key) of a path under a work root (`train/a/fold0/<key>/oof.npz`, `regroup/<key>.json`, ...);
+    None for run files, staging directories and anything else that is no task output."""
     parts = rel.strip("/").split("/")
     if not parts or parts[0] not in STEPS:
         return None

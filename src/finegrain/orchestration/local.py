@@ -1,9 +1,9 @@
 """`finegrain run`: the same pipeline function as on the cluster, executed on this machine by `kfp.local`.
 
 Embedded defaults: local files, a `sqlite:///` MLflow store, the bundled sample data (generated on first use).
-Like on a cluster, each task's outputs go under the key of what it reads (orchestration.keys), here in the work
-root `<out>/work/`, so a changed setting reruns only the tasks that read it and new data is never served the
-members trained on old data; `<out>/preprocess`, `<out>/train/<backbone>/fold<k>`, ... (the view in
+Like on a cluster, each task's outputs go under the key of what it reads (orchestration.keys), here in the
+work root `<out>/work/`, so a changed setting reruns only the tasks that read it and new data is never served
+the members trained on old data; `<out>/preprocess`, `<out>/train/<backbone>/fold<k>`, ... (the view in
 orchestration.layout) are links to the latest run's outputs. kfp.local's own bookkeeping (artifacts, cache)
 goes under `<out>/.kfp/`. The summary says, per task, why it ran or why it was reused.
 """
@@ -111,7 +111,7 @@ def task_reasons(run_root: str, tasks: dict[str, dict]) -> dict[str, str]:
     from finegrain.orchestration.records import read_json
 
     reasons = {}
-    for name in tasks:
+    for name in sorted(tasks, key=lambda n: (layout.STEPS.index(layout.task_step(n)), n)):  # pipeline order
         outcome = read_json(layout.outcome_uri(run_root, name))
         reasons[name] = outcome["why"] if outcome else "reused: same inputs (kfp.local cache)"
     return reasons
@@ -152,7 +152,7 @@ def run_pipeline_locally(
     else:
         raise ValueError(f"runner must be 'subprocess' or 'docker', not {runner!r}")
     config_text = config_to_text(cfg)
-    # The pipeline's first task plans the run; planned here too (without recording it) to say up front what runs.
+    # The pipeline's first task plans the run; planned here too (not recorded) to say up front what runs.
     plan = plan_run(config_text, write=False)
     work_root = cfg.pipeline.work_root
     print(f"[finegrain] data {data} (hash {plan['data_hash']}); outputs -> {work_root}", flush=True)

@@ -1,9 +1,10 @@
 """The pipeline's parent MLflow run: opened after the plan, ended by the exit handler with the final status.
 
 Every step nests its own run under the parent. Steps read the parent's id from the run's directory
-(`runs/<run>/mlflow_parent_run.json`, found through their key's claim: orchestration.records), never from a task
-output: an input that changes every run would make every step a cache miss. The exit task may take no other task's output, so it finds the parent by the KFP run id it was
-tagged with and ends it FINISHED, FAILED or KILLED as the pipeline ended.
+(`runs/<run>/mlflow_parent_run.json`, found through their key's claim: orchestration.records), never from
+a task output: an input that changes every run would make every step a cache miss. The exit task may take
+no other task's output, so it finds the parent by the KFP run id it was tagged with and ends it FINISHED,
+FAILED or KILLED as the pipeline ended.
 """
 
 from __future__ import annotations
@@ -25,19 +26,20 @@ KFP_RUN_TAG = "finegrain.kfp_run_id"
 def start_parent_run(
     config_text: str, run_name: str, data_hash: str, code_version: str, run_root: str, kfp_run_id: str = ""
 ) -> str:
-    """Open the parent run, tagged with the KFP run id, and leave its id at `<run_root>/mlflow_parent_run.json`."""
+    """Open the parent run tagged with the KFP run id; leave its id in `<run_root>/mlflow_parent_run.json`."""
     cfg = config_from_text(config_text)
     tags = {
         "finegrain.data_hash": data_hash, "finegrain.code_version": code_version,
         "finegrain.run_root": run_root, KFP_RUN_TAG: kfp_run_id,
     }
     run_id = tracking.start_parent_run(cfg.tracking, run_name, tags=tags) or ""
-    storage.write_text(run_file(run_root, PARENT_RUN_FILE), json.dumps({"run_id": run_id, "kfp_run_id": kfp_run_id}))
+    record = {"run_id": run_id, "kfp_run_id": kfp_run_id}
+    storage.write_text(run_file(run_root, PARENT_RUN_FILE), json.dumps(record))
     return run_id
 
 
 def parent_run_id(run_root: str) -> str:
-    """The parent MLflow run id of the pipeline run in `run_root` ("" when tracking was off or none opened)."""
+    """The parent MLflow run id of the pipeline run in `run_root` ("" when tracking was off: none opened)."""
     try:
         return json.loads(storage.read_text(run_file(run_root, PARENT_RUN_FILE)))["run_id"]
     except FileNotFoundError:

@@ -2,12 +2,12 @@
 
 `plan_run` is the pipeline's first task (never cached): it resolves the run's config from the parameters a
 person edits in the Kubeflow UI (the config text plus `key=value` overrides, the same syntax as `--set`),
-fingerprints the dataset as it is *now*, and plans every task: its key (orchestration.keys: the fields it reads
-plus its inputs' keys), whether finished outputs for that key can be reused, and why it must run otherwise
-(which field or input changed since the previous run). Each task is then given only its *spec* (key, settings,
-inputs' keys), so its KFP cache key and its output directory follow its own inputs and nothing else. Doing
-this at run time, not when the run or the recurring run is created, is what lets a scheduled run retrain on new
-data.
+fingerprints the dataset as it is *now*, and plans every task: its key (orchestration.keys: the fields it
+reads plus its inputs' keys), whether finished outputs for that key can be reused, and why it must run
+otherwise (which field or input changed since the previous run). Each task is then given only its *spec*
+(key, settings, inputs' keys), so its KFP cache key and its output directory follow its own inputs and
+nothing else. Doing this at run time, not when the run or the recurring run is created, is what lets a
+scheduled run retrain on new data.
 
 `made_in` names the run that made (or will make) a task's outputs. It is part of every spec and of every
 record: outputs remade under the same key (after `finegrain gc` deleted them, or because the code changed)
@@ -85,29 +85,36 @@ def run_name(kfp_run_id: str = "") -> str:
     return f"{stamp}-{suffix}"
 
 
-def _why_not_reused(task: dict, record: dict | None, previous: dict | None, code_version: str, member: bool) -> str:
+def _inputs(names: list[str]) -> str:
+    return ("inputs " if len(names) > 1 else "input ") + ", ".join(names)
+
+
+def _why_not_reused(
+    task: dict, record: dict | None, previous: dict | None, code_version: str, member: bool
+) -> str:
     """Why a task must run: what changed since the previous run (or since its outputs were made)."""
     key, inputs = task["key"], task["inputs"]
-    if record and record.get("key") == key:  # outputs for this key exist, made from other versions of its inputs
+    if record and record.get("key") == key:  # outputs for this key exist, made from other versions of inputs
         if not member and record.get("code_version") != code_version:
             return f"code changed ({record.get('code_version')} -> {code_version})"
         remade = input_changes(record.get("inputs") or {}, inputs, field="made_in")
-        return f"input {', '.join(remade)} remade" if remade else "outputs made by another run"
+        return f"{_inputs(remade)} remade" if remade else "outputs made by another run"
     if previous is None:
         return "first run"
     before = (previous.get("tasks") or {}).get(task["name"])
     if before is None:
-        return "new (not in the previous run)"
+        return "not in the previous run"
     if before.get("key") == key:
         return "no finished outputs for these inputs"
     reasons = setting_changes(before.get("settings") or {}, task["settings"])
     old_inputs, new_inputs = dict(before.get("inputs") or {}), dict(inputs)
     old_data, new_data = old_inputs.pop("data", None), new_inputs.pop("data", None)
     if old_data != new_data:
-        reasons.append(f"the data changed (hash {(old_data or {}).get('key')} -> {(new_data or {}).get('key')})")
+        old_hash, new_hash = (old_data or {}).get("key"), (new_data or {}).get("key")
+        reasons.append(f"the data changed (hash {old_hash} -> {new_hash})")
     changed = input_changes(old_inputs, new_inputs)
     if changed:
-        reasons.append(f"input {', '.join(changed)} changed")
+        reasons.append(f"{_inputs(changed)} changed")
     return "; ".join(reasons) or "new inputs"
 
 
@@ -127,7 +134,7 @@ def plan_tasks(
         task = {"name": name, "key": key, "settings": settings, "inputs": inputs,
                 "uri": layout.output_uri(work, name, key)}  # fmt: skip
         record = read_json(layout.record_uri(work, name, key))
-        # Members are guarded by their provenance (the train settings and the manifest's content), not the code.
+        # Members are guarded by their provenance (the train settings and the manifest's content), not code.
         if matches(record, key, inputs, None if member else code_version):
             task.update(made_in=record["made_in"], why=REUSED)
         else:
@@ -171,8 +178,8 @@ def plan_run(
     previous = read_run(work, earlier[-1]) if earlier else None
     tasks = plan_tasks(cfg, work, data_hash, code_version, run, previous)
     plan = {
-        "config": config_to_text(cfg), "data": cfg.data.uri, "data_hash": data_hash, "code_version": code_version,
-        "run": run, "run_root": layout.run_root(work, run),
+        "config": config_to_text(cfg), "data": cfg.data.uri, "data_hash": data_hash,
+        "code_version": code_version, "run": run, "run_root": layout.run_root(work, run),
         "specs": {name: task_spec(work, t) for name, t in tasks.items() if layout.task_step(name) != "train"},
         "members": [
             {**item, "spec": task_spec(work, tasks[layout.member_task(item["backbone"], item["fold"])])}

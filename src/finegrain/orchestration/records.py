@@ -1,11 +1,11 @@
 """The small JSON files that tie tasks, keys and runs together (their locations: orchestration.layout).
 
 - A *record* `<task>/<key>.json` says what made the outputs in `<task>/<key>/`: the task's settings, its
-  inputs' keys and the runs that made those (`made_in`), the code version. A task writes it once its outputs are
-  complete; the plan reuses outputs only when their record matches, and gc deletes the record first.
-- A *claim* `<task>/<key>.run.json` names the latest run that planned this key. A task takes as inputs only what
-  its outputs depend on (so that its cache key does too); it finds its run's full config, the parent MLflow run
-  and the reason it runs through the claim.
+  inputs' keys and the runs that made those (`made_in`), the code version. A task writes it once its outputs
+  are complete; the plan reuses outputs only when their record matches, and gc deletes the record first.
+- A *claim* `<task>/<key>.run.json` names the latest run that planned this key. A task takes as inputs only
+  what its outputs depend on (so that its cache key does too); it finds its run's full config, the parent
+  MLflow run and the reason it runs through the claim.
 - A run's *plan* `runs/<run>/run.json` holds the config and every task's key and reason; each task that
   executes adds its *outcome* `runs/<run>/tasks/<task>.json` (ran or reused, and why).
 
@@ -69,7 +69,7 @@ def matches(record: dict | None, key: str, inputs: dict[str, dict], code_version
 
 @dataclass
 class PlannedTask:
-    """One task as its run planned it: the spec it was given, and the run it belongs to (through the claim)."""
+    """One task as its run planned it: the spec it was given, and the run it belongs to (via the claim)."""
 
     spec: dict
     run_root: str
@@ -117,9 +117,10 @@ class PlannedTask:
     def write_record(self) -> None:
         """Mark the outputs complete and say what made them."""
         write_json(layout.record_uri(self.spec["work"], self.name, self.key), {
-            "task": self.name, "key": self.key, "made_in": self.spec["made_in"], "settings": self.spec["settings"],
-            "inputs": self.spec["inputs"], "code_version": self.plan.get("code_version"), "uri": self.out,
-            "run": self.plan.get("run"), "finished": time.time(),
+            "task": self.name, "key": self.key, "made_in": self.spec["made_in"],
+            "settings": self.spec["settings"], "inputs": self.spec["inputs"],
+            "code_version": self.plan.get("code_version"), "uri": self.out, "run": self.plan.get("run"),
+            "finished": time.time(),
         })  # fmt: skip
 
     def write_outcome(self, ran: bool, why: str) -> None:
