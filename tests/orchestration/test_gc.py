@@ -72,6 +72,20 @@ def test_gc_keeps_what_the_latest_runs_use_and_frees_the_rest(where, data, tmp_p
     assert all(t["why"] == REUSED for t in again["tasks"].values())
 
 
+def test_gc_frees_the_whole_run_directories_of_the_layout_before_per_task_keys(data, tmp_path):
+    work = tmp_path / "work"
+    old = work / "3f2a9c0e1b7d"  # <work>/<hash of config and data>/<step>/ before tasks had keys of their own
+    (old / "train" / "a" / "fold0").mkdir(parents=True)
+    (old / "train" / "a" / "fold0" / "model.pt").write_bytes(b"w" * 1000)
+    (old / "mlflow_parent_run.json").write_text("{}")
+    (work / "notes").mkdir(parents=True)
+    (work / "notes" / "readme.txt").write_text("not ours to judge")
+    latest = _run(str(work), data, "optimized")
+    result = collect_garbage(str(work), keep=1, in_flight_possible=False)
+    assert {"uri": str(old), "bytes": 1002} in result["freed"] and not old.exists()
+    assert (work / "notes" / "readme.txt").exists() and _outputs(str(work)) == _used(latest)
+
+
 def test_gc_never_touches_an_output_in_use_or_a_run_in_flight(data, tmp_path):
     work = str(tmp_path / "work")
     old = _run(work, data, "optimized")

@@ -7,8 +7,9 @@ going back to one finds them again. What stays: every output that one of the lat
 on a `finegrain run` directory holds that directory's lock, as `finegrain run` does). An output whose lock is
 held (a task writing it) is never touched; gc holds it while deleting, so no task starts writing there
 meanwhile. Per output, the record goes first (no reader then takes what is left for finished outputs), then
-the files, then the claim. Then the directories of the runs no longer kept, and for a `finegrain run`
-directory kfp.local's cache entries and artifact copies of deleted outputs.
+the files, then the claim. Then the directories of the runs no longer kept, the whole-run directories of the
+layout before per-task keys (no run of this version uses them), and for a `finegrain run` directory
+kfp.local's cache entries and artifact copies of deleted outputs.
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ def collect_garbage(
     plans = [read_run(work, run) or {} for run in kept]
     used = {(task, entry["key"]) for plan in plans for task, entry in (plan.get("tasks") or {}).items()}
     outputs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    legacy: dict[str, list[str]] = defaultdict(list)
     for uri in storage.list_uris(work):
-        found = layout.parse_work_path(uri[len(work):])
+        rel = uri[len(work):]
+        found, old_root = layout.parse_work_path(rel), layout.legacy_root(rel)
         if found is not None:
             outputs[found].append(uri)
+        elif old_root is not None:
+            legacy[storage.join(work, old_root)].append(uri)
     result: dict = {"freed": [], "bytes": 0, "kept_runs": kept, "removed_runs": [], "in_use": []}
     for (task, key), uris in sorted(outputs.items()):
         if (task, key) in used:
@@ -103,6 +108,10 @@ def collect_garbage(
             storage.delete(root)
         result["removed_runs"].append(run)
         result["freed"].append({"uri": root, "bytes": freed})
+    for root, uris in sorted(legacy.items()):
+        result["freed"].append({"uri": root, "bytes": sum(_size(u) for u in uris)})
+        if not dry_run:
+            storage.delete(root)
     if not storage.is_s3(work) and Path(work).is_dir() and not dry_run:
         _remove_empty_dirs(Path(work))
     result["bytes"] = sum(f["bytes"] for f in result["freed"])

@@ -15,9 +15,14 @@ that read it, and going back to an earlier setting finds its outputs again:
     <work>/runs/<run>/run.json      a run's plan: every task's key and why it runs (gc keeps the latest runs')
     <work>/runs/<run>/tasks/<task>.json       what a task did in that run (ran or reused, and why)
     <work>/runs/<run>/mlflow_parent_run.json  the run's parent MLflow run (see orchestration.parent_run)
+
+Before tasks had keys of their own, each run's outputs went to `<work>/<12 hex digits>/<step>/`
+(`legacy_root` recognises those, for gc).
 """
 
 from __future__ import annotations
+
+import re
 
 from finegrain import storage
 
@@ -27,6 +32,7 @@ RUNS = "runs"
 RECORD_SUFFIX = ".json"
 CLAIM_SUFFIX = ".run.json"
 RUN_FILE = "run.json"
+_LEGACY_ROOT = re.compile(r"[0-9a-f]{12}")
 
 
 def step_uri(root: str, step: str) -> str:
@@ -113,3 +119,14 @@ def parse_work_path(rel: str) -> tuple[str, str] | None:
                 return task, name[: -len(suffix)]
         return None
     return task, name
+
+
+def legacy_root(rel: str) -> str | None:
+    """The name of the whole-run directory of the layout before per-task keys that a path under a work root is
+    in (`3f2a9c0e1b7d/train/a/fold0/model.pt` -> `3f2a9c0e1b7d`), else None."""
+    parts = rel.strip("/").split("/")
+    if len(parts) >= 2 and _LEGACY_ROOT.fullmatch(parts[0]) and (
+        parts[1] in STEPS or parts[1] == "mlflow_parent_run.json"
+    ):
+        return parts[0]
+    return None
