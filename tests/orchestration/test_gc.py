@@ -19,6 +19,9 @@ from finegrain.orchestration.gc import collect_garbage, collect_kfp_local, end_r
 from finegrain.orchestration.plan import REUSED, plan_run
 from finegrain.orchestration.records import PlannedTask, list_runs, read_run
 from finegrain.storage.locks import LOCK_NAME, hold_lock
+from tests.support.paths import REPO
+
+CONFIG = ["--config", str(REPO / "configs" / "sample.yaml")]
 
 
 def _run(work: str, data: Path, method: str, kfp_run_id: str = "") -> dict:
@@ -125,38 +128,46 @@ def test_the_exit_task_marks_the_run_ended_and_applies_the_retention(data, tmp_p
     assert Path(first["tasks"]["preprocess"]["uri"]).exists()  # shared with the latest run
 
 
+def _kfp_entry(kfp: Path, run: str, work_uri: str) -> Path:
+    """What kfp.local leaves for a task it ran: its artifact copy and a cache entry pointing at it."""
+    artifact = kfp / "outputs" / run / "ensemble" / "result"
+    artifact.mkdir(parents=True)
+    (artifact / "ensemble.json").write_text("{}")
+    entry = {"result": {"__kfp_artifact__": True, "uri": str(artifact), "metadata": {"work_uri": work_uri}}}
+    (kfp / "cache").mkdir(exist_ok=True)
+    (kfp / "cache" / f"{run}.json").write_text(json.dumps(entry))
+    return artifact
+
+
 def test_kfp_local_cache_entries_of_deleted_outputs_go_with_their_artifact_copies(tmp_path):
     kept, gone = tmp_path / "work" / "ensemble" / "k1", tmp_path / "work" / "ensemble" / "k0"
     kept.mkdir(parents=True)
     kfp = tmp_path / ".kfp"
     for run, work_uri in (("pipe-1", gone), ("pipe-2", kept)):
-        artifact = kfp / "outputs" / run / "ensemble" / "result"
-        artifact.mkdir(parents=True)
-        (artifact / "ensemble.json").write_text("{}")
-        metadata = {"work_uri": str(work_uri)}
-        entry = {"result": {"__kfp_artifact__": True, "uri": str(artifact), "metadata": metadata}}
-        (kfp / "cache").mkdir(exist_ok=True)
-        (kfp / "cache" / f"{run}.json").write_text(json.dumps(entry))
+        _kfp_entry(kfp, run, str(work_uri))
     (kfp / "outputs" / "pipe-3").mkdir()  # a run whose every task came from the cache
     freed = {Path(f["uri"]).name for f in collect_kfp_local(kfp)}
     assert freed == {"pipe-1.json", "pipe-1", "pipe-3"}
     assert sorted(p.name for p in (kfp / "outputs").iterdir()) == ["pipe-2"]
 
 
-def test_finegrain_gc_on_a_run_directory_says_what_it_freed_and_waits_for_no_run(data, tmp_path):
+def test_finegrain_gc_on_a_run_directory_says_what_it_freed_and_waits_for_no_run(data, tmp_path, monkeypatch):
     out = tmp_path / "out"
     work = str(out / "work")
     old = _run(work, data, "optimized")
-    _run(work, data, "uniform")
+    new = _run(work, data, "uniform")
+    kept = _kfp_entry(out / ".kfp", "pipe-new", new["tasks"]["ensemble"]["uri"])
+    monkeypatch.chdir(tmp_path)  # `--out out`: kfp.local's cache holds absolute paths all the same
     runner = CliRunner()
     with hold_lock(storage.join(str(out), LOCK_NAME), "finegrain run --out out"):
-        busy = runner.invoke(app, ["gc", "--out", str(out)])
+        busy = runner.invoke(app, ["gc", "--out", "out", *CONFIG])
     assert busy.exit_code == 2 and "finegrain run --out out" in busy.output  # names the run in progress
-    dry = runner.invoke(app, ["gc", "--out", str(out), "--dry-run"])
+    dry = runner.invoke(app, ["gc", "--out", "out", "--dry-run", *CONFIG])
     assert dry.exit_code == 0 and Path(old["tasks"]["ensemble"]["uri"]).exists()
     assert f"would free {old['tasks']['ensemble']['uri']} (" in dry.output
-    result = runner.invoke(app, ["gc", "--out", str(out), "--keep", "1"])
+    result = runner.invoke(app, ["gc", "--out", "out", "--keep", "1", *CONFIG])
     assert result.exit_code == 0, result.output
+    assert kept.exists()  # the latest run's cache entry and artifact copy stay
     # the output, its record and its claim, with their bytes
     ensemble = re.escape(old["tasks"]["ensemble"]["uri"])
     line = re.search(rf"^freed {ensemble} \(([\d,]+) bytes\)$", result.output, re.M)

@@ -131,6 +131,7 @@ def collect_kfp_local(kfp_dir: Path, dry_run: bool = False) -> list[dict]:
     """kfp.local's leftovers in a `finegrain run` directory: cache entries whose task outputs no longer exist
     (never served again: the plan gives remade outputs a new spec) and the per-run artifact copies that no
     remaining cache entry points at."""
+    kfp_dir = Path(kfp_dir).resolve()  # kfp.local writes absolute paths into its cache entries
     cache, outputs = kfp_dir / "cache", kfp_dir / "outputs"
     runs = sorted(p for p in outputs.iterdir() if p.is_dir()) if outputs.is_dir() else []
     freed, referenced = [], set()
@@ -159,7 +160,8 @@ def work_root_of(out: str) -> tuple[str, Path | None]:
     """The work root to collect for `finegrain gc --out OUT`, and the `finegrain run` directory it belongs to
     (None: OUT is itself a work root, e.g. `pipeline.work_root` on S3)."""
     if not storage.is_s3(out) and Path(out, "work", layout.RUNS).is_dir():
-        return str(Path(out, "work")), Path(out)
+        root = Path(out).resolve()  # the paths in the runs' plans and in kfp.local's cache are absolute
+        return str(root / "work"), root
     return out, None
 
 
