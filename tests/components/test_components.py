@@ -75,7 +75,7 @@ def test_exit_task_tolerates_a_config_that_never_resolved(config_text):
     assert end_run.python_func(config_text, ["train.no_such_key=1"], "kfp-9", _status("FAILED")) == ""
 
 
-PLAN_OUTPUTS = ("config", "data_hash", "code_version", "run_root", *(f"{s}_spec" for s in
+PLAN_OUTPUTS = ("config", "data_hash", "code_version", "run_root", "page", *(f"{s}_spec" for s in
                 ("preprocess", "regroup", "calibrate", "ensemble", "submit", "register")))  # fmt: skip
 
 
@@ -100,6 +100,8 @@ def test_plan_resolves_overrides_fingerprints_data_and_fans_out(config_text, tmp
     assert pre["inputs"]["data"]["key"] == out["data_hash"] and pre["settings"]["data.folds"] == 3
     assert all(s["inputs"]["preprocess"]["key"] == pre["key"] for s in specs)  # members hang off preprocess
     assert out["run_root"].startswith(str(tmp_path / "work" / "runs") + "/")
+    # the plan task's page (never cached, so always this run's): every task and why it runs
+    assert f"| `train/resnet10t/fold2` | **runs** | first run | `{specs[2]['key']}` |" in out["page"]
 
     def keys(overrides=("data.folds=3", "train.backbones=[resnet10t]")) -> dict:
         found, planned = _plan(tmp_path, config_text, list(overrides), str(data))
@@ -157,7 +159,9 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
         assert (work / name).exists() and (Path(result.path) / name).exists(), name
     assert json.loads((Path(result.path) / "source.json").read_text())["work_uri"] == str(work)
     page = Path(report.path).read_text(encoding="utf-8")
-    assert page.startswith("_ran: first run_") and "# Preprocess report" in page  # the UI says why it ran
+    # the UI says why it ran, and in which run (a task from KFP's cache shows the page of the run that ran it)
+    assert page.startswith(f"_ran: first run (run {Path(planned['run_root']).name})_")
+    assert "# Preprocess report" in page
     assert result.metadata["data_hash"] == planned["data_hash"] and summary["status"]["corrupt"] >= 1
     assert result.metadata["why"] == "ran: first run" and result.metadata["key"] == spec["key"]
     record = json.loads((work.parent / f"{spec['key']}.json").read_text())  # what made them, for reuse
@@ -189,7 +193,7 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     html = Path(page.path).read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>") or "<html" in html
     assert "data:image/png;base64," in html  # self-contained: the plot is embedded
-    assert "<p><i>ran: first run</i></p>" in html  # why the task ran, first thing on the page
+    assert "<p><i>ran: first run (run " in html  # why the task ran, first thing on the page
     assert json.loads((Path(groups.path) / "groups.json").read_text())["groups"]
 
     cal, cal_page = _artifact(dsl.Artifact, tmp_path, "cal"), _artifact(dsl.HTML, tmp_path, "reliability")

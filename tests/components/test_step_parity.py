@@ -89,7 +89,7 @@ def _by_cli(root: Path, data: Path, template: Path) -> tuple[dict[str, list[Path
 
 
 SPECS = [f"{step}_spec" for step in STEPS if step != "train"]  # the plan's per-step outputs
-PLAN_OUTPUTS = ("config", "data_hash", "code_version", "run_root", *SPECS)
+PLAN_OUTPUTS = ("config", "data_hash", "code_version", "run_root", "page", *SPECS)
 
 
 def _by_components(root: Path, data: Path, template: Path) -> tuple[dict[str, list[Path]], str]:

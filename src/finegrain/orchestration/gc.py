@@ -21,6 +21,7 @@ from pathlib import Path
 
 from finegrain import storage
 from finegrain.orchestration import layout
+from finegrain.orchestration.plan import config_from_text
 from finegrain.orchestration.records import list_runs, read_run, write_json
 from finegrain.storage.locks import LOCK_NAME, LockHeld, hold_lock
 
@@ -169,8 +170,6 @@ def end_run_and_collect(config_text: str, overrides: list[str], kfp_run_id: str,
     """The exit task's part: mark this run ended; after a run that succeeded, apply `pipeline.retention_runs`.
 
     Never raises: the pipeline's work is done, and tidying up must not turn it into a failed run."""
-    from finegrain.orchestration.plan import config_from_text
-
     try:
         cfg = config_from_text(config_text, overrides)
         work = cfg.pipeline.work_root.rstrip("/")

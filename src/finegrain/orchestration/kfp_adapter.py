@@ -121,7 +121,12 @@ def run_task(
 
 def _published(task: PlannedTask, why: str, out_dir: str | Path, metadata: dict) -> None:
     publish(task.out, out_dir, metadata)
-    metadata.update(why=why, key=task.key)
+    metadata.update(why=why, key=task.key, run=task.plan.get("run"))
+
+
+def _note(task: PlannedTask, why: str) -> str:
+    # Named with its run: a task served from KFP's cache shows the page of the run that executed it.
+    return f"{why} (run {task.plan.get('run')})"
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -142,7 +147,7 @@ def run_preprocess(spec_text: str, out_dir: str, report_path: str, metadata: dic
 
     task, why, summary = run_task(spec_text, step)
     _published(task, why, out_dir, metadata)
-    copy_page(task.out, "report.md", report_path, note=why)
+    copy_page(task.out, "report.md", report_path, note=_note(task, why))
     metadata.update({"data_hash": data_hash, **scalars(summary)})
     return json.dumps(summary, default=str)
 
@@ -194,7 +199,7 @@ def run_regroup(spec_text: str, members: list[str], out_dir: str, page_path: str
     task, why, summary = run_task(spec_text, lambda cfg, task, parent: regroup.run(
         cfg, members=[work_uri_of(m) for m in members], out=task.out, parent_run_id=parent))  # fmt: skip
     _published(task, why, out_dir, metadata)
-    copy_page(task.out, "tsne.html", page_path, note=why)
+    copy_page(task.out, "tsne.html", page_path, note=_note(task, why))
     metadata.update(scalars(summary))
     return json.dumps(summary, default=str)
 
@@ -208,7 +213,7 @@ def run_calibrate(
     task, why, summary = run_task(spec_text, lambda cfg, task, parent: calibrate.run(
         cfg, members=[work_uri_of(m) for m in members], out=task.out, parent_run_id=parent))  # fmt: skip
     _published(task, why, out_dir, metadata)
-    copy_page(task.out, "calibration.html", page_path, note=why)
+    copy_page(task.out, "calibration.html", page_path, note=_note(task, why))
     fill_metrics(metrics_artifact, {k: v for k, v in summary.items() if k.startswith(("mean_", "pooled_"))})
     return json.dumps(summary, default=str)
 
@@ -224,7 +229,7 @@ def run_ensemble(
         out=task.out, groups=work_uri_of(groups_dir) if groups_dir else None,
         parent_run_id=parent))  # fmt: skip
     _published(task, why, out_dir, metadata)
-    copy_page(task.out, "report.md", report_path, note=why)
+    copy_page(task.out, "report.md", report_path, note=_note(task, why))
     fill_metrics(metrics_artifact, {k: summary[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
     return json.dumps(summary, default=str)
 
@@ -237,9 +242,9 @@ def run_submit(spec_text: str, ensemble_dir: str, out_path: str, check_path: str
         parent_run_id=parent))  # fmt: skip
     # The Dataset artifact is the file itself (the UI offers it for download).
     storage.download_file(storage.join(task.out, "submission.csv"), out_path)
-    copy_page(task.out, "submission_check.md", check_path, note=why)
+    copy_page(task.out, "submission_check.md", check_path, note=_note(task, why))
     metadata.update({"work_uri": task.out, "submission_uri": storage.join(task.out, "submission.csv"),
-                     "why": why, "key": task.key})  # fmt: skip
+                     "why": why, "key": task.key, "run": task.plan.get("run")})  # fmt: skip
     return json.dumps(summary, default=str)
 
 
@@ -254,5 +259,5 @@ def run_register(
         ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out,
         parent_run_id=parent))  # fmt: skip
     _published(task, why, out_dir, metadata)
-    copy_page(task.out, "registration.md", report_path, note=why)
+    copy_page(task.out, "registration.md", report_path, note=_note(task, why))
     return json.dumps(summary, default=str)

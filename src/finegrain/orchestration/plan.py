@@ -196,6 +196,18 @@ def plan_run(
     return plan
 
 
+def plan_markdown(plan: dict) -> str:
+    """The plan as the Kubeflow UI shows it on the (never cached) plan task: every task, and why it runs."""
+    rows = []
+    for name, t in plan["tasks"].items():
+        runs = "reused" if t["why"] == REUSED else "**runs**"
+        rows.append(f"| `{name}` | {runs} | {t['why'].replace('|', '/')} | `{t['key']}` |")
+    head = (f"# Run {plan['run']}\n\nData `{plan['data']}` (hash `{plan['data_hash']}`), code "
+            f"`{plan['code_version']}`. A task runs when something it reads changed; otherwise its outputs "
+            "are reused.\n\n| task | | why | key |\n|---|---|---|---|\n")  # fmt: skip
+    return head + "\n".join(rows) + "\n"
+
+
 def describe_plan(plan: dict) -> list[str]:
     """One line per task: `ensemble: runs (ensemble.method changed 'optimized' -> 'uniform')`."""
     return [
