@@ -90,6 +90,10 @@ def test_outputs_follow_the_contract_and_manifest_order(member):
     assert oof["logits"].shape == (len(val), c) and tst["logits"].shape == (len(test), c)
     assert oof["embeddings"].shape == (len(val), 16)
     assert np.array_equal(oof["labels"], val["class_index"].to_numpy())
+    confusion = json.loads((out / "confusion.json").read_text(encoding="utf-8"))  # rows true, columns predicted
+    assert confusion["classes"] == classes["classes"] and np.array(confusion["matrix"]).shape == (c, c)
+    assert np.array_equal(np.array(confusion["matrix"]).sum(axis=1), np.bincount(oof["labels"], minlength=c))
+    assert np.trace(np.array(confusion["matrix"])) == (oof["logits"].argmax(1) == oof["labels"]).sum()
     for key in ("backbone", "fold", "val_logloss", "val_accuracy", "epochs", "train_img_per_s", "peak_memory_mb"):
         assert key in metrics
     assert metrics["backbone"] == BACKBONE and metrics["fold"] == 0 and metrics["epochs"] == EPOCHS

@@ -121,7 +121,7 @@ def prepare_docker_run(cfg: Config, out_dir: Path, data: str) -> tuple[Config, d
     root = Path(out_dir).resolve()
     cfg = cfg.model_copy(deep=True)
     if cfg.tracking.uri.startswith("sqlite:///"):
-        # The store must be inside the mount; the artifacts go beside it (tracking._default_artifact_location).
+        # The store must be inside the mount; the artifacts go beside it (runs.default_artifact_location).
         (root / "mlflow").mkdir(parents=True, exist_ok=True)
         cfg.tracking.uri = f"sqlite:///{root / 'mlflow' / 'mlruns.db'}"
     pipeline_root = root / ".kfp" / "outputs"

@@ -20,7 +20,6 @@ import http
 import io
 import json
 import math
-import unicodedata
 import urllib.error
 import urllib.request
 import uuid
@@ -32,16 +31,14 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 import pandas as pd
 
+from finegrain.data.layouts import nfc
+
 FLOAT_FORMAT = "%.10g"  # 10 significant digits: row sums stay within 1e-9 of 1 after the round trip
 ROW_SUM_TOLERANCE = 1e-6
 
 
 class SubmissionError(ValueError):
     """The submission (or its inputs) is wrong; the message says which check failed and how."""
-
-
-def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", str(text))
 
 
 def column_sources(
@@ -51,11 +48,11 @@ def column_sources(
     aliases: Mapping[str, str],
 ) -> tuple[list[int], list[bool]]:
     """For each submission column: the index of the class whose probability it gets, and whether it is an alias."""
-    index = {_nfc(c): i for i, c in enumerate(classes)}
-    aliases = {_nfc(a): _nfc(c) for a, c in aliases.items()}
+    index = {nfc(c): i for i, c in enumerate(classes)}
+    aliases = {nfc(a): nfc(c) for a, c in aliases.items()}
     sources, is_alias, unknown = [], [], []
     for col in columns:
-        cls = _nfc(column_to_class.get(col, col))
+        cls = nfc(column_to_class.get(col, col))
         if cls in index:
             sources.append(index[cls])
             is_alias.append(False)

@@ -29,7 +29,7 @@ from finegrain.training.provenance import manifest_hash, member_provenance, mism
 
 EpochHook = Callable[[int, dict], None]
 Lock = LocalLock | S3Lock
-OUTPUT_NAMES = ("model.pt", "oof.npz", "test.npz", "config.yaml")  # and metrics.json, written last
+OUTPUT_NAMES = ("model.pt", "oof.npz", "test.npz", "confusion.json", "config.yaml")  # and metrics.json, written last
 
 
 def run(

@@ -92,9 +92,19 @@ def member_files(setup: TrainSetup, result: MemberResult, metrics: dict) -> dict
         "test.npz": npz_bytes(image_id=data.test_rows["image_id"].astype(str).to_numpy(), logits=result.test_logits,
                               classes=classes),
         "model.pt": model_bytes(setup, result),
+        "confusion.json": json.dumps(confusion(result.val_labels, result.oof_logits, list(setup.data.classes)),
+                                     ensure_ascii=False).encode(),
         "config.yaml": setup.cfg.to_yaml().encode(),
         "metrics.json": json.dumps(metrics, indent=2, ensure_ascii=False).encode(),
     }  # fmt: skip
+
+
+def confusion(labels: np.ndarray, logits: np.ndarray, classes: list[str]) -> dict:
+    """The validation fold's confusion matrix (rows: true class, columns: predicted), for the KFP UI."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(labels, logits.argmax(axis=1), labels=range(len(classes)))
+    return {"classes": classes, "matrix": matrix.tolist()}
 
 
 def npz_bytes(**arrays) -> bytes:
