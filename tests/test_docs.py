@@ -4,7 +4,7 @@
   a page under docs/ names exists (README.md: every path under src/, tests/, components/, bench/, configs/, docs/);
 - README.md, the pages under docs/ and the Python sources cite only markdown files that are in the repository
   (or pages a step writes, such as report.md), and every relative link and its #anchor resolve;
-- docs/README.md indexes every page under docs/.
+- docs/README.md indexes every page under docs/, and README.md's Tests section names every test file.
 """
 
 from __future__ import annotations
@@ -138,3 +138,12 @@ def test_docs_index_lists_every_page():
     linked = {(DOCS / t.partition("#")[0]).resolve() for t in LINK.findall(index)}
     missing = [_rel(p) for p in PAGES if p.name != "README.md" and p.resolve() not in linked]
     assert not missing, f"docs/README.md does not link: {missing}"
+
+
+def test_readme_tests_section_names_every_test_file():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("\n## Tests\n") :]
+    section = section[: section.find("\n## ", 1)]
+    named = _repo_paths(section)
+    missing = sorted(_rel(p) for p in (REPO / "tests").rglob("test_*.py") if _rel(p) not in named)
+    assert not missing, f"README.md's Tests section does not name: {missing}"
