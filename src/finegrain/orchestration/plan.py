@@ -76,8 +76,11 @@ def plan_run(
     """Resolve the config and fingerprint the data: config (JSON), data, data_hash, code_version, work_root,
     members."""
     from finegrain.data.fingerprint import code_version, dataset_fingerprint
+    from finegrain.models.weight_sources import check_backbones
 
     cfg = config_from_text(config_text, overrides, data_uri)
+    for note in check_backbones(cfg.train):  # a bad backbone fails here, not after preprocess on a GPU node
+        print(f"warning: {note}", flush=True)
     data_hash = dataset_fingerprint(cfg.data.uri)
     return {
         "config": config_to_text(cfg),
