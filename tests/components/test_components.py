@@ -106,8 +106,11 @@ def test_plan_accepts_yaml_and_names_a_bad_override(tmp_path):
     data = tmp_path / "d"
     (data / "train" / "a").mkdir(parents=True)
     (data / "train" / "a" / "x.jpg").write_bytes(b"one")
-    members, out = _plan(tmp_path, "data:\n  folds: 2\ntrain:\n  backbones: [a, b]\n", [], str(data))
-    assert [(m["backbone"], m["fold"]) for m in members] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    # plan-run checks each backbone (a timm model, weights it can reach): real names, trained from scratch
+    members, out = _plan(tmp_path, "data:\n  folds: 2\ntrain:\n  backbones: [resnet10t, test_vit]\n", [], str(data))
+    assert [(m["backbone"], m["fold"]) for m in members] == [
+        ("resnet10t", 0), ("resnet10t", 1), ("test_vit", 0), ("test_vit", 1)
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="train.epochz"):
         _plan(tmp_path, "{}", ["train.epochz=2"], str(data))
 
@@ -170,3 +173,10 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     assert ens_metrics.metadata["ensemble_oof_logloss"] <= ens_metrics.metadata["uniform_oof_logloss"] + 1e-9
     assert json.loads(Path(ens_metrics.path).read_text()) == ens_metrics.metadata
     assert "weight" in Path(report.path).read_text(encoding="utf-8").lower()
+
+
+def test_plan_refuses_a_backbone_timm_does_not_know(tmp_path):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="train.backbones\\[0\\] 'convnxt_base': not a timm model; did you mean"):
+        _plan(tmp_path, "{}", ["train.backbones=[convnxt_base]"], str(data))
