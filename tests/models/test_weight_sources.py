@@ -96,8 +96,8 @@ def test_hub_weights_not_cached_need_a_hub_that_answers(
 ) -> None:
     asked = []
 
-    def unreachable(url: str, hf: bool) -> str:
-        asked.append(url)
+    def unreachable(target: str, hf: bool) -> str:
+        asked.append(target)
         return "ConnectError: [Errno -2] Name or service not known"
 
     monkeypatch.setattr(weight_sources, "_answers", unreachable)
@@ -106,8 +106,8 @@ def test_hub_weights_not_cached_need_a_hub_that_answers(
         f"timm's weights from Hugging Face hub repo {HUB_REPO}: not in the local cache and ConnectError"
         in message
     )
-    assert "pretrained: false" in message and asked and HUB_REPO in asked[0]
-    monkeypatch.setattr(weight_sources, "_answers", lambda url, hf: "")
+    assert "pretrained: false" in message and asked == [HUB_REPO]
+    monkeypatch.setattr(weight_sources, "_answers", lambda target, hf: "")
     assert (
         weight_sources.hub_source("resnet10t")
         == f"Hugging Face hub repo {HUB_REPO} (downloaded by the train task)"

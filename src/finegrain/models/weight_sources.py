@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -44,16 +43,17 @@ def _offline() -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _answers(url: str, hf: bool) -> str:
-    """'' when `url` answers a metadata request within PROBE_TIMEOUT_S, else why not (one probe per process)."""
+def _answers(target: str, hf: bool) -> str:
+    """'' when `target` (a hub repo id, else a URL) answers a metadata request within PROBE_TIMEOUT_S, else why
+    not (one probe per process and target)."""
     try:
         if hf:
-            from huggingface_hub import get_hf_file_metadata
+            from huggingface_hub import HfApi
 
-            get_hf_file_metadata(url, timeout=PROBE_TIMEOUT_S)
+            HfApi().model_info(target, timeout=PROBE_TIMEOUT_S)  # the repo: timm falls back between its files
         else:
             urllib.request.urlopen(
-                urllib.request.Request(url, method="HEAD"), timeout=PROBE_TIMEOUT_S
+                urllib.request.Request(target, method="HEAD"), timeout=PROBE_TIMEOUT_S
             ).close()
     except Exception as exc:  # any failure (DNS, refused, timeout, 404) means: not reachable from here
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
@@ -63,7 +63,7 @@ def _answers(url: str, hf: bool) -> str:
 def hub_source(name: str) -> str:
     """Where `pretrained: true` gets timm's weights for `name` (a cached file or a hub that answers); else
     UnreachableWeights naming where it looked."""
-    from huggingface_hub import hf_hub_url, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
@@ -75,15 +75,15 @@ def hub_source(name: str) -> str:
             cached = try_to_load_from_cache(cfg.hf_hub_id, filename)
             if isinstance(cached, str):
                 return f"{cached} (Hugging Face cache)"
-        where, url, hf = f"Hugging Face hub repo {cfg.hf_hub_id}", hf_hub_url(cfg.hf_hub_id, files[0]), True
+        where, target, hf = f"Hugging Face hub repo {cfg.hf_hub_id}", cfg.hf_hub_id, True
     else:
         import torch.hub
 
         cached = Path(torch.hub.get_dir(), "checkpoints", Path(cfg.url).name)
         if cached.is_file():
             return f"{cached} (torch hub cache)"
-        where, url, hf = cfg.url, cfg.url, False
-    why = "HF_HUB_OFFLINE is set" if _offline() else _answers(url, hf)
+        where, target, hf = cfg.url, cfg.url, False
+    why = "HF_HUB_OFFLINE is set" if _offline() else _answers(target, hf)
     if not why:
         return f"{where} (downloaded by the train task)"
     raise UnreachableWeights(
