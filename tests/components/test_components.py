@@ -126,9 +126,13 @@ def test_plan_accepts_yaml_and_names_a_bad_override(tmp_path):
     data = tmp_path / "d"
     (data / "train" / "a").mkdir(parents=True)
     (data / "train" / "a" / "x.jpg").write_bytes(b"one")
-    text = f"data:\n  folds: 2\ntrain:\n  backbones: [a, b]\npipeline:\n  work_root: {tmp_path / 'work'}\n"
+    # plan-run checks each backbone (a timm model, weights it can reach): real names, trained from scratch
+    text = (f"data:\n  folds: 2\ntrain:\n  backbones: [resnet10t, test_vit]\npipeline:\n"
+            f"  work_root: {tmp_path / 'work'}\n")  # fmt: skip
     members, out = _plan(tmp_path, text, [], str(data))
-    assert [(m["backbone"], m["fold"]) for m in members] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert [(m["backbone"], m["fold"]) for m in members] == [
+        ("resnet10t", 0), ("resnet10t", 1), ("test_vit", 0), ("test_vit", 1)
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="train.epochz"):
         _plan(tmp_path, "{}", ["train.epochz=2"], str(data))
 
@@ -215,3 +219,10 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     # each task's outcome lands in its run's directory, for `finegrain run`'s summary
     outcome = json.loads(Path(layout.outcome_uri(planned["run_root"], "ensemble")).read_text())
     assert outcome["ran"] and outcome["why"] == "ran: first run"
+
+
+def test_plan_refuses_a_backbone_timm_does_not_know(tmp_path):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="train.backbones\\[0\\] 'convnxt_base': not a timm model; did you mean"):
+        _plan(tmp_path, "{}", ["train.backbones=[convnxt_base]"], str(data))
