@@ -142,6 +142,7 @@ def build_pipeline(cfg: Config):
                 members=members(),
                 calibration=cal.outputs["result"],
                 groups=rg.outputs["result"],
+                preprocess=pre.outputs["result"],
                 work_root=work_root,
             ).set_display_name("ensemble")
             sub = comps["submit"](

@@ -165,8 +165,12 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
 
     ens, report = _artifact(dsl.Artifact, tmp_path, "ens"), _artifact(dsl.Markdown, tmp_path, "weights")
     ens_metrics = _artifact(dsl.Metrics, tmp_path, "ens_metrics")
-    ensemble.python_func(config_text, members, cal, groups, work, ens, report, ens_metrics)
+    errors = _artifact(dsl.HTML, tmp_path, "errors")
+    ensemble.python_func(config_text, members, cal, groups, work, ens, report, ens_metrics, errors)
     assert (Path(ens.path) / "test_probs.npz").exists()
     assert ens_metrics.metadata["ensemble_oof_logloss"] <= ens_metrics.metadata["uniform_oof_logloss"] + 1e-9
     assert json.loads(Path(ens_metrics.path).read_text()) == ens_metrics.metadata
     assert "weight" in Path(report.path).read_text(encoding="utf-8").lower()
+    # the error-analysis page, in the UI too (no preprocess artifact here: ids without pictures)
+    errors_page = Path(errors.path).read_text(encoding="utf-8")
+    assert "Most confused pairs" in errors_page and "No pictures" in errors_page

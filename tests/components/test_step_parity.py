@@ -72,7 +72,7 @@ def _by_cli(root: Path, data: Path, template: Path) -> tuple[Path, str]:
     _cli(["regroup", *members, "--out", str(out / "regroup")], sets)
     _cli(["calibrate", *members, "--out", str(out / "calibrate")], sets)
     _cli(["ensemble", *members, "--calibration", str(out / "calibrate"), "--groups", str(out / "regroup"),
-          "--out", str(out / "ensemble")], sets)  # fmt: skip
+          "--manifest", str(out / "preprocess"), "--out", str(out / "ensemble")], sets)  # fmt: skip
     _cli(["submit", "--ensemble", str(out / "ensemble"), "--data", str(data), "--out", str(out / "submit")], sets)
     _cli(["register", *members, "--calibration", str(out / "calibrate"), "--ensemble", str(out / "ensemble"),
           "--data", str(data), "--out", str(out / "register")], sets)  # fmt: skip
@@ -94,14 +94,15 @@ def _by_components(root: Path, data: Path, template: Path) -> tuple[Path, str]:
     for k in range(FOLDS):
         member = art(dsl.Artifact, f"member{k}")
         train.python_func(pre, BACKBONE, str(k), member, art(dsl.Metrics, f"m{k}"),
-                          art(dsl.ClassificationMetrics, f"c{k}"))  # fmt: skip
+                          art(dsl.ClassificationMetrics, f"c{k}"), art(dsl.HTML, f"e{k}"))  # fmt: skip
         members.append(member)
     groups = art(dsl.Artifact, "groups")
     regroup.python_func(text, members, work, groups, art(dsl.HTML, "tsne"))
     cal = art(dsl.Artifact, "cal")
     calibrate.python_func(text, members, work, cal, art(dsl.HTML, "reliability"), art(dsl.Metrics, "cal-m"))
     ens = art(dsl.Artifact, "ens")
-    ensemble.python_func(text, members, cal, groups, work, ens, art(dsl.Markdown, "weights"), art(dsl.Metrics, "em"))
+    ensemble.python_func(text, members, cal, groups, work, ens, art(dsl.Markdown, "weights"), art(dsl.Metrics, "em"),
+                         art(dsl.HTML, "errors"), pre)  # fmt: skip
     submit.python_func(text, ens, str(data), work, art(dsl.Dataset, "submission"), art(dsl.Markdown, "check"))
     register.python_func(text, members, cal, ens, str(data), work, art(dsl.Artifact, "reg"), art(dsl.Markdown, "r"))
     return Path(work), uri
@@ -121,6 +122,15 @@ def _step_dirs(root: Path, step: str) -> list[Path]:
     if step == "train":
         return [Path(layout.member_uri(str(root), BACKBONE, k)) for k in range(FOLDS)]
     return [Path(layout.step_uri(str(root), step))]
+
+
+def test_pages_show_pictures_by_cli_and_by_component(runs):
+    """The pages a person opens have thumbnails whichever way the steps ran."""
+    for root, _ in runs:
+        pages = [Path(layout.member_uri(str(root), BACKBONE, 0)) / "errors.html",
+                 Path(layout.step_uri(str(root), "ensemble")) / "error_analysis.html"]  # fmt: skip
+        for page in pages:
+            assert "data:image/jpeg;base64," in page.read_text(encoding="utf-8"), page
 
 
 @pytest.mark.parametrize("step", STEPS)

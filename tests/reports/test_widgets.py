@@ -1,4 +1,4 @@
-"""The pieces of the bigger pages: sortable tables, thumbnails, SVG charts.
+"""The pieces of the bigger pages: sortable tables, thumbnails, SVG charts, the error-analysis page.
 
 Each escapes what it shows (class names come from data) and fetches nothing; the script that sorts and pages
 tables is added to a page only when the page holds one.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 
 from finegrain.reports import gallery, html, svg
+from finegrain.reports.error_analysis import error_analysis_page
 from finegrain.reports.tables import SCRIPT, sortable_table
 
 EVIL = "<b>현대 & co</b>"
@@ -50,3 +52,22 @@ def test_svg_charts_escape_hover_texts_and_count_every_value():
     dots = svg.scatter(np.array([[0.0, 0.0], [1.0, 2.0]]), ["#f00", "#0f0"], [EVIL, "b"], labels=[("3", (1.0, 2.0))])
     assert dots.count("<circle") == 2 and "&lt;b&gt;현대" in dots and ">3</text>" in dots
     assert svg.histogram([], "x") == "" and svg.scatter(np.zeros((0, 2)), [], []) == ""
+
+
+def test_error_analysis_page_has_every_section_and_escapes_class_names():
+    per_class = pd.DataFrame({"class": [EVIL, "b"], "group": [0, -1], "images": [3, 2], "accuracy": [0.5, 1.0],
+                              "logloss": [1.2, 0.1], "mean_p_true": [0.4, 0.9], "taken_for": ["b", ""],
+                              "taken_for_count": [1, 0]})  # fmt: skip
+    pairs = pd.DataFrame([{"true": EVIL, "predicted": "b", "count": 1, "share_of_true": 0.33, "same_group": False,
+                           "examples": ["img1"], "references": ["img2"]}])  # fmt: skip
+    worst = pd.DataFrame([{"image_id": "img1", "true": EVIL, "predicted": "b", "p_true": 0.1, "p_predicted": 0.8,
+                           "logloss": 2.3}])  # fmt: skip
+    summary = {"what": "OOF", "n_images": 5, "n_classes": 2, "accuracy": 0.8, "log_loss": 0.5, "pictures": "from x"}
+    page = error_analysis_page(summary, per_class, pairs, worst, {0: [EVIL, "c"]}, {"img1": JPEG},
+                               {"img1": "train/b/img1.jpg"})  # fmt: skip
+    assert "<b>" not in page and "&lt;b&gt;현대 &amp; co&lt;/b&gt;" in page
+    for section in ("Most confused pairs", "Per class", "Worst-scored images", "multi-class groups"):
+        assert section in page
+    assert page.count("data:image/jpeg;base64,") == 2  # the pair's example and the worst image
+    assert "fg-missing" in page  # img2, the predicted class's reference, has no thumbnail: a grey box
+    assert "title='train/b/img1.jpg'" in page and "1 mistakes" in page

@@ -19,6 +19,7 @@ from finegrain import storage
 from finegrain.orchestration import layout
 from finegrain.orchestration.parent_run import parent_run_id
 from finegrain.orchestration.plan import config_from_text
+from finegrain.reports import html
 from finegrain.steps.outputs import scalars
 
 # Never mirrored into KFP artifacts: large, and only needed through their work URI.
@@ -115,7 +116,7 @@ def run_preprocess(
 
 def run_train(
     preprocess_dir: str, backbone: str, fold: int, out_dir: str, metadata: dict, metrics_artifact: Any = None,
-    confusion_artifact: Any = None,
+    confusion_artifact: Any = None, errors_path: str = "",
 ) -> str:
     from finegrain.steps import train
 
@@ -135,6 +136,13 @@ def run_train(
         if len(confusion["classes"]) <= SMALL_CONFUSION_MATRIX:
             confusion_artifact.log_confusion_matrix(confusion["classes"], confusion["matrix"])
         _write_json(confusion_artifact.path, confusion_artifact.metadata)
+    if errors_path:  # at any size: the confused pairs and per-class table the matrix cannot show at 400 classes
+        if storage.exists(storage.join(out, "errors.html")):
+            copy_page(out, "errors.html", errors_path)
+        else:  # a finished member reused from before the page existed; the artifact still needs its file
+            Path(errors_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(errors_path).write_text(html.page(f"{backbone}/fold{fold}", html.paragraph(
+                "No error page: this member was reused from a finegrain version that did not write one.")))
     return json.dumps(result, default=str)
 
 
@@ -173,7 +181,8 @@ def run_calibrate(
 
 def run_ensemble(
     config_text: str, members: list[str], calibration_dir: str, groups_dir: str, work_root: str,
-    out_dir: str, report_path: str, metadata: dict, metrics_artifact: Any = None,
+    out_dir: str, report_path: str, metadata: dict, metrics_artifact: Any = None, preprocess_dir: str = "",
+    errors_path: str = "",
 ) -> str:
     from finegrain.steps import ensemble
 
@@ -182,9 +191,12 @@ def run_ensemble(
     result = ensemble.run(
         cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir), out=out,
         groups=work_uri_of(groups_dir) if groups_dir else None, parent_run_id=parent_run_id(work_root) or None,
+        manifest=work_uri_of(preprocess_dir) if preprocess_dir else None,
     )
     publish(out, out_dir, metadata)
     copy_page(out, "report.md", report_path)
+    if errors_path:
+        copy_page(out, "error_analysis.html", errors_path)
     fill_metrics(metrics_artifact, {k: result[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
     return json.dumps(result, default=str)
 
