@@ -1,7 +1,7 @@
 """Preprocess: validate, de-duplicate, merge identical classes, assign folds."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown, Output
+from kfp.dsl import HTML, Artifact, Markdown, Output
 
 from components import DEFAULT_IMAGE
 
@@ -15,8 +15,11 @@ def preprocess(
     work_root: str,
     result: Output[Artifact],
     report: Output[Markdown],
+    page: Output[HTML],
 ) -> str:
-    """Run finegrain.steps.preprocess; `data_hash` and `code_version` are cache keys, not used otherwise."""
+    """Run finegrain.steps.preprocess; `data_hash` and `code_version` are cache keys, not used otherwise.
+
+    The UI gets the Markdown summary (`report`) and the full page with thumbnails (`page`)."""
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_preprocess(
@@ -28,4 +31,5 @@ def preprocess(
         result.metadata,
         data_hash=data_hash,
         code_version=code_version,
+        page_path=page.path,
     )

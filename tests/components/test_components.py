@@ -125,14 +125,18 @@ def test_plan_names_a_config_text_that_is_no_config(tmp_path, text, problem):
 def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_path):
     result = _artifact(dsl.Artifact, tmp_path, "result")
     report = _artifact(dsl.Markdown, tmp_path, "report")
+    page = _artifact(dsl.HTML, tmp_path, "page")
     summary = json.loads(
-        preprocess.python_func(config_text, str(sample_dir), "hash", "v1", str(tmp_path / "work"), result, report)
+        preprocess.python_func(config_text, str(sample_dir), "hash", "v1", str(tmp_path / "work"), result, report, page)
     )
     work = tmp_path / "work" / "preprocess"
     for name in ("manifest.parquet", "classes.json", "report.md", "summary.json"):
         assert (work / name).exists() and (Path(result.path) / name).exists(), name
     assert json.loads((Path(result.path) / "source.json").read_text())["work_uri"] == str(work)
     assert Path(report.path).read_text(encoding="utf-8").startswith("# Preprocess report")
+    # the full page beside the summary, self-contained, with thumbnails and no path of this machine
+    full = Path(page.path).read_text(encoding="utf-8")
+    assert "data:image/jpeg;base64," in full and str(sample_dir) not in full
     assert result.metadata["data_hash"] == "hash" and summary["status"]["corrupt"] >= 1
     # the train loop gets the config and work root through this artifact (see components/train)
     assert read_run_context(result.path) == (config_text, str(tmp_path / "work"))

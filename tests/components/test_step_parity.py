@@ -89,7 +89,7 @@ def _by_components(root: Path, data: Path, template: Path) -> tuple[Path, str]:
         return kind(name=name, uri=str(root / "kfp" / name), metadata={})
 
     pre = art(dsl.Artifact, "preprocess")
-    preprocess.python_func(text, str(data), "", "", work, pre, art(dsl.Markdown, "prep-report"))
+    preprocess.python_func(text, str(data), "", "", work, pre, art(dsl.Markdown, "prep-report"), art(dsl.HTML, "page"))
     members = []
     for k in range(FOLDS):
         member = art(dsl.Artifact, f"member{k}")
@@ -127,7 +127,8 @@ def _step_dirs(root: Path, step: str) -> list[Path]:
 def test_pages_show_pictures_by_cli_and_by_component(runs):
     """The pages a person opens have thumbnails whichever way the steps ran."""
     for root, _ in runs:
-        pages = [Path(layout.member_uri(str(root), BACKBONE, 0)) / "errors.html",
+        pages = [Path(layout.step_uri(str(root), "preprocess")) / "report.html",
+                 Path(layout.member_uri(str(root), BACKBONE, 0)) / "errors.html",
                  Path(layout.step_uri(str(root), "ensemble")) / "error_analysis.html"]  # fmt: skip
         for page in pages:
             assert "data:image/jpeg;base64," in page.read_text(encoding="utf-8"), page

@@ -100,7 +100,7 @@ def read_run_context(artifact_dir: str | Path) -> tuple[str, str]:
 
 def run_preprocess(
     config_text: str, data_uri: str, work_root: str, out_dir: str, report_path: str, metadata: dict,
-    data_hash: str = "", code_version: str = "",
+    data_hash: str = "", code_version: str = "", page_path: str = "",
 ) -> str:
     from finegrain.steps import preprocess
 
@@ -110,6 +110,8 @@ def run_preprocess(
     publish(out, out_dir, metadata)
     write_run_context(out_dir, config_text, work_root)
     copy_page(out, "report.md", report_path)
+    if page_path:
+        copy_page(out, "report.html", page_path)
     metadata.update({"data_hash": data_hash, **scalars(summary)})
     return json.dumps(summary, default=str)
 
