@@ -67,6 +67,37 @@ def test_exit_task_ends_the_parent_run_with_the_pipeline_status(state, expected,
     assert client.get_run(other).info.status == "RUNNING"
 
 
+def test_parent_run_shows_the_config_key_params_and_the_headline(sqlite_tracking_uri, tmp_path):
+    """A person opening the parent run sees what the run was and what it gave without opening a child run."""
+    from mlflow import MlflowClient
+
+    cfg = load_config(ROOT / "configs/sample.yaml", [f"tracking.uri={sqlite_tracking_uri}"])
+    text, work = config_to_text(cfg), tmp_path / "work"
+    outputs = {
+        "preprocess/summary.json": {"images": 435, "train": 371, "test": 64, "classes": 15, "training_rows": 353},
+        "ensemble/ensemble.json": {"ensemble_oof_logloss": 0.3, "uniform_oof_logloss": 0.4,
+                                   "member_oof_logloss": {"a/fold0": 0.5, "b/fold0": 0.45}, "hierarchical": {"used": True}},
+        "ensemble/summary.json": {"ensemble_oof_accuracy": 0.9},
+        "submit/submission_check.json": {"valid": True},
+        "register/registration.json": {"registered_model": "finegrain-ensemble/3"},
+    }  # fmt: skip
+    for rel, value in outputs.items():  # the step outputs of a run (ran or served from the cache)
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(json.dumps(value))
+    parent = start_run.python_func(text, "p", "hash", "v1", str(work), "kfp-h")
+    end_run.python_func(text, [], "kfp-h", _status("SUCCEEDED"))
+    client = MlflowClient(tracking_uri=sqlite_tracking_uri)
+    run = client.get_run(parent)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["data_hash"] == "hash" and params["backbones"] == "efficientnet_lite0, resnet10t"
+    assert params["best_member"] == "b/fold0" and params["registered_model"] == "finegrain-ensemble/3"
+    assert len(params) <= 20  # a few key settings; the whole config is the config.yaml artifact
+    assert metrics["ensemble_oof_logloss"] == 0.3 and metrics["best_member_oof_logloss"] == 0.45
+    assert metrics["submission_valid"] == 1.0 and metrics["n_images"] == 435 and metrics["n_members"] == 2
+    assert {"config.yaml", "headline.json"} <= {a.path for a in client.list_artifacts(parent)}
+    assert run.info.status == "FINISHED"
+
+
 def test_exit_task_tolerates_a_config_that_never_resolved(config_text):
     assert end_run.python_func(config_text, ["train.no_such_key=1"], "kfp-9", _status("FAILED")) == ""
 

@@ -27,6 +27,7 @@ from finegrain.training.build import TrainSetup, build_member
 from finegrain.training.checkpoint import checkpoint_state, resume, save_checkpoint
 from finegrain.training.epoch import run_epoch
 from finegrain.training.finish import MemberResult, finish, member_files, member_metrics
+from finegrain.training.params import member_params
 from finegrain.training.provenance import manifest_hash, member_provenance, mismatch
 
 ERRORS_PAGE = "errors.html"  # the validation fold's error analysis (the KFP UI's page beyond 40 classes)
@@ -95,7 +96,7 @@ def _train(
     resume(training, checkpoint_uri, provenance, setup.label, discard_with_it=[storage.join(out, "tracking")])
     with contextlib.ExitStack() as stack:
         tracker, tracking_dir = _open_tracker(stack, setup, out, parent_run_id)
-        tracker.log_params(cfg.model_dump(mode="json"))  # nested -> dotted keys; same values again on resume
+        tracker.log_params(member_params(setup, provenance["manifest"]))  # same values again on resume
         for epoch in range(training.start_epoch, cfg.train.epochs):
             record = run_epoch(setup, epoch)
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
@@ -161,6 +162,7 @@ def _open_tracker(stack: contextlib.ExitStack, setup: TrainSetup, out: str, pare
             tags={"backbone": setup.backbone, "fold": str(setup.fold), "step": "train"},
             local_dir=local,
             resume=True,
+            system_metrics=True,  # CPU, memory, GPU and network of the pod, beside the training curves
         )
     )
     return tracker, local
