@@ -7,7 +7,7 @@ override values are parsed within size and alias-expansion limits (`finegrain.co
 
 This package is the facade callers import from; the work is done in its modules:
   schema       the pydantic models: Config and one model per section (DataConfig, TrainConfig, ...)
-  files        load_config, save_config, config_from_dict, config_to_text, flatten
+  files        load_config, config_from_dict, config_to_text, flatten
   overrides    `--set key.path=value` parsing (parse_override)
   endpoints    endpoint_problem: where a bearer token may be sent
   yaml_limits  YAML parsing within size and alias-expansion limits
@@ -16,7 +16,7 @@ This package is the facade callers import from; the work is done in its modules:
 from __future__ import annotations
 
 from finegrain.config.endpoints import endpoint_problem
-from finegrain.config.files import config_from_dict, config_to_text, flatten, load_config, save_config
+from finegrain.config.files import config_from_dict, config_to_text, flatten, load_config
 from finegrain.config.overrides import parse_override
 from finegrain.config.schema import (
     BackboneSpec,
@@ -42,5 +42,5 @@ __all__ = [
     "BackboneSpec", "CalibrateConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig", "HeadConfig",
     "LossConfig", "MixConfig", "PipelineConfig", "PreprocessConfig", "RegroupConfig", "StorageConfig",
     "SubmitConfig", "SwaConfig", "TrackingConfig", "TrainConfig", "config_from_dict", "config_to_text",
-    "endpoint_problem", "flatten", "load_config", "parse_override", "save_config",
+    "endpoint_problem", "flatten", "load_config", "parse_override",
 ]  # fmt: skip

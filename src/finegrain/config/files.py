@@ -64,13 +64,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"{path or '<defaults>'}: {exc}") from None
 
 
-def save_config(cfg: Config, out_uri: str) -> str:
-    """Write the resolved config as `config.yaml` beside a step's outputs; returns its URI."""
-    uri = storage.join(out_uri, "config.yaml")
-    storage.write_text(uri, cfg.to_yaml())
-    return uri
-
-
 def config_to_text(cfg: Config) -> str:
     """The resolved config as one line of JSON: pipeline parameters must not span lines (the KFP compiler
     writes their defaults into a YAML comment header, and a newline there breaks the compiled file)."""

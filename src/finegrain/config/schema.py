@@ -173,7 +173,8 @@ class EnsembleConfig(_Section):
 class SubmitConfig(_Section):
     # How an alias column of the sample gets probability mass: "split" halves the canonical probability
     # between the pair (the scorer sums the pair, rows still sum to 1); "duplicate" copies it and renormalises
-    # the row, so the scored pair gets 2p/(1+p) and every other class shrinks by 1/(1+p) (see submission.py).
+    # the row, so the scored pair gets 2p/(1+p) and every other class shrinks by 1/(1+p)
+    # (see posthoc/submission/frame.py).
     alias_mode: Literal["split", "duplicate"] = "split"
     # Where the file is POSTed with the bearer token: https, or http only to this machine (localhost).
     endpoint: str | None = None
