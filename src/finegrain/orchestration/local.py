@@ -4,22 +4,20 @@ Embedded defaults: local files, a `sqlite:///` MLflow store, the bundled sample 
 Like on a cluster, each (config, dataset content) pair gets its own work root, here `<out>/work/<key>/`, so new
 data is never served the members trained on old data; `<out>/preprocess`, `<out>/train`, ... (the layout
 in orchestration.layout) are links to the latest run's directories. kfp.local's own bookkeeping (artifacts, cache) goes under
-`<out>/.kfp/`. The summary says which tasks ran and which kfp.local served from its cache.
+`<out>/.kfp/`, each task's output to `<out>/logs/` (the terminal gets a line per task: orchestration.console).
+The summary says which tasks ran and which kfp.local served from its cache.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import time
-import warnings
-from collections import Counter
 from pathlib import Path
 
 from finegrain import storage
 from finegrain.config import Config
+from finegrain.orchestration.console import TaskConsole
 from finegrain.orchestration.layout import STEPS, member_key, member_uri, step_uri
 
 SAMPLE_URI = "data/sample"
@@ -45,30 +43,6 @@ def prepare_data(cfg: Config, data: str) -> str:
     return data if storage.is_s3(data) else str(Path(data).resolve())
 
 
-class _TaskLog(logging.Filter):
-    """Counts the tasks kfp.local executes and the ones it serves from its cache, from its own log lines.
-
-    A filter on the root logger, not a handler: kfp.local replaces the root logger's handlers while it runs."""
-
-    _ansi = re.compile(r"\x1b\[[0-9;]*m")
-    _ran = re.compile(r"^Executing task '([^']+)'")
-    _cached = re.compile(r"^Task (\S+) cache hit")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ran: Counter = Counter()
-        self.cached: Counter = Counter()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = self._ansi.sub("", record.getMessage())
-        if m := self._ran.match(msg):
-            self.ran[m.group(1)] += 1
-        elif m := self._cached.match(msg):
-            self.cached[m.group(1)] += 1
-            print(f"[finegrain] {m.group(1)}: reused from the kfp.local cache", flush=True)
-        return True
-
-
 def link_latest(out_dir: Path, work_root: Path) -> None:
     """Point `<out>/<step>` at this run's step directories (orchestration.layout); real directories left by an
     older version are left alone."""
@@ -85,11 +59,14 @@ def link_latest(out_dir: Path, work_root: Path) -> None:
 
 
 def run_pipeline_locally(
-    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess"
+    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess",
+    verbose: bool = False,
 ) -> dict:
     """Run the whole pipeline with kfp.local; returns the summary (also printed).
 
     runner="subprocess": every step in this Python; "docker": every step in the image (see orchestration.docker).
+    verbose: show every task's whole output and kfp.local's log here, instead of a line per task (their logs
+    in `<out>/logs/`: orchestration.console).
     """
     from kfp import local
 
@@ -126,19 +103,11 @@ def run_pipeline_locally(
 
     pipeline = build_pipeline(cfg)
     local.init(**init_kwargs, enable_caching=cfg.pipeline.cache, raise_on_error=True)
-    tasks, root_logger = _TaskLog(), logging.getLogger()
-    # kfp.local logs cache hits at INFO outside its own logging context, where the root level decides
-    level = root_logger.level
-    root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
-    root_logger.addFilter(tasks)
-    try:
-        with warnings.catch_warnings():
-            # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
-    finally:
-        root_logger.removeFilter(tasks)
-        root_logger.setLevel(level)
+    logs = out_dir / "logs"
+    for old in logs.glob("*.log"):  # this run's logs only
+        old.unlink()
+    with TaskConsole(logs, verbose=verbose) as tasks:
+        pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
     link_latest(out_dir, work_root)
     summary = summarize(work_root, cfg)
     summary.update(
