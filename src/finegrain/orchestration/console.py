@@ -47,7 +47,7 @@ class _Task:
     def __init__(self, name: str, log_dir: Path, seq: int) -> None:
         self.name, self.label, self.started, self.done = name, name, time.monotonic(), False
         self.path = log_dir / f"{seq:02d}-{name}.log"
-        self.file = self.path.open("w", encoding="utf-8")
+        self.file = self.path.open("w", encoding="utf-8", buffering=1)  # line by line: a person may tail it
         self.progress = ""
         self._json: list[str] | None = None  # a train task's executor input being read, line by line
 
@@ -183,7 +183,7 @@ class TaskConsole(logging.Filter):
 
     def _kfp_log(self) -> TextIO:
         if self._kfp is None:
-            self._kfp = (self.log_dir / "kfp-local.log").open("a", encoding="utf-8")
+            self._kfp = (self.log_dir / "kfp-local.log").open("a", encoding="utf-8", buffering=1)
         return self._kfp
 
     def _finished(self, task: _Task | None, status: str) -> None:
