@@ -23,8 +23,9 @@ ARGS = {
     "submit": ["--ensemble", "e", "--out", "o"],
     "register": ["--members", "m", "--calibration", "c", "--ensemble", "e", "--out", "o"],
     "run": ["--out", "o"],
+    "gc": ["--out", "o"],
 }
-STEP_MODULE = {"run": "finegrain.orchestration.local"}
+STEP_MODULE = {"run": "finegrain.orchestration.local", "gc": "finegrain.orchestration.gc"}
 
 
 def test_every_documented_command_exists() -> None:

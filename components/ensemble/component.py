@@ -10,11 +10,10 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def ensemble(
-    config_text: str,
+    spec: str,
     members: Input[List[Artifact]],
     calibration: Input[Artifact],
     groups: Input[Artifact],
-    work_root: str,
     result: Output[Artifact],
     report: Output[Markdown],
     metrics: Output[Metrics],
@@ -26,11 +25,10 @@ def ensemble(
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_ensemble(
-        config_text,
+        spec,
         [m.path for m in members],
         calibration.path,
         groups.path,
-        work_root,
         result.path,
         report.path,
         result.metadata,

@@ -1,7 +1,7 @@
-"""Train one (backbone, fold) member on a GPU node; resumes from its checkpoint at the work URI on retry.
+"""Train one (backbone, fold) member on a GPU node; resumes from its checkpoint at its key's URI on retry.
 
-The config and work root come inside preprocess's artifact, not as parameters: kfp.local (2.17) replaces every
-task-output parameter that enters a ParallelFor with the loop item, while artifacts pass through intact.
+The member's spec (its key, settings and preprocess's key) comes inside the loop item, not as a task output:
+kfp.local (2.17) replaces every task-output parameter that enters a ParallelFor with the loop item.
 """
 
 from kfp import dsl
@@ -15,6 +15,7 @@ def train(
     preprocess: Input[Artifact],
     backbone: str,
     fold: str,  # loop items of dicts arrive as strings
+    spec: str,
     member: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -25,5 +26,5 @@ def train(
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_train(
-        preprocess.path, backbone, fold, member.path, member.metadata, metrics, confusion, errors.path
+        preprocess.path, backbone, fold, spec, member.path, member.metadata, metrics, confusion, errors.path
     )

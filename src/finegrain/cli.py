@@ -234,6 +234,36 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+def gc(
+    out: str = typer.Option(
+        ..., "--out", help="A `finegrain run --out` directory, or a work root (pipeline.work_root; or s3://)."
+    ),
+    keep: int = typer.Option(1, "--keep", min=1, help="Keep the outputs the latest N runs use."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Delete task outputs that none of the latest N runs uses (never one in use), and say what was freed."""
+    _config(config, set_)  # the storage settings (S3 retries)
+    from finegrain import storage
+    from finegrain.orchestration import gc as collector
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
+
+    work, run_dir = collector.work_root_of(out)
+    with _reported_errors():
+        with contextlib.ExitStack() as stack:
+            if run_dir is not None:  # no `finegrain run` on it meanwhile: none of its runs is in flight
+                stack.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain gc --out {out}"))
+            in_flight = run_dir is None
+            result = collector.collect_garbage(work, keep, in_flight_possible=in_flight, dry_run=dry_run)
+            if run_dir is not None:
+                extra = collector.collect_kfp_local(run_dir / ".kfp", dry_run=dry_run)
+                result["freed"] += extra
+                result["bytes"] += sum(f["bytes"] for f in extra)
+    typer.echo(collector.format_freed(result, dry_run))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

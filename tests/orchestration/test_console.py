@@ -40,8 +40,9 @@ def test_a_line_per_task_and_every_output_in_its_log(tmp_path):
     shown = out.getvalue().splitlines()
     assert len(shown) <= 7, shown
     text = "\n".join(shown)
-    assert "preprocess: reused from the kfp.local cache" in text
-    assert "train convnext/fold1 started" in text and "train convnext/fold1 finished in" in text
+    assert "[finegrain] preprocess: reused from the kfp.local cache" in text
+    assert "[finegrain] train convnext/fold1: started at 00:00" in text
+    assert "[finegrain] train convnext/fold1: finished in 0 s" in text
     assert text.count("MLflow http://x unavailable") == 1 and "[finegrain] printed by the main thread" in text
     assert "Got executor_input" not in text and "step 50/200" not in text  # in the log, not here
     (log,) = logs.glob("*.log")
@@ -71,7 +72,7 @@ def test_a_failed_task_shows_its_log_tail(tmp_path):
         worker.start()
         worker.join()
     text = out.getvalue()
-    assert "submit started" in text and "submit FAILED after" in text and "01-submit.log" in text
+    assert "submit: started at" in text and "submit: FAILED after" in text and "01-submit.log" in text
     assert "ValueError: the sample submission has 3 columns" in text and [t.name for t in console.failed] == ["submit"]
 
 

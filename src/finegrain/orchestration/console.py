@@ -165,7 +165,7 @@ class TaskConsole(logging.Filter):
                     self._seq += 1
                     self._tasks[record.thread] = _Task(m.group(1), self.log_dir, self._seq)
                     if m.group(1) != "train":  # a member says it started once it is known which
-                        self._say(f"{m.group(1)} started")
+                        self._say(f"{m.group(1)}: started at {self._elapsed()}")
             elif m := _CACHED.match(msg):
                 self.cached[m.group(1)] += 1
                 self._say(f"{m.group(1)}: reused from the kfp.local cache")
@@ -193,11 +193,11 @@ class TaskConsole(logging.Filter):
         task.done = True
         task.file.flush()
         if status == "SUCCESS":
-            self._say(f"{task.label} finished in {took:.0f} s")
+            self._say(f"{task.label}: finished in {took:.0f} s")
             return
         self.failed.append(task)
         tail = task.path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        self._say(f"{task.label} FAILED after {took:.0f} s; its log: {task.path}")
+        self._say(f"{task.label}: FAILED after {took:.0f} s; its log: {task.path}")
         for line in tail:
             self._write_line("    " + line.strip())
 
@@ -238,7 +238,7 @@ class TaskConsole(logging.Filter):
         label = task.read(line)
         if label:
             task.rename(label)
-            self._say(f"{label} started")
+            self._say(f"{label}: started at {self._elapsed()}")
         elif _WARNING.search(line) and not _NOISE.search(line):
             shown = line.strip()[:300]
             if shown not in self._seen_warnings:
@@ -247,9 +247,12 @@ class TaskConsole(logging.Filter):
 
     # ------------------------------------------------------------------------------------ the lines shown
 
+    def _elapsed(self) -> str:
+        return _clock(time.monotonic() - self._started)
+
     def _say(self, text: str) -> None:
         self._clear_status()
-        self._write_line(f"[finegrain] {_clock(time.monotonic() - self._started)} {text}")
+        self._write_line(f"[finegrain] {text}")
 
     def _write_line(self, text: str) -> None:
         self._term.write(text + "\n")
@@ -260,7 +263,7 @@ class TaskConsole(logging.Filter):
         if not running:
             return ""
         parts = [f"{t.label} {t.progress}".strip() for t in running]
-        return f"[finegrain] {_clock(time.monotonic() - self._started)} running: " + "; ".join(parts)
+        return f"[finegrain] {self._elapsed()} running: " + "; ".join(parts)
 
     def _show_status(self) -> None:
         status = self._status()

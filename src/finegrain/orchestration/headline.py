@@ -3,8 +3,8 @@
 A person opening the parent run in the MLflow UI should see what the run was (backbones, folds, epochs, image
 size, the data hash; the whole resolved config as `config.yaml`) and what it gave (the ensemble's OOF LogLoss,
 the best member, whether the submission validated, how many images) without opening a child run. The headline
-is read from the step outputs the run used, whether a step ran or was served from the cache, so a run that
-reused its ensemble still shows its LogLoss.
+is read from the step outputs the run's plan names (`runs/<run>/run.json`: every task's output URI), whether
+a step ran or its outputs were reused, so a run that reused its ensemble still shows its LogLoss.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 
 from finegrain import storage
 from finegrain.config import Config
-from finegrain.orchestration.layout import step_uri
+from finegrain.orchestration import layout
 
 
 def key_params(cfg: Config, data_hash: str, code_version: str) -> dict[str, object]:
@@ -29,21 +29,25 @@ def key_params(cfg: Config, data_hash: str, code_version: str) -> dict[str, obje
     }  # fmt: skip
 
 
-def _load(work_root: str, step: str, name: str) -> dict:
+def _load(uri: str | None, name: str) -> dict:
+    if not uri:
+        return {}
     try:
-        value = json.loads(storage.read_text(storage.join(step_uri(work_root, step), name)))
+        value = json.loads(storage.read_text(storage.join(uri, name)))
     except (FileNotFoundError, ValueError):  # a step that never ran (the pipeline failed before it)
         return {}
     return value if isinstance(value, dict) else {}
 
 
-def headline(work_root: str) -> tuple[dict[str, object], dict[str, float]]:
-    """(params, metrics) of the run whose step outputs are under `work_root`; whatever exists of them."""
-    pre = _load(work_root, "preprocess", "summary.json")
-    ens = _load(work_root, "ensemble", "ensemble.json")
-    ens_summary = _load(work_root, "ensemble", "summary.json")
-    check = _load(work_root, "submit", "submission_check.json")
-    registration = _load(work_root, "register", "registration.json")
+def headline(run_root: str) -> tuple[dict[str, object], dict[str, float]]:
+    """(params, metrics) of the run in `run_root`, from the outputs its plan names; whatever exists of them."""
+    tasks = _load(run_root, layout.RUN_FILE).get("tasks") or {}
+    uris = {name: (task or {}).get("uri") for name, task in tasks.items()}
+    pre = _load(uris.get("preprocess"), "summary.json")
+    ens = _load(uris.get("ensemble"), "ensemble.json")
+    ens_summary = _load(uris.get("ensemble"), "summary.json")
+    check = _load(uris.get("submit"), "submission_check.json")
+    registration = _load(uris.get("register"), "registration.json")
     metrics: dict[str, float] = {}
     params: dict[str, object] = {}
     if pre:
