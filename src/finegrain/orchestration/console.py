@@ -1,5 +1,7 @@
-"""What `finegrain run` prints: a line per task finish or cache hit with its time, one live progress line for
-the running tasks, and the warnings and errors; everything else goes to a log file per task.
+"""What `finegrain run` prints: a line per task when it finishes (when it started, how long it took) or is
+served from the cache, one live progress line for the running tasks (what runs, how far: rewritten in place
+at a terminal, else printed every 5 minutes), the warnings and errors; everything else goes to a log file per
+task.
 
 kfp.local streams each task's whole output (its executor input and output JSON, every tqdm bar of the parallel
 train tasks, interleaved) and its own bookkeeping to stdout; at 13 tasks that is thousands of lines where a
@@ -23,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
-STATUS_EVERY_S = 120.0  # without a terminal, the progress line is printed at most this often
+STATUS_EVERY_S = 300.0  # without a terminal, the progress line is printed at most this often
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"^Executing task '([^']+)'")
 _FINISHED = re.compile(r"^Task '([^']+)' finished with status (\w+)")
@@ -46,6 +48,7 @@ class _Task:
 
     def __init__(self, name: str, log_dir: Path, seq: int) -> None:
         self.name, self.label, self.started, self.done = name, name, time.monotonic(), False
+        self.start_clock = ""  # when it started, counted from the pipeline's start
         self.path = log_dir / f"{seq:02d}-{name}.log"
         self.file = self.path.open("w", encoding="utf-8", buffering=1)  # line by line: a person may tail it
         self.progress = ""
@@ -164,8 +167,7 @@ class TaskConsole(logging.Filter):
                         old.file.close()
                     self._seq += 1
                     self._tasks[record.thread] = _Task(m.group(1), self.log_dir, self._seq)
-                    if m.group(1) != "train":  # a member says it started once it is known which
-                        self._say(f"{m.group(1)}: started at {self._elapsed()}")
+                    self._tasks[record.thread].start_clock = self._elapsed()
             elif m := _CACHED.match(msg):
                 self.cached[m.group(1)] += 1
                 self._say(f"{m.group(1)}: reused from the kfp.local cache")
@@ -193,7 +195,7 @@ class TaskConsole(logging.Filter):
         task.done = True
         task.file.flush()
         if status == "SUCCESS":
-            self._say(f"{task.label}: finished in {took:.0f} s")
+            self._say(f"{task.label}: finished in {took:.0f} s (started at {task.start_clock})")
             return
         self.failed.append(task)
         tail = task.path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
@@ -238,7 +240,6 @@ class TaskConsole(logging.Filter):
         label = task.read(line)
         if label:
             task.rename(label)
-            self._say(f"{label}: started at {self._elapsed()}")
         elif _WARNING.search(line) and not _NOISE.search(line):
             shown = line.strip()[:300]
             if shown not in self._seen_warnings:
