@@ -86,3 +86,19 @@ def test_kfp_local_noise_is_not_shown(tmp_path, capsys):
                       "ignored.", UserWarning, stacklevel=1)  # fmt: skip
     assert out.getvalue().count("\n") == 1  # only the line that says where the task logs are
     assert "have no effect" not in capsys.readouterr().err
+
+
+def test_at_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    with TaskConsole(tmp_path / "logs", out=out):
+        worker = threading.Thread(target=_train_task, args=("    validating:  40%|####  | 4/10",))
+        worker.start()
+        worker.join()
+    text = out.getvalue()
+    assert "\r[finegrain] 00:00 running: train convnext/fold1 epoch 2/6 50%" in text  # the step line, read
+    assert "running: train convnext/fold1 epoch 2 done, val LogLoss 0.912" in text  # then the epoch record
+    assert text.count("\n") <= 4  # the progress line never adds a line of its own

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import sys
 import threading
 import time
@@ -272,7 +273,7 @@ class TaskConsole(logging.Filter):
             return
         now = time.monotonic()
         if self._tty:
-            width = 160
+            width = self._width()
             self._term.write("\r" + status[:width].ljust(len(self._status_shown[:width])))
             self._term.flush()
             self._status_shown = status
@@ -280,8 +281,12 @@ class TaskConsole(logging.Filter):
             self._write_line(status)
             self._status_at, self._status_shown = now, status
 
+    @staticmethod
+    def _width() -> int:
+        return max(shutil.get_terminal_size().columns - 1, 20)  # one line: a wrapped one cannot be redrawn
+
     def _clear_status(self) -> None:
         if self._tty and self._status_shown:
-            self._term.write("\r" + " " * min(len(self._status_shown), 160) + "\r")
+            self._term.write("\r" + " " * min(len(self._status_shown), self._width()) + "\r")
         if self._tty:
             self._status_shown = ""
