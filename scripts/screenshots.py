@@ -6,6 +6,8 @@
 Two sets of pages: the ones the last `make run` wrote under `--run` (skipped, with a note, when there is none),
 and those of a synthetic run at `--classes` classes (tests.support.synthetic_run: the preprocess, regroup,
 calibrate and ensemble steps for real on generated data, no training), to see them at a real dataset's size.
+With `--mlflow` (a `sqlite:///` store, default `make run`'s), the MLflow UI's page of the latest pipeline's
+parent run too, served by a throwaway `mlflow server` on a copy of the store.
 Every page is also checked: it must load with a body and without a JavaScript or console error; the script
 exits 1 naming the pages that did not. Chromium is Debian's `chromium` package (tests.support.browser).
 """
@@ -50,12 +52,36 @@ def smaller(png: Path) -> Path:
     return png
 
 
+def mlflow_parent_run(store: Path, png: Path) -> Path | None:
+    """The MLflow UI's page of the latest parent run in the SQLite `store` (None when it holds none)."""
+    from mlflow import MlflowClient
+
+    from finegrain.orchestration.parent_run import KFP_RUN_TAG
+    from tests.support.servers import MlflowServer
+
+    with tempfile.TemporaryDirectory(prefix="fg-mlflow-") as tmp:
+        server = MlflowServer(tmp, db_template=store)
+        try:
+            client = MlflowClient(tracking_uri=server.uri)
+            experiments = [e.experiment_id for e in client.search_experiments()]
+            runs = client.search_runs(experiments, filter_string=f"tags.`{KFP_RUN_TAG}` LIKE '%'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+            if not runs:
+                return None
+            run = runs[0].info
+            url = f"{server.uri}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+            return smaller(screenshot(url, png, height=1400, wait_ms=20_000))
+        finally:
+            server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/sample", help="a `finegrain run --out` directory")
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--classes", type=int, default=396, help="classes of the synthetic run (0: none)")
     parser.add_argument("--per-class", type=int, default=30, help="OOF images per class of the synthetic run")
+    parser.add_argument("--mlflow", default="sqlite:///mlruns.db", help="make run's MLflow store ('' to skip)")
     args = parser.parse_args(argv)
     if chromium() is None:
         print(f"make screenshots needs Chromium: {INSTALL_HINT}", file=sys.stderr)
@@ -79,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             problems += check_page(page)
             png = smaller(screenshot(page, out / f"{name}.png", height=height))
             print(f"{png}  ({page.stat().st_size / 1e6:.1f} MB page)", flush=True)
+    store = Path(args.mlflow.removeprefix("sqlite:///")) if args.mlflow.startswith("sqlite:///") else None
+    if store is not None and store.is_file():
+        shot = mlflow_parent_run(store, out / "mlflow-parent-run.png")
+        print(f"{shot or 'no parent run in ' + str(store)}", flush=True)
     print(f"{len(pages)} pages in {time.perf_counter() - started:.0f} s", flush=True)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)

@@ -31,13 +31,14 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _run(page: Path, *extra: str) -> subprocess.CompletedProcess:
+def _run(page: Path | str, *extra: str) -> subprocess.CompletedProcess:
     exe = chromium()
     if exe is None:
         raise FileNotFoundError(f"chromium not found; {INSTALL_HINT}")
+    target = page if isinstance(page, str) else Path(page).resolve().as_uri()  # a URL, or a local file
     with tempfile.TemporaryDirectory(prefix="fg-chromium-") as profile:
         return subprocess.run(
-            [exe, *FLAGS, f"--user-data-dir={profile}", *extra, Path(page).resolve().as_uri()],
+            [exe, *FLAGS, f"--user-data-dir={profile}", *extra, target],
             capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
         )  # fmt: skip
 
@@ -61,11 +62,13 @@ def dom(page: Path) -> str:
     return _run(page, "--dump-dom").stdout
 
 
-def screenshot(page: Path, png: Path, width: int = 1400, height: int = 1600) -> Path:
-    """The first `width` x `height` CSS pixels of the page, as a PNG."""
+def screenshot(page: Path | str, png: Path, width: int = 1400, height: int = 1600, wait_ms: int = 0) -> Path:
+    """The first `width` x `height` CSS pixels of the page (a file, or a URL such as the MLflow UI's), as a
+    PNG; `wait_ms` of page time first, for an app that renders after its data has loaded."""
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
-    proc = _run(page, f"--screenshot={png.resolve()}", f"--window-size={width},{height}")
+    wait = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
+    proc = _run(page, f"--screenshot={png.resolve()}", f"--window-size={width},{height}", *wait)
     if not png.exists():
         raise RuntimeError(f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {proc.stderr[-500:]}")
     return png
