@@ -56,7 +56,7 @@ RECIPES = {
     "--members runs/s/train/efficientnet_lite0/fold1 --out runs/s/calibrate": STEPS,
     ".venv/bin/finegrain ensemble --members runs/s/train/efficientnet_lite0/fold0 "
     "--members runs/s/train/efficientnet_lite0/fold1 --calibration runs/s/calibrate --groups runs/s/regroup "
-    "--out runs/s/ensemble": STEPS,
+    "--manifest runs/s/preprocess --out runs/s/ensemble": STEPS,
     ".venv/bin/finegrain submit --ensemble runs/s/ensemble --data data/sample --out runs/s/submit": STEPS,
     ".venv/bin/finegrain register --members runs/s/train/efficientnet_lite0/fold0 "
     "--members runs/s/train/efficientnet_lite0/fold1 --calibration runs/s/calibrate --ensemble runs/s/ensemble "
@@ -73,6 +73,7 @@ SKIPPED = {
     "make bench-train": "a benchmark meant for a GPU (its CPU defaults only smoke-test the code path)",
     "make bench-decode": "a benchmark: minutes of decoding 600x450 and 1920x1440 JPEGs",
     "bash bench/gpu_smoke.sh": "needs a CUDA GPU (nvidia-smi, train.device=cuda)",
+    "make screenshots": "needs Debian's Chromium and takes ~15 min (a run, then every page rendered)",
 }
 
 

@@ -184,11 +184,17 @@ def ensemble(
     calibration: str = typer.Option(..., "--calibration", help="Calibrate output URI."),
     out: str = typer.Option(..., "--out"),
     groups: str = typer.Option(None, "--groups", help="Regroup output URI (for hierarchical inference)."),
+    manifest: str = typer.Option(
+        None, "--manifest", help="Preprocess output URI (thumbnails on the error-analysis page)."
+    ),
     config: str = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Weighted soft voting of calibrated members (optionally hierarchical over regroup groups)."""
-    _run_step("ensemble", config, set_, members=members, calibration=calibration, out=out, groups=groups)
+    _run_step(
+        "ensemble", config, set_, members=members, calibration=calibration, out=out, groups=groups,
+        manifest=manifest,
+    )
 
 
 @app.command()

@@ -89,6 +89,25 @@ def test_manifest_contract_and_folds(sample_run, sample_dir: Path) -> None:
     assert (out / "config.yaml").exists()
 
 
+def test_reports_show_relative_paths_and_pictures_of_what_they_name(sample_run, sample_dir: Path) -> None:
+    """report.md (the KFP UI's summary) and report.html (the full page) never show where this machine keeps
+    the data; the page has a thumbnail of every duplicate-group image and a box for every corrupt file."""
+    out, manifest, key = sample_run
+    report, page = (out / "report.md").read_text("utf-8"), (out / "report.html").read_text("utf-8")
+    root = str(sample_dir.resolve())
+    assert root not in report and root not in page
+    assert "report.html" in report and "<svg" in page  # the summary points at the page; class histogram
+    assert "class='fg-table'" in page and "<script>" in page  # sortable, filterable class table
+    grouped = manifest[manifest.dup_group >= 0]
+    shown = page.count("data:image/jpeg;base64,")
+    assert len(grouped) and shown >= grouped.path.nunique()
+    for item in key["corrupt"]:
+        rel = item["path"] if isinstance(item, dict) else item
+        assert f"title='{rel}" in page or f">{Path(rel).name}<" in page, rel
+    for a, b in key["cross_class_duplicates"]:
+        assert Path(a).name in page and Path(b).name in page
+
+
 def test_rerun_is_byte_identical(sample_run, sample_dir: Path, tmp_path: Path) -> None:
     out, _, _ = sample_run
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sample_dir.rglob("*") if p.is_file()}

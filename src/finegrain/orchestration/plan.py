@@ -31,7 +31,8 @@ from finegrain.orchestration.records import list_runs, matches, read_json, read_
 
 # What every step after train reads besides its settings ("members": every member of the run).
 STEP_INPUTS = {
-    "regroup": ("members",), "calibrate": ("members",), "ensemble": ("members", "calibrate", "regroup"),
+    "regroup": ("members",), "calibrate": ("members",),
+    "ensemble": ("members", "calibrate", "regroup", "preprocess"),  # the manifest: its error page's pictures
     "submit": ("ensemble",), "register": ("members", "calibrate", "ensemble"),
 }  # fmt: skip
 REUSED = "same inputs"

@@ -2,8 +2,9 @@
 
     finegrain preprocess --config configs/sample.yaml --data data/sample --out runs/x/preprocess
 
-Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md, summary.json and
-config.yaml, and logs its own MLflow run (tagged with the data hash).
+Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md (a summary for the
+KFP UI), report.html (the full page, with thumbnails), summary.json and config.yaml, and logs its own MLflow run
+(tagged with the data hash). Reports show paths relative to the dataset root; the manifest keeps full URIs.
 Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else an id shared by every copy of one
 picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
 corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
@@ -36,6 +37,7 @@ from finegrain.preprocess.dedup.confirm import confirm_pairs
 from finegrain.preprocess.folds import assign_folds, fold_balance
 from finegrain.preprocess.noise import find_noisy_labels, load_oof
 from finegrain.preprocess.report import render_report
+from finegrain.preprocess.report_view import relative_view, render_page
 from finegrain.preprocess.statuses import assign_statuses, suggest_merges
 from finegrain.preprocess.validate import scan_images
 from finegrain.preprocess.workers import (
@@ -241,7 +243,9 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
                     "submission_columns": list(ds.submission_columns), "layout": ds.layout,
                     "test_ids": list(ds.test_ids)}  # fmt: skip
     balance = fold_balance(manifest.loc[train_ok, "class_name"], folds, cfg.data.folds)
-    report = render_report(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
+    shown, shown_conflicts, shown_noisy = relative_view(manifest, conflicts, noisy, ds.root)
+    report = render_report(shown, ds, pairs, shown_conflicts, suggestions, shown_noisy, balance, fold_warnings, cfg)
+    page = render_page(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
     counts = manifest["status"].value_counts()
     data_hash = data_hash or dataset_fingerprint(data)  # after read_dataset: it names a missing root best
     summary = {
@@ -259,6 +263,7 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
             json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8"
         )
         (local / "report.md").write_text(report, encoding="utf-8")
+        (local / "report.html").write_text(page, encoding="utf-8")
         write_step_files(local, cfg, summary)
         # Preprocess is the step cached across pipeline runs, so its MLflow run stands on its own (a parent
         # run id input would change every run and defeat the cache); it is tagged with the data hash.
