@@ -32,9 +32,11 @@ def plan_run(
     output only when that output is named `Output`."""
     from pathlib import Path
 
-    from finegrain.orchestration.plan import describe_plan, plan_markdown
+    from finegrain.orchestration.plan import check_run_config, describe_plan, plan_markdown
     from finegrain.orchestration.plan import plan_run as plan
 
+    for note in check_run_config(config_text, overrides, data_uri):  # a bad backbone fails before any step
+        print(f"warning: {note}")
     p = plan(config_text, overrides, data_uri, kfp_run_id=kfp_run_id)
     outputs = {config: p["config"], data_hash: p["data_hash"], code_version: p["code_version"],
                run_root: p["run_root"], page: plan_markdown(p)}  # fmt: skip

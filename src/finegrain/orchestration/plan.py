@@ -159,6 +159,18 @@ def task_spec(work: str, task: dict) -> str:
     return json.dumps({"task": task["name"], "work": work, **spec}, sort_keys=True, ensure_ascii=False)
 
 
+def check_run_config(
+    config_text: str, overrides: list[str] | tuple[str, ...] = (), data_uri: str = ""
+) -> list[str]:
+    """The run's config checked as training needs it: every backbone a timm model with a known tag and weights
+    this machine can read (models.weight_sources); one ConfigError names every problem. The plan task runs it
+    before planning, so a config edited in the Kubeflow UI fails there, before preprocess and any GPU node (the
+    command line checks the same when it loads a config). Returns notes worth a warning line."""
+    from finegrain.models.weight_sources import check_backbones
+
+    return check_backbones(resolve_config(config_text, overrides, data_uri).train)
+
+
 def plan_run(
     config_text: str, overrides: list[str] | tuple[str, ...] = (), data_uri: str = "", kfp_run_id: str = "",
     write: bool = True,
@@ -170,11 +182,8 @@ def plan_run(
     write=False plans without recording the run (what `finegrain run` prints before it starts)."""
     from finegrain.data.fingerprint import code_version as current_code_version
     from finegrain.data.fingerprint import dataset_fingerprint
-    from finegrain.models.weight_sources import check_backbones
 
     cfg = config_from_text(config_text, overrides, data_uri)
-    for note in check_backbones(cfg.train):  # a bad backbone fails here, not after preprocess on a GPU node
-        print(f"warning: {note}", flush=True)
     data_hash, code_version = dataset_fingerprint(cfg.data.uri), current_code_version()
     work = cfg.pipeline.work_root.rstrip("/")
     run = run_name(kfp_run_id)
