@@ -154,12 +154,12 @@ def _with(cfg, *overrides: str):
     return config_from_dict(cfg.model_dump(mode="json"), list(overrides))
 
 
-def _rerun(cfg, dataset, out, *overrides: str) -> dict:
+def _rerun(cfg, dataset, out, *overrides: str, label: str = "") -> dict:
     from finegrain.orchestration.local import run_pipeline_locally
 
     started = time.monotonic()
     summary = run_pipeline_locally(_with(cfg, *overrides), data=str(dataset), out=str(out))
-    print(f"local pipeline run {overrides or 'unchanged'}: {time.monotonic() - started:.0f} s")
+    print(f"local pipeline run ({label or ', '.join(overrides) or 'unchanged'}): {time.monotonic() - started:.0f} s")
     return summary
 
 
@@ -191,7 +191,7 @@ def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, da
     for i in range(3):
         pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
-    summary = reruns["added"] = _rerun(cfg, dataset, out)
+    summary = reruns["added"] = _rerun(cfg, dataset, out, label="images added")
     assert summary["submission_valid"]
     assert summary["data_hash"] != first["data_hash"]
     assert all(summary["keys"][t] != first["keys"][t] for t in first["keys"])  # new data: every key is new
@@ -225,6 +225,8 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
     assert set(summary["why"].values()) == {CACHED}
     assert manifest.stat().st_mtime_ns == before, "preprocess ran again instead of coming from the cache"
     printed = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"local pipeline run (unchanged): {summary['elapsed_s']:.0f} s")
     assert (
         "tasks reused from the cache: calibrate, ensemble, preprocess, register, regroup, submit, "
         f"train x{_members(cfg)}"
@@ -303,7 +305,7 @@ def test_gc_frees_old_outputs_and_keeps_the_current_ones(local_run, dataset, rer
     assert (out / "submit" / "submission.csv").exists()  # the links still point at the latest outputs
     # what gc kept is whole: an unchanged rerun is still served entirely from the cache
     summary = _rerun(cfg, dataset, out, "ensemble.method=uniform", f"train.backbones=[{LITE0}, "
-                     "{name: test_efficientnet, lr: 0.003}]")  # fmt: skip
+                     "{name: test_efficientnet, lr: 0.003}]", label="unchanged, after gc")  # fmt: skip
     assert summary["tasks"]["ran"] == BOOKKEEPING and summary["keys"] == latest["keys"]
 
 
