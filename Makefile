@@ -9,7 +9,7 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule bench bench-preprocess bench-regroup bench-train bench-decode clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots bench bench-preprocess bench-regroup bench-train bench-decode clean
 
 # Every target a person runs carries a `## one line` after its prerequisites; `make help` lists exactly those,
 # so a new target shows up by writing its line (tests/test_makefile.py fails on a target without one).
@@ -53,6 +53,14 @@ test-containers: install images-cpu images-mlflow ## build the CPU + MLflow imag
 
 test-fast: install ## the test suite without the tests marked slow
 	$(PY) -m pytest -q -x -m "not slow" tests
+
+# Not part of `make test`'s requirements: needs Debian's chromium (tests/reports/test_pages_in_browser.py skips
+# without it). Installs nothing: without chromium it says how to install it, in one line.
+CHROMIUM ?= chromium
+screenshots: install ## every page the pipeline writes, in headless Chromium -> docs/screenshots/*.png (~15 min)
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { echo "make screenshots needs Chromium ($(CHROMIUM) not found): \
+	apt-get update && apt-get install -y chromium fonts-nanum (fonts-nanum draws the Korean class names)" >&2; exit 2; }
+	$(PY) -m scripts.screenshots --run $(OUT) --out docs/screenshots
 
 lint: install ## ruff on src, tests, components, pipelines and bench
 	$(VENV)/bin/ruff check src tests components pipelines bench

@@ -140,7 +140,7 @@ def build_pipeline(cfg: Config):
             )
             ens = comps["ensemble"](
                 spec=plan.outputs["ensemble_spec"], members=members(), calibration=cal.outputs["result"],
-                groups=rg.outputs["result"],
+                groups=rg.outputs["result"], preprocess=pre.outputs["result"],
             ).set_display_name("ensemble")
             sub = comps["submit"](spec=plan.outputs["submit_spec"], ensemble=ens.outputs["result"])
             sub.set_display_name("submit")

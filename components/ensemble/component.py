@@ -3,7 +3,7 @@
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
+from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
 
 from components import DEFAULT_IMAGE
 
@@ -17,8 +17,11 @@ def ensemble(
     result: Output[Artifact],
     report: Output[Markdown],
     metrics: Output[Metrics],
+    errors: Output[HTML],
+    preprocess: Input[Artifact] = None,
 ) -> str:
-    """Run finegrain.steps.ensemble; the UI gets the weights table and the ensemble's OOF LogLoss."""
+    """Run finegrain.steps.ensemble; the UI gets the weights table, the ensemble's OOF LogLoss and the
+    error-analysis page (thumbnails found through preprocess's manifest)."""
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_ensemble(
@@ -30,4 +33,6 @@ def ensemble(
         report.path,
         result.metadata,
         metrics,
+        preprocess_dir=preprocess.path if preprocess is not None else "",
+        errors_path=errors.path,
     )

@@ -5,7 +5,7 @@ kfp.local (2.17) replaces every task-output parameter that enters a ParallelFor 
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Output
 
 from components import DEFAULT_IMAGE
 
@@ -19,10 +19,12 @@ def train(
     member: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
+    errors: Output[HTML],
 ) -> str:
-    """Run finegrain.steps.train for one member and publish its metrics to the KFP UI."""
+    """Run finegrain.steps.train for one member and publish its metrics to the KFP UI: the confusion matrix up
+    to 40 classes, and at any size the error-analysis page of its validation fold."""
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_train(
-        preprocess.path, backbone, fold, spec, member.path, member.metadata, metrics, confusion
+        preprocess.path, backbone, fold, spec, member.path, member.metadata, metrics, confusion, errors.path
     )

@@ -71,6 +71,43 @@ def test_exit_task_ends_the_parent_run_with_the_pipeline_status(state, expected,
     assert client.get_run(other).info.status == "RUNNING"
 
 
+def test_parent_run_shows_the_config_key_params_and_the_headline(sqlite_tracking_uri, tmp_path):
+    """A person opening the parent run sees what the run was and what it gave without opening a child run."""
+    from mlflow import MlflowClient
+
+    cfg = load_config(ROOT / "configs/sample.yaml", [f"tracking.uri={sqlite_tracking_uri}"])
+    text, run_root = config_to_text(cfg), tmp_path / "work" / "runs" / "r1"
+    outputs = {
+        "preprocess/k1/summary.json": {"images": 435, "train": 371, "test": 64, "classes": 15, "training_rows": 353},
+        "ensemble/k2/ensemble.json": {"ensemble_oof_logloss": 0.3, "uniform_oof_logloss": 0.4,
+                                      "member_oof_logloss": {"a/fold0": 0.5, "b/fold0": 0.45},
+                                      "hierarchical": {"used": True}},
+        "ensemble/k2/summary.json": {"ensemble_oof_accuracy": 0.9},
+        "submit/k3/submission_check.json": {"valid": True},
+        "register/k4/registration.json": {"registered_model": "finegrain-ensemble/3"},
+    }  # fmt: skip
+    work = tmp_path / "work"
+    for rel, value in outputs.items():  # the outputs the run used (ran or reused), named by its plan
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(json.dumps(value))
+    tasks = {step: {"uri": str(work / step / key)} for step, key in
+             (("preprocess", "k1"), ("ensemble", "k2"), ("submit", "k3"), ("register", "k4"))}  # fmt: skip
+    run_root.mkdir(parents=True)
+    (run_root / layout.RUN_FILE).write_text(json.dumps({"tasks": tasks}))
+    parent = start_run.python_func(text, "p", "hash", "v1", str(run_root), "kfp-h")
+    end_run.python_func(text, [], "kfp-h", _status("SUCCEEDED"))
+    client = MlflowClient(tracking_uri=sqlite_tracking_uri)
+    run = client.get_run(parent)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["data_hash"] == "hash" and params["backbones"] == "efficientnet_lite0, resnet10t"
+    assert params["best_member"] == "b/fold0" and params["registered_model"] == "finegrain-ensemble/3"
+    assert len(params) <= 20  # a few key settings; the whole config is the config.yaml artifact
+    assert metrics["ensemble_oof_logloss"] == 0.3 and metrics["best_member_oof_logloss"] == 0.45
+    assert metrics["submission_valid"] == 1.0 and metrics["n_images"] == 435 and metrics["n_members"] == 2
+    assert {"config.yaml", "headline.json"} <= {a.path for a in client.list_artifacts(parent)}
+    assert run.info.status == "FINISHED"
+
+
 def test_exit_task_tolerates_a_config_that_never_resolved(config_text):
     assert end_run.python_func(config_text, ["train.no_such_key=1"], "kfp-9", _status("FAILED")) == ""
 
@@ -126,9 +163,13 @@ def test_plan_accepts_yaml_and_names_a_bad_override(tmp_path):
     data = tmp_path / "d"
     (data / "train" / "a").mkdir(parents=True)
     (data / "train" / "a" / "x.jpg").write_bytes(b"one")
-    text = f"data:\n  folds: 2\ntrain:\n  backbones: [a, b]\npipeline:\n  work_root: {tmp_path / 'work'}\n"
+    # plan-run checks each backbone (a timm model, weights it can reach): real names, trained from scratch
+    text = (f"data:\n  folds: 2\ntrain:\n  backbones: [resnet10t, test_vit]\npipeline:\n"
+            f"  work_root: {tmp_path / 'work'}\n")  # fmt: skip
     members, out = _plan(tmp_path, text, [], str(data))
-    assert [(m["backbone"], m["fold"]) for m in members] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert [(m["backbone"], m["fold"]) for m in members] == [
+        ("resnet10t", 0), ("resnet10t", 1), ("test_vit", 0), ("test_vit", 1)
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="train.epochz"):
         _plan(tmp_path, "{}", ["train.epochz=2"], str(data))
 
@@ -151,7 +192,8 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
     _, planned = _plan(tmp_path, config_text, [], str(sample_dir))
     result = _artifact(dsl.Artifact, tmp_path, "result")
     report = _artifact(dsl.Markdown, tmp_path, "report")
-    summary = json.loads(preprocess.python_func(_spec(planned, "preprocess"), result, report))
+    full_page = _artifact(dsl.HTML, tmp_path, "page")
+    summary = json.loads(preprocess.python_func(_spec(planned, "preprocess"), result, report, full_page))
     spec = json.loads(_spec(planned, "preprocess"))
     work = Path(layout.output_uri(spec["work"], "preprocess", spec["key"]))  # the key of what it read
     assert work.parent == tmp_path / "work" / "preprocess"
@@ -162,6 +204,9 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
     # the UI says why it ran, and in which run (a task from KFP's cache shows the page of the run that ran it)
     assert page.startswith(f"_ran: first run (run {Path(planned['run_root']).name})_")
     assert "# Preprocess report" in page
+    # the full page beside the summary, self-contained, with thumbnails and no path of this machine
+    full = Path(full_page.path).read_text(encoding="utf-8")
+    assert "data:image/jpeg;base64," in full and str(sample_dir) not in full
     assert result.metadata["data_hash"] == planned["data_hash"] and summary["status"]["corrupt"] >= 1
     assert result.metadata["why"] == "ran: first run" and result.metadata["key"] == spec["key"]
     record = json.loads((work.parent / f"{spec['key']}.json").read_text())  # what made them, for reuse
@@ -170,7 +215,8 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
     # the same spec again (a rerun with the cache off): its recorded outputs are reused, and it says so
     before = (work / "manifest.parquet").stat().st_mtime_ns
     again = _artifact(dsl.Artifact, tmp_path, "again")
-    preprocess.python_func(_spec(planned, "preprocess"), again, _artifact(dsl.Markdown, tmp_path, "report2"))
+    preprocess.python_func(_spec(planned, "preprocess"), again, _artifact(dsl.Markdown, tmp_path, "report2"),
+                           _artifact(dsl.HTML, tmp_path, "page2"))
     assert (work / "manifest.parquet").stat().st_mtime_ns == before
     assert again.metadata["why"] == f"reused: same inputs (its record {spec['key']} matches)"
 
@@ -206,12 +252,23 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
 
     ens, report = _artifact(dsl.Artifact, tmp_path, "ens"), _artifact(dsl.Markdown, tmp_path, "weights")
     ens_metrics = _artifact(dsl.Metrics, tmp_path, "ens_metrics")
-    ensemble.python_func(_spec(planned, "ensemble"), members, cal, groups, ens, report, ens_metrics)
+    errors = _artifact(dsl.HTML, tmp_path, "errors")
+    ensemble.python_func(_spec(planned, "ensemble"), members, cal, groups, ens, report, ens_metrics, errors)
     assert (Path(ens.path) / "test_probs.npz").exists()
     assert ens_metrics.metadata["ensemble_oof_logloss"] <= ens_metrics.metadata["uniform_oof_logloss"] + 1e-9
     assert json.loads(Path(ens_metrics.path).read_text()) == ens_metrics.metadata
     assert "weight" in Path(report.path).read_text(encoding="utf-8").lower()
     assert ens.metadata["why"] == "ran: first run"
+    # the error-analysis page, in the UI too (no preprocess artifact here: ids without pictures)
+    errors_page = Path(errors.path).read_text(encoding="utf-8")
+    assert "Most confused pairs" in errors_page and "No pictures" in errors_page
     # each task's outcome lands in its run's directory, for `finegrain run`'s summary
     outcome = json.loads(Path(layout.outcome_uri(planned["run_root"], "ensemble")).read_text())
     assert outcome["ran"] and outcome["why"] == "ran: first run"
+
+
+def test_plan_refuses_a_backbone_timm_does_not_know(tmp_path):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="train.backbones\\[0\\] 'convnxt_base': not a timm model; did you mean"):
+        _plan(tmp_path, "{}", ["train.backbones=[convnxt_base]"], str(data))

@@ -197,6 +197,8 @@ class TrackingConfig(_Section):
     artifact_location: str | None = None
     retries: int = Field(3, ge=0)
     register_model: str | None = "finegrain-ensemble"
+    # CPU/GPU/memory/network of train tasks as MLflow `system/*` metrics (needs psutil; pynvml for GPUs).
+    system_metrics: bool = True
 
 
 class StorageConfig(_Section):

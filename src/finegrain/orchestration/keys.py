@@ -6,7 +6,8 @@ A task's key is a hash of the config fields the task reads plus the keys of its 
     train/<b>/fold<k> = preprocess key + the train settings that shape this member's weights (its own backbone
                         spec, not the list: see training.provenance) + fold
     regroup, calibrate = their section + every member's key
-    ensemble          = ensemble.* + the members', calibrate's and regroup's keys
+    ensemble          = ensemble.* + the members', calibrate's, regroup's and preprocess's keys (its error page's
+                        pictures come through the manifest)
     submit            = submit.* + ensemble's key
     register          = the registry and model name + the alias split it serves + members, calibrate, ensemble
 

@@ -28,6 +28,7 @@ from finegrain.config import Config
 from finegrain.orchestration.parent_run import parent_run_id
 from finegrain.orchestration.plan import REUSED, config_from_text
 from finegrain.orchestration.records import PlannedTask
+from finegrain.reports.html import page, paragraph
 from finegrain.steps.outputs import scalars
 from finegrain.storage.locks import LOCK_NAME, hold_lock
 
@@ -135,7 +136,7 @@ def _note(task: PlannedTask, why: str) -> str:
 # UI artifacts.
 
 
-def run_preprocess(spec_text: str, out_dir: str, report_path: str, metadata: dict) -> str:
+def run_preprocess(spec_text: str, out_dir: str, report_path: str, metadata: dict, page_path: str = "") -> str:
     from finegrain.steps import preprocess
 
     data_hash = json.loads(spec_text)["inputs"]["data"]["key"]
@@ -148,6 +149,8 @@ def run_preprocess(spec_text: str, out_dir: str, report_path: str, metadata: dic
     task, why, summary = run_task(spec_text, step)
     _published(task, why, out_dir, metadata)
     copy_page(task.out, "report.md", report_path, note=_note(task, why))
+    if page_path:
+        copy_page(task.out, "report.html", page_path, note=_note(task, why))
     metadata.update({"data_hash": data_hash, **scalars(summary)})
     return json.dumps(summary, default=str)
 
@@ -161,7 +164,7 @@ def _text_or_none(uri: str) -> str | None:
 
 def run_train(
     preprocess_dir: str, backbone: str, fold: int, spec_text: str, out_dir: str, metadata: dict,
-    metrics_artifact: Any = None, confusion_artifact: Any = None,
+    metrics_artifact: Any = None, confusion_artifact: Any = None, errors_path: str = "",
 ) -> str:
     """Train one member at its key's URI; the train step itself reuses a finished member whose recorded
     provenance matches (the guard, whatever the directory) and resumes from its checkpoint otherwise."""
@@ -190,6 +193,13 @@ def run_train(
         if len(confusion["classes"]) <= SMALL_CONFUSION_MATRIX:
             confusion_artifact.log_confusion_matrix(confusion["classes"], confusion["matrix"])
         _write_json(confusion_artifact.path, confusion_artifact.metadata)
+    if errors_path:  # at any size: the confused pairs and per-class table the matrix cannot show at 400 classes
+        if storage.exists(storage.join(task.out, "errors.html")):
+            copy_page(task.out, "errors.html", errors_path, note=_note(task, why))
+        else:  # a finished member reused from before the page existed; the artifact still needs its file
+            Path(errors_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(errors_path).write_text(page(task.name, paragraph(
+                "No error page: this member was reused from a finegrain version that did not write one.")))
     return json.dumps(result, default=str)
 
 
@@ -220,16 +230,18 @@ def run_calibrate(
 
 def run_ensemble(
     spec_text: str, members: list[str], calibration_dir: str, groups_dir: str, out_dir: str, report_path: str,
-    metadata: dict, metrics_artifact: Any = None,
+    metadata: dict, metrics_artifact: Any = None, preprocess_dir: str = "", errors_path: str = "",
 ) -> str:
     from finegrain.steps import ensemble
 
     task, why, summary = run_task(spec_text, lambda cfg, task, parent: ensemble.run(
         cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir),
-        out=task.out, groups=work_uri_of(groups_dir) if groups_dir else None,
-        parent_run_id=parent))  # fmt: skip
+        out=task.out, groups=work_uri_of(groups_dir) if groups_dir else None, parent_run_id=parent,
+        manifest=work_uri_of(preprocess_dir) if preprocess_dir else None))  # fmt: skip
     _published(task, why, out_dir, metadata)
     copy_page(task.out, "report.md", report_path, note=_note(task, why))
+    if errors_path:
+        copy_page(task.out, "error_analysis.html", errors_path, note=_note(task, why))
     fill_metrics(metrics_artifact, {k: summary[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
     return json.dumps(summary, default=str)
 

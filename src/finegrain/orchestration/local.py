@@ -5,23 +5,21 @@ Like on a cluster, each task's outputs go under the key of what it reads (orches
 work root `<out>/work/`, so a changed setting reruns only the tasks that read it and new data is never served
 the members trained on old data; `<out>/preprocess`, `<out>/train/<backbone>/fold<k>`, ... (the view in
 orchestration.layout) are links to the latest run's outputs. kfp.local's own bookkeeping (artifacts, cache)
-goes under `<out>/.kfp/`. The summary says, per task, why it ran or why it was reused.
+goes under `<out>/.kfp/`, each task's output to `<out>/logs/` (the terminal gets a line per task:
+orchestration.console). The summary says, per task, why it ran or why it was reused.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import time
-import warnings
-from collections import Counter
 from pathlib import Path
 
 from finegrain import storage
 from finegrain.config import Config
 from finegrain.orchestration import layout
+from finegrain.orchestration.console import TaskConsole
 from finegrain.orchestration.layout import member_key, member_uri, step_uri
 
 SAMPLE_URI = "data/sample"
@@ -45,30 +43,6 @@ def prepare_data(cfg: Config, data: str) -> str:
         else:
             raise FileNotFoundError(f"{data}: dataset not found (expected {data}/train/...)")
     return data if storage.is_s3(data) else str(Path(data).resolve())
-
-
-class _TaskLog(logging.Filter):
-    """Counts the tasks kfp.local executes and the ones it serves from its cache, from its own log lines.
-
-    A filter on the root logger, not a handler: kfp.local replaces the root logger's handlers while it runs."""
-
-    _ansi = re.compile(r"\x1b\[[0-9;]*m")
-    _ran = re.compile(r"^Executing task '([^']+)'")
-    _cached = re.compile(r"^Task (\S+) cache hit")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ran: Counter = Counter()
-        self.cached: Counter = Counter()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = self._ansi.sub("", record.getMessage())
-        if m := self._ran.match(msg):
-            self.ran[m.group(1)] += 1
-        elif m := self._cached.match(msg):
-            self.cached[m.group(1)] += 1
-            print(f"[finegrain] {m.group(1)}: reused from the kfp.local cache", flush=True)
-        return True
 
 
 def _link(link: Path, target: Path) -> None:
@@ -118,11 +92,14 @@ def task_reasons(run_root: str, tasks: dict[str, dict]) -> dict[str, str]:
 
 
 def run_pipeline_locally(
-    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess"
+    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess",
+    verbose: bool = False,
 ) -> dict:
     """Run the whole pipeline with kfp.local; returns the summary (also printed).
 
     runner="subprocess": every step in this Python; "docker": every step in the image (see orchestration.docker).
+    verbose: show every task's whole output and kfp.local's log here, instead of a line per task (their logs
+    in `<out>/logs/`: orchestration.console).
     """
     from kfp import local
 
@@ -162,19 +139,11 @@ def run_pipeline_locally(
 
     pipeline = build_pipeline(cfg)
     local.init(**init_kwargs, enable_caching=cfg.pipeline.cache, raise_on_error=True)
-    tasks, root_logger = _TaskLog(), logging.getLogger()
-    # kfp.local logs cache hits at INFO outside its own logging context, where the root level decides
-    level = root_logger.level
-    root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
-    root_logger.addFilter(tasks)
-    try:
-        with warnings.catch_warnings():
-            # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
-    finally:
-        root_logger.removeFilter(tasks)
-        root_logger.setLevel(level)
+    logs = out_dir / "logs"
+    for old in logs.glob("*.log"):  # this run's logs only
+        old.unlink()
+    with TaskConsole(logs, verbose=verbose) as tasks:
+        pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
     run = list_runs(work_root)[-1]  # this run's plan: `finegrain run` holds the lock on `out`
     run_root, ran = layout.run_root(work_root, run), read_run(work_root, run)
     link_latest(out_dir, ran["tasks"])
