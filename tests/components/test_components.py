@@ -223,7 +223,7 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
 
 @pytest.fixture()
 def members(tmp_path):
-    # backbones timm knows: the plan task checks them (the synthetic members never load one)
+    # real timm names: plan-run checks each backbone against timm's registry
     uris = make_members(tmp_path, n_classes=9, n_per_class=20, backbones=("resnet10t", "test_vit"), folds=2)
     return [dsl.Artifact(name=f"m{i}", uri=u, metadata={}) for i, u in enumerate(uris)]
 
