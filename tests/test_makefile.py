@@ -21,10 +21,16 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def _make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    # Run make as a user at a shell would: under `make test` the environment carries MAKELEVEL/MAKEFLAGS, and
+    # the child then signs its errors "make[1]: ***" and may inherit flags; what a user reads has neither.
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k not in _MAKE_VARS}
     return subprocess.run(
         ["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=120, check=False,
     )  # fmt: skip
+
+
+_MAKE_VARS = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
 
 
 def _rule_targets() -> set[str]:
