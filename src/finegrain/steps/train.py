@@ -288,7 +288,9 @@ def _train(
             "metrics.json": json.dumps(metrics, indent=2, ensure_ascii=False).encode(),
         }  # fmt: skip
         lock.check()
-        _publish(files, out, tracker, tc.log_model_max_mb)
+        # A registered model carries every member's weights (finegrain.tracking.registry): a copy in the member
+        # run too would store each model.pt twice in MLflow. The work URI keeps it either way.
+        _publish(files, out, tracker, 0.0 if cfg.tracking.register_model else tc.log_model_max_mb)
     storage.delete(checkpoint_uri)  # the member is complete; metrics.json (written last) now answers retries
     return metrics
 
