@@ -201,6 +201,20 @@ def register(
 
 
 @app.command()
+def predict(
+    images: str = typer.Option(..., "--images", help="Directory, s3:// prefix or file: every image under it."),
+    out: str = typer.Option("predictions.csv", "--out", help="CSV to write (local or s3://); errors beside it."),
+    model: str = typer.Option(
+        None, "--model", help="Model URI (default: models:/<tracking.register_model>@champion)."
+    ),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Score new images with a registered model: ID + submission columns; unreadable images listed beside."""
+    _run_step("predict", config, set_, model=model, images=images, out=out)
+
+
+@app.command()
 def run(
     data: str = typer.Option(
         None, "--data", help="Dataset URI (default: data.uri; the bundled sample is generated)."
