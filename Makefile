@@ -49,7 +49,7 @@ run-containers: install sample images-cpu ## `make run` with every step in the C
 test-containers: install images-cpu images-mlflow ## build the CPU + MLflow images, run the pipeline in them
 	FINEGRAIN_DOCKER_TESTS=1 FINEGRAIN_TEST_IMAGE=$(CONTAINER_IMAGE) \
 	  FINEGRAIN_TEST_MLFLOW_IMAGE=$(MLFLOW_IMAGE):$(MLFLOW_VERSION) \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/orchestration/test_containers.py tests/cluster/test_images.py
+	  $(PY) -m pytest -q -p no:cacheprovider tests/orchestration/test_containers.py tests/cluster/test_image_builds.py
 
 test-fast: install ## the test suite without the tests marked slow
 	$(PY) -m pytest -q -x -m "not slow" tests

@@ -24,8 +24,8 @@ import numpy as np
 def make_jpegs(n: int, side: int, seed: int = 0) -> list[bytes]:
     from PIL import Image
 
-    from finegrain.sample.generate import CLASS_SPECS
-    from finegrain.sample.synthetic_cars import render, sample_scene
+    from finegrain.sample.car_specs import CLASS_SPECS, sample_scene
+    from finegrain.sample.synthetic_cars import render
 
     rng = np.random.default_rng(seed)
     specs = list(CLASS_SPECS.values())

@@ -37,8 +37,8 @@ from PIL import Image
 def make_images(
     root: Path, n: int, seed: int = 0, side: int = 0
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    from finegrain.sample.generate import CLASS_SPECS
-    from finegrain.sample.synthetic_cars import render, sample_scene, vary_details
+    from finegrain.sample.car_specs import CLASS_SPECS, sample_scene, vary_details
+    from finegrain.sample.synthetic_cars import render
 
     rng = np.random.default_rng(seed)
     specs = list(CLASS_SPECS.values())

@@ -1,7 +1,7 @@
 """Who may do what in namespace finegrain, on the rendered base kustomization: what the pipeline's Role lets its
 pods ask of the Kubernetes API, and which of KFP's pods the NetworkPolicies let reach MinIO and MLflow (its UI
 and API server, in namespace kubeflow or, for a standalone KFP, in finegrain itself). The pipeline's own
-clients are checked in test_manifests.py.
+clients are checked in test_manifest_contract.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finegrain.config import Config, ConfigError, config_from_dict, load_config, parse_override, save_config
+from finegrain.config import Config, ConfigError, config_from_dict, load_config, parse_override
 from tests.support.paths import REPO
 
 
@@ -137,23 +137,27 @@ def test_backbone_lookup() -> None:
 
 
 def _round_trip(out: str) -> None:
+    """The config.yaml a step writes beside its outputs loads back as the same config."""
+    from finegrain import storage
+    from finegrain.steps.outputs import write_step_files
+
     cfg = load_config(REPO / "configs" / "hecto.yaml", ["train.epochs=2"])
-    uri = save_config(cfg, out)
-    assert uri.endswith("config.yaml")
-    again = load_config(uri)
+    with storage.output_dir(out) as local:
+        write_step_files(local, cfg, {})
+    again = load_config(storage.join(out, "config.yaml"))
     assert again == cfg
     assert again.data.aliases["RAV4_2016_2018"] == "라브4_4세대_2013_2018"
     assert yaml.safe_load(cfg.to_yaml())["train"]["epochs"] == 2
 
 
-def test_save_config_round_trip_local(tmp_path: Path) -> None:
+def test_step_config_round_trip_local(tmp_path: Path) -> None:
     _round_trip(str(tmp_path / "step"))
     assert "라브4" in (tmp_path / "step" / "config.yaml").read_text(
         encoding="utf-8"
     )  # readable, not \u escapes
 
 
-def test_save_config_round_trip_s3(s3_bucket: str) -> None:
+def test_step_config_round_trip_s3(s3_bucket: str) -> None:
     _round_trip(f"{s3_bucket}/runs/train/convnext/fold0")
 
 

@@ -98,6 +98,22 @@ def test_bad_input_is_rejected():
         Regrouper(compute_tsne=False).fit(np.random.rand(6, 3), np.arange(6) % 2, np.full((5, 2), 0.5))
 
 
+def test_groups_page_lists_multi_class_groups_with_names_escaped(tmp_path):
+    from finegrain.posthoc.regrouping import groups_html
+
+    emb, labels, truth = planted()
+    classes = [f"<b>class_{i}</b>" for i in range(len(truth))]
+    rg = Regrouper(pca_dims=20, compute_tsne=False, classes=classes).fit(emb, labels)
+    png = tmp_path / "tsne.png"
+    png.write_bytes(b"\x89PNG fake")
+    page = groups_html(rg, str(png), title="groups <of> cars")
+    assert "<b>" not in page and "&lt;b&gt;class_0&lt;/b&gt;" in page
+    assert "<title>groups &lt;of&gt; cars</title>" in page and "data:image/png;base64," in page
+    n_multi = sum(len(g) > 1 for g in rg.groups_)
+    assert page.count("<tr>") == 1 + n_multi
+    assert f"{n_multi} multi-class groups, {len(rg.groups_) - n_multi} singleton classes." in page
+
+
 def test_step_writes_groups_plot_html_report_to_s3(tmp_path, s3_bucket):
     from finegrain import storage
     from finegrain.steps import regroup

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_missing_token_fails_before_anything_is_sent(sample_dir, tmp_path, monke
     assert not seen
 
 
-@pytest.mark.parametrize("status", [302, 307, 308])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_to_another_host_is_refused_and_never_gets_the_token(status, tmp_path):
     csv = tmp_path / "submission.csv"
     csv.write_text("ID,a\nx,1\n")
@@ -118,6 +119,17 @@ def test_a_redirect_to_another_host_is_refused_and_never_gets_the_token(status, 
                 post_submission(csv, f"{base}/submit", TOKEN, timeout=10)
     assert len(seen) == 1 and not other_seen
     assert TOKEN not in str(err.value)
+
+
+def test_a_connection_failure_says_why_without_the_query_or_the_token(tmp_path):
+    csv = tmp_path / "submission.csv"
+    csv.write_text("ID,a\nx,1\n")
+    with socket.socket() as free:  # a port nothing listens on once this block closes it
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(SubmissionError, match=rf"POST http://127\.0\.0\.1:{port}/submit: .*refused") as err:
+        post_submission(csv, f"http://127.0.0.1:{port}/submit?key=query-secret", TOKEN, timeout=5)
+    assert "query-secret" not in str(err.value) and TOKEN not in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from PIL import Image
 
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup import pair_check
-from finegrain.sample.generate import CLASS_SPECS
-from finegrain.sample.synthetic_cars import render, sample_scene, vary_details
+from finegrain.sample.car_specs import CLASS_SPECS, sample_scene, vary_details
+from finegrain.sample.synthetic_cars import render
 
 
 def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -67,6 +67,40 @@ def test_connected_groups() -> None:
     groups = dedup.connected_groups(7, [(5, 1), (1, 3), (4, 6)])
     assert groups.tolist() == [-1, 0, -1, 0, 1, 0, 1]
     assert dedup.connected_groups(3, []).tolist() == [-1, -1, -1]
+
+
+def _groups_by_search(n: int, pairs: list[tuple[int, int]]) -> list[int]:
+    """The contract spelled out: walk items in order, a new id for each unseen group of two or more."""
+    linked: dict[int, set[int]] = {i: set() for i in range(n)}
+    for i, j in pairs:
+        linked[i].add(j)
+        linked[j].add(i)
+    out = [-1] * n
+    next_id = 0
+    for start in range(n):
+        if out[start] != -1 or not linked[start] - {start}:
+            continue
+        todo = [start]
+        while todo:
+            item = todo.pop()
+            if out[item] == -1:
+                out[item] = next_id
+                todo += linked[item]
+        next_id += 1
+    return out
+
+
+def test_connected_groups_numbers_groups_by_their_first_item() -> None:
+    # The last group's pair comes first, links run high to low, self-loops and repeats change nothing.
+    pairs = [(9, 8), (6, 2), (2, 6), (4, 4), (7, 3), (3, 0), (1, 1)]
+    assert dedup.connected_groups(10, pairs).tolist() == [0, -1, 1, 0, -1, -1, 1, 0, 2, 2]
+    assert dedup.connected_groups(0, []).tolist() == []
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 30, 200):
+        for n_pairs in (0, n // 3, n):
+            pairs = [tuple(int(v) for v in p) for p in rng.integers(0, n, (n_pairs, 2))]
+            got = dedup.connected_groups(n, np.array(pairs, dtype=np.int64).reshape(-1, 2))
+            assert got.dtype == np.int64 and got.tolist() == _groups_by_search(n, pairs)
 
 
 def test_hash_hex_roundtrip() -> None:

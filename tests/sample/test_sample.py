@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from finegrain.config import load_config
 from finegrain.data.layouts import read_dataset
-from finegrain.sample.generate import ALIASES, TEST_PER_CLASS
+from finegrain.sample.car_specs import ALIASES
+from finegrain.sample.generate import TEST_PER_CLASS
 from tests.support.paths import REPO
 
 

@@ -13,6 +13,7 @@ import pytest
 from minio.api import Minio
 
 from finegrain import storage
+from finegrain.storage import listing, settings
 from finegrain.storage.s3client import StorageError
 
 KOREAN = "스포티지_5세대_2021_2023"
@@ -231,7 +232,7 @@ def test_listing_survives_server_restart(s3_server, s3_bucket: str, monkeypatch:
     names = [f"img/{i:03d}.jpg" for i in range(60)]
     for name in names:
         storage.write_bytes(f"{s3_bucket}/{name}", b"x")
-    monkeypatch.setattr(storage, "LIST_PAGE_SIZE", 7)
+    monkeypatch.setattr(listing, "LIST_PAGE_SIZE", 7)
     # The 4th page request hits a dead server; the listing resumes after the restart.
     restarter = _kill_on_request(
         monkeypatch, s3_server, lambda m, q: m == "GET" and q.get("list-type") == "2", 4
@@ -283,7 +284,7 @@ def test_configure_applies_the_storage_section(
     from finegrain.config import StorageConfig
     from finegrain.storage import s3client
 
-    monkeypatch.setattr(storage, "MULTIPART_PART_SIZE", storage.MULTIPART_PART_SIZE)
+    monkeypatch.setattr(settings, "MULTIPART_PART_SIZE", settings.MULTIPART_PART_SIZE)
     monkeypatch.setattr(s3client, "DEFAULT_RETRIES", s3client.DEFAULT_RETRIES)
     monkeypatch.delenv("FINEGRAIN_S3_PART_SIZE_MB", raising=False)
     storage.configure(StorageConfig(retries=2, multipart_threshold_mb=5))

@@ -1,4 +1,4 @@
-"""Rendering and inspecting the kustomize manifests, for tests/cluster/test_manifests.py.
+"""Rendering and inspecting the kustomize manifests, for the manifest tests in tests/cluster/.
 
 `render(name)` runs `kubectl kustomize manifests/<name>`; `crd_schemas()` turns the CRDs vendored in
 manifests/crds/ into JSON Schemas; `ingress_allowed` evaluates our NetworkPolicies for a pair of pods.

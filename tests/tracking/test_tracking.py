@@ -10,8 +10,9 @@ import pytest
 from mlflow import MlflowClient
 
 from finegrain import storage
-from finegrain.config import TrackingConfig
-from finegrain.tracking import MAX_PARAM_VAL_LENGTH, Tracker, end_run, flatten, start_parent_run
+from finegrain.config import TrackingConfig, flatten
+from finegrain.tracking import Tracker, end_run, start_parent_run
+from finegrain.tracking.mlflow_support import MAX_PARAM_VAL_LENGTH
 
 
 def _jsonl(local_dir: Path) -> list[dict]:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from finegrain import tracking
 from finegrain.config import Config, TrackingConfig
 from finegrain.tracking import Tracker, end_run, mlflow_support, start_parent_run
 from finegrain.tracking.registry import log_ensemble_model
@@ -86,7 +85,7 @@ def test_an_upload_asks_a_cheap_question_before_the_long_timeout(
     from mlflow import MlflowClient
 
     uri, seen = hanging
-    monkeypatch.setattr(tracking, "ARTIFACT_TIMEOUT_S", 3)  # bounds this test should the check be missing
+    monkeypatch.setattr(mlflow_support, "ARTIFACT_TIMEOUT_S", 3)  # bounds this test if the check is missing
     tr = Tracker(TrackingConfig(uri=uri, experiment="hang", retries=3), "m")
     # A run that started while the server was fine; the server hangs from now on.
     tr._client, tr._experiment_id, tr.run_id, tr._run_live = MlflowClient(tracking_uri=uri), "1", "r1", True

@@ -1,4 +1,4 @@
-"""Datasets: layouts (Hecto, ImageFolder; local or s3://), the sample-data generator, validation, folds, loaders."""
+"""Datasets: the Hecto and ImageFolder layouts, the one decoder, fingerprints, transforms, loaders."""
 
 from finegrain.data.layouts import Dataset, DatasetError, detect_layout, read_dataset
 

@@ -41,7 +41,8 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 
 def nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
+    """A class name in NFC: the one normal form labels, submission columns and groups are compared in."""
+    return unicodedata.normalize("NFC", str(text))
 
 
 @dataclass

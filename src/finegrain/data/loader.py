@@ -1,10 +1,10 @@
 """Training data path: the preprocess manifest, a decoded-once image cache, the Dataset and DataLoaders.
 
-JPEG decode is the bottleneck of a fast GPU (see PERF.md), so `build_image_cache` decodes every image once,
-resizes it so the short side is `cache_scale * image_size`, and stores the uint8 pixels in one flat memmap
-(`pixels.u8`) with an index (`index.npz`: offset, height, width per image). The directory name is a hash
-of the image list and the size, so reruns and other folds of the same manifest reuse it. Epochs then only
-crop/flip/jitter small uint8 arrays.
+JPEG decode is the bottleneck of a fast GPU (see docs/performance.md), so `build_image_cache` decodes every
+image once, resizes it so the short side is `cache_scale * image_size`, and stores the uint8 pixels in one
+flat memmap (`pixels.u8`) with an index (`index.npz`: offset, height, width per image). The directory name is
+a hash of the image list and the size, so reruns and other folds of the same manifest reuse it. Epochs then
+only crop/flip/jitter small uint8 arrays.
 
 Sample order and augmentation are functions of (seed, epoch, position): the sampler yields
 `(index, sample_seed)` pairs and the dataset reseeds its preset per sample, so a run resumed at an epoch

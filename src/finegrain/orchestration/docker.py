@@ -1,12 +1,12 @@
 """`finegrain run --runner docker`: the local pipeline with every step in the project's image (kfp.local DockerRunner).
 
-`local_run.run_pipeline_locally` builds and calls the pipeline exactly as for the subprocess runner; this module
-only supplies what differs: where things live, who owns them, and how each container is started.
+`orchestration.local.run_pipeline_locally` builds and calls the pipeline exactly as for the subprocess runner;
+this module only supplies what differs: where things live, who owns them, and how each container is started.
 
 Layout -- everything a step writes is under ONE root (`--out`), bind-mounted at the same absolute path, so the
 paths in the config, in kfp's executor files and in MLflow mean the same inside and outside the containers:
 
-    <root>/preprocess, train/..., submit/   the work root (as with the subprocess runner)
+    <root>/work/<key>/                       the work root, as with the subprocess runner (<root>/<step>: links)
     <root>/.kfp/outputs                      kfp's pipeline root (artifacts, executor input/output)
     <root>/.kfp/cache                        kfp.local's cache (read and written by this process only)
     <root>/mlflow/mlruns.db, mlartifacts/    the embedded MLflow store, when tracking.uri is sqlite:///
@@ -121,7 +121,7 @@ def prepare_docker_run(cfg: Config, out_dir: Path, data: str) -> tuple[Config, d
     root = Path(out_dir).resolve()
     cfg = cfg.model_copy(deep=True)
     if cfg.tracking.uri.startswith("sqlite:///"):
-        # The store must be inside the mount; the artifacts go beside it (tracking._default_artifact_location).
+        # The store must be inside the mount; the artifacts go beside it (runs.default_artifact_location).
         (root / "mlflow").mkdir(parents=True, exist_ok=True)
         cfg.tracking.uri = f"sqlite:///{root / 'mlflow' / 'mlruns.db'}"
     pipeline_root = root / ".kfp" / "outputs"

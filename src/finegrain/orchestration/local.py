@@ -89,7 +89,7 @@ def run_pipeline_locally(
 ) -> dict:
     """Run the whole pipeline with kfp.local; returns the summary (also printed).
 
-    runner="subprocess": every step in this Python; "docker": every step in the image (see container_run).
+    runner="subprocess": every step in this Python; "docker": every step in the image (see orchestration.docker).
     """
     from kfp import local
 

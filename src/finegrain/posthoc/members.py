@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import unicodedata
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finegrain import storage
+from finegrain.data.layouts import nfc
 
 
 @dataclass
@@ -79,10 +79,6 @@ def _require(arrays: dict[str, np.ndarray], keys: Sequence[str], uri: str) -> No
         raise ValueError(f"{uri}: missing array(s) {missing}; has {sorted(arrays)}")
 
 
-def _nfc(values: np.ndarray) -> list[str]:
-    return [unicodedata.normalize("NFC", str(v)) for v in values]
-
-
 def load_member(uri: str) -> Member:
     """Read one train-step output prefix (oof.npz, test.npz, metrics.json) and check its shapes."""
     oof_uri, test_uri, metrics_uri = (storage.join(uri, f) for f in ("oof.npz", "test.npz", "metrics.json"))
@@ -100,8 +96,8 @@ def load_member(uri: str) -> Member:
     test = load_npz(test_uri)
     _require(test, ("image_id", "logits", "classes"), test_uri)
 
-    classes = _nfc(oof["classes"])
-    if _nfc(test["classes"]) != classes:
+    classes = [nfc(c) for c in oof["classes"]]
+    if [nfc(c) for c in test["classes"]] != classes:
         raise ValueError(f"{test_uri}: classes differ from {oof_uri}")
     n_classes = len(classes)
     logits, labels, ids = oof["logits"], oof["labels"], oof["image_id"]

@@ -1,23 +1,23 @@
-"""Procedural car pictures for the sample dataset: coarse groups (makes) and fine classes (model years).
+"""Draw the procedural car pictures of the sample dataset: `render(scene)` is a pure function of the scene.
 
-A group fixes the body silhouette, wheel base and colour palette; a class within the group varies the fine
-details -- grille pattern, lamp shape, side stripe, roof colour, wheel style -- the way model years of one make
-differ. A `Scene` holds every random choice of one picture (pose, colours, background, lighting, noise), so a
-picture can be re-rendered exactly or with only its small details changed (`vary_details`).
-
-    spec = CarSpec(group="sedan", grille="mesh", lamp="slim", stripe="none", roof="black", wheel="multi")
-    scene = sample_scene(spec, np.random.default_rng(0))
+    scene = sample_scene(CLASS_SPECS["소나타_DN8_2020_2023"], np.random.default_rng(0))   # see car_specs
     image = render(scene)                     # PIL RGB, CANVAS size
+    data = jpeg_bytes(image)                  # the one fixed encoding the sample's files use
+
+The car is drawn facing right on a transparent layer, flipped, scaled and rotated onto a background of sky,
+ground, clutter and band-pass texture, then lit and noised: every step reads its numbers from the scene.
 """
 
 from __future__ import annotations
 
+import io
 import math
-from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.fft import idctn
+
+from finegrain.sample.car_specs import BODIES, Scene
 
 # Final picture size (4:3 like the Hecto photos), drawn at SUPERSAMPLE x for anti-aliasing.
 CANVAS = (192, 144)
@@ -25,142 +25,14 @@ SUPERSAMPLE = 2
 _LAYER = (400, 200)  # the car is drawn facing right in this frame, ground at y=170
 _TEXTURE_BAND = (10, 24)  # DCT indices (k/2 cycles per picture) the background texture lives in
 _TEXTURE_GRID = (96, 72)  # the texture is made at this size and resized (holds the band, 30x cheaper)
-
-# Per group: lower body box, cabin polygon, wheel centres/radius, palette. The silhouette tells makes apart.
-_BODIES = {
-    "sedan": {"body": (20, 112, 382, 165), "cabin": [(112, 112), (152, 64), (268, 64), (314, 112)],
-        "wheels": (88, 312), "radius": 31, "palette": [(200, 200, 205), (35, 38, 45), (150, 20, 30), (30, 60, 120)]},
-    "suv": {"body": (22, 96, 378, 162), "cabin": [(60, 96), (86, 44), (300, 44), (338, 96)],
-        "wheels": (92, 306), "radius": 36, "palette": [(235, 235, 230), (70, 75, 60), (20, 20, 25), (110, 115, 120)]},
-    "luxury": {"body": (10, 116, 390, 164), "cabin": [(80, 116), (126, 72), (228, 72), (262, 116)],
-        "wheels": (78, 318), "radius": 32, "palette": [(15, 15, 20), (120, 100, 80), (190, 190, 195), (40, 55, 45)]},
-    "hatch": {"body": (70, 100, 338, 162), "cabin": [(78, 100), (108, 50), (268, 54), (306, 100)],
-        "wheels": (120, 290), "radius": 30, "palette": [(240, 200, 40), (90, 170, 200), (230, 120, 150), (245, 245, 245)]},
-    "van": {"body": (24, 40, 352, 160), "cabin": [(352, 40), (352, 160), (384, 160), (384, 100)],
-        "wheels": (90, 300), "radius": 33, "palette": [(240, 240, 240), (60, 60, 70), (150, 160, 170), (25, 45, 90)]},
-}  # fmt: skip
-GROUPS = tuple(_BODIES)
-GRILLES = ("bars", "mesh", "vertical", "solid")
-LAMPS = ("round", "rect", "slim")
-STRIPES = ("none", "single", "double", "low")
-ROOFS = ("body", "black")
-WHEELS = ("spokes5", "solid", "multi", "twotone")
+JPEG_QUALITY = 90  # of every sample file; planted re-encodes go lower
 
 
-@dataclass(frozen=True)
-class CarSpec:
-    """What makes a class: its group's silhouette plus the fine details that tell model years apart."""
-
-    group: str
-    grille: str
-    lamp: str
-    stripe: str
-    roof: str
-    wheel: str
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("group", GROUPS), ("grille", GRILLES), ("lamp", LAMPS), ("stripe", STRIPES),
-                              ("roof", ROOFS), ("wheel", WHEELS)):  # fmt: skip
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"CarSpec.{name}={getattr(self, name)!r}; choose one of {list(allowed)}")
-
-
-@dataclass(frozen=True)
-class Scene:
-    """Every random choice behind one picture; `render(scene)` is a pure function of it."""
-
-    spec: CarSpec
-    body_color: tuple[int, int, int]
-    flip: bool
-    angle: float  # degrees
-    width_frac: float  # car width / canvas width
-    aspect: float  # vertical squash (a little perspective)
-    center: tuple[float, float]  # car centre, fraction of the canvas
-    sky: tuple[tuple[int, int, int], tuple[int, int, int]]
-    ground: tuple[int, int, int]
-    horizon: float
-    clutter: tuple[tuple, ...]  # background shapes: (kind, x0, y0, x1, y1, colour), canvas fractions
-    texture: float  # strength (grey levels) of the blotchy background texture: foliage, gravel, crowds
-    texture_seed: int
-    wheel_phase: float  # spoke rotation, radians
-    sticker: tuple[float, float, tuple[int, int, int]] | None  # small decal on the door (x, y frac of body)
-    brightness: float
-    contrast: float
-    noise_sigma: float
-    noise_seed: int
-    blur: float
-
-
-def _jitter_color(rng: np.random.Generator, color: tuple[int, int, int], amount: int) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in color)  # type: ignore[return-value]
-
-
-def _clutter(rng: np.random.Generator, horizon: float) -> tuple[tuple, ...]:
-    shapes = []
-    for _ in range(int(rng.integers(3, 9))):
-        kind = "tree" if rng.random() < 0.4 else "building"
-        w, h = rng.uniform(0.05, 0.22), rng.uniform(0.1, 0.45)
-        x0 = rng.uniform(-0.05, 1.0)
-        shapes.append(
-            (kind, x0, horizon - h, x0 + w, horizon + 0.01, _jitter_color(rng, (120, 120, 120), 90))
-        )
-    return tuple(shapes)
-
-
-def _sticker(rng: np.random.Generator) -> tuple[float, float, tuple[int, int, int]] | None:
-    if rng.random() < 0.5:
-        return None
-    return (
-        float(rng.uniform(0.3, 0.7)),
-        float(rng.uniform(0.2, 0.7)),
-        _jitter_color(rng, (128, 128, 128), 127),
-    )
-
-
-def sample_scene(spec: CarSpec, rng: np.random.Generator) -> Scene:
-    """Draw pose, colours, background and lighting for one picture of `spec`."""
-    palette = _BODIES[spec.group]["palette"]
-    horizon = float(rng.uniform(0.45, 0.7))
-    return Scene(
-        spec=spec,
-        body_color=_jitter_color(rng, palette[int(rng.integers(len(palette)))], 12),
-        flip=bool(rng.random() < 0.5),
-        angle=float(rng.uniform(-5, 5)),
-        width_frac=float(rng.uniform(0.7, 0.95)),
-        aspect=float(rng.uniform(0.9, 1.1)),
-        center=(float(rng.uniform(0.38, 0.62)), float(rng.uniform(0.5, 0.66))),
-        sky=(_jitter_color(rng, (170, 200, 230), 50), _jitter_color(rng, (220, 225, 235), 30)),
-        ground=_jitter_color(rng, (110, 110, 100), 50),
-        horizon=horizon,
-        clutter=_clutter(rng, horizon),
-        texture=float(rng.uniform(0, 30)),
-        texture_seed=int(rng.integers(2**31)),
-        wheel_phase=float(rng.uniform(0, 2 * math.pi)),
-        sticker=_sticker(rng),
-        brightness=float(rng.uniform(0.75, 1.25)),
-        contrast=float(rng.uniform(0.85, 1.15)),
-        noise_sigma=float(rng.uniform(2, 8)),
-        noise_seed=int(rng.integers(2**31)),
-        blur=float(rng.uniform(0.4, 0.9)) if rng.random() < 0.3 else 0.0,
-    )
-
-
-def vary_details(scene: Scene, rng: np.random.Generator) -> Scene:
-    """Same class, pose, colour, layout and lighting; different small details (texture, decal, wheels, noise).
-
-    With a strong `texture` the two pictures share their 64-bit pHash (give or take a few bits) yet differ
-    plainly pixel by pixel: look-alikes that a near-duplicate finder must not merge.
-    """
-    return replace(
-        scene,
-        texture_seed=int(rng.integers(2**31)),
-        wheel_phase=float(rng.uniform(0, 2 * math.pi)),
-        sticker=_sticker(rng) or (0.5, 0.4, _jitter_color(rng, (128, 128, 128), 127)),
-        noise_seed=int(rng.integers(2**31)),
-    )
-
-
-# ------------------------------------------------------------------------------------------------ drawing
+def jpeg_bytes(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+    """JPEG bytes that depend on the pixels only: fixed settings, no metadata."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality, subsampling=2, optimize=False)
+    return buf.getvalue()
 
 
 def _contrast_line(color: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -220,7 +92,7 @@ def _draw_lamp(d: ImageDraw.ImageDraw, x: float, y: float, style: str, color: tu
 
 def draw_car(scene: Scene) -> Image.Image:
     """The car alone, facing right, on a transparent layer of size _LAYER."""
-    spec, geo = scene.spec, _BODIES[scene.spec.group]
+    spec, geo = scene.spec, BODIES[scene.spec.group]
     layer = Image.new("RGBA", _LAYER, (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
     color, line = scene.body_color, _contrast_line(scene.body_color)

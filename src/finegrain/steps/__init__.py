@@ -1,1 +1,1 @@
-"""The six pipeline steps, each a plain `run(cfg, ...)` function shared by the CLI and the KFP components."""
+"""The pipeline steps, each a plain `run(cfg, ...)` function shared by the CLI and the KFP components."""

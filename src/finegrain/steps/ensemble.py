@@ -12,13 +12,13 @@ report.md, summary.json and config.yaml.
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections import defaultdict
 
 import numpy as np
 
 from finegrain import storage
 from finegrain.config import Config
+from finegrain.data.layouts import nfc
 from finegrain.metrics import log_loss, softmax
 from finegrain.posthoc.calibration import scaler_from_dict
 from finegrain.posthoc.ensembling import METHODS, HierarchicalTempering, WeightedEnsemble, groups_to_index
@@ -49,7 +49,7 @@ def load_groups(groups: str, classes: list[str]) -> tuple[str, list[list[str]]]:
         raw = data["groups"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{uri}: expected {{'groups': [[class, ...], ...]}} ({exc})") from exc
-    out = [[unicodedata.normalize("NFC", str(c)) for c in g] for g in raw]
+    out = [[nfc(c) for c in g] for g in raw]
     try:
         groups_to_index(out, classes)
     except ValueError as exc:

@@ -1,12 +1,4 @@
-"""One writer per output: a lock file beside the outputs that names its holder (run id, host, pid, times).
-
-    with hold_lock(storage.join(out, LOCK_NAME), "train efficientnet_lite0/fold0") as lock:
-        ...                 # write checkpoints
-        lock.check()        # before publishing: raises LockLost if another writer took the lock over
-
-Local paths use `flock` on `<dir>/.finegrain.lock`: the kernel drops the lock when its process dies, so a
-crashed writer never blocks the next one, and nothing depends on clocks. The file holds the holder's details
-for the error message; the dot-name keeps it out of `storage.list_uris`.
+"""A lease on S3: a lock object written with conditional puts and kept alive by a heartbeat thread.
 
 S3 has no locks, only conditional writes: the lock object is created with `If-None-Match: *` (exactly one
 writer's create succeeds) and refreshed by a heartbeat thread with `If-Match: <etag>` (so a writer whose lock
@@ -19,47 +11,23 @@ MinIO and SeaweedFS have them).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-from finegrain import storage
-from finegrain.storage.s3client import StorageError, client, ensure_bucket, retry
+from finegrain.storage.locks.holder import POLL_S, BaseLock, LockLost, describe
+from finegrain.storage.s3client import StorageError, client, ensure_bucket, is_missing, retry
+from finegrain.storage.uris import split_s3
 
 log = logging.getLogger("finegrain.storage.locks")
 
-LOCK_NAME = ".finegrain.lock"
 # A holder refreshes its S3 lock every HEARTBEAT_S; one not refreshed for TTL_S is taken to be dead.
 # TTL_S - HEARTBEAT_S is also how much the hosts' clocks may disagree before a live lock looks stale.
 TTL_S = float(os.environ.get("FINEGRAIN_LOCK_TTL_S", 300))
 HEARTBEAT_S = float(os.environ.get("FINEGRAIN_LOCK_HEARTBEAT_S", 30))
-_POLL_S = 5.0
-
-
-class LockHeld(StorageError):
-    """Another writer holds the lock; the message names it."""
-
-
-class LockLost(StorageError):
-    """This writer's lock was taken over by another writer (it was thought dead): stop before publishing."""
-
-
-def _describe(holder: dict | None) -> str:
-    if not holder:
-        return "another writer (no details written yet)"
-    age = time.time() - float(holder.get("heartbeat", holder.get("created", time.time())))
-    return (
-        f"run {holder.get('run_id', '?')} ({holder.get('what', '?')}) on host {holder.get('host', '?')}, "
-        f"pid {holder.get('pid', '?')}, since {holder.get('started', '?')}, last heartbeat {age:.0f} s ago"
-    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -81,79 +49,6 @@ def is_stale(holder: dict, ttl_s: float | None = None) -> bool:
     return time.time() - float(holder.get("heartbeat", 0)) > ttl_s
 
 
-class _Lock:
-    def __init__(self, uri: str, what: str) -> None:
-        self.uri, self.what = str(uri), what
-        now = time.time()
-        self.info = {
-            "run_id": uuid.uuid4().hex[:12], "what": what, "host": socket.gethostname(), "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "created": now, "heartbeat": now,
-        }  # fmt: skip
-
-    def _held_error(self, holder: dict | None) -> LockHeld:
-        return LockHeld(
-            f"{self.uri}: held by {_describe(holder)}; another writer is using this output "
-            "(wait for it to finish, use another --out, or delete the lock if that writer is gone)"
-        )
-
-
-class LocalLock(_Lock):
-    """flock on a local lock file; released by the kernel if the process dies."""
-
-    def __init__(self, uri: str, what: str) -> None:
-        super().__init__(uri, what)
-        self.path = Path(uri)
-        self._fd: int | None = None
-
-    def acquire(self, wait_s: float = 0.0) -> LocalLock:
-        deadline = time.monotonic() + wait_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                if time.monotonic() >= deadline:
-                    raise self._held_error(self._read()) from None
-                time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
-                continue
-            # The previous holder unlinks the file when it releases: the inode we locked may be gone by now.
-            if self._same_file(fd):
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(self.info).encode(), 0)
-        self._fd = fd
-        return self
-
-    def _same_file(self, fd: int) -> bool:
-        try:
-            a, b = os.fstat(fd), os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-    def _read(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    def check(self) -> None:
-        if self._fd is None or not self._same_file(self._fd):
-            raise LockLost(f"{self.uri}: this writer's lock file was removed or replaced; not publishing")
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if self._same_file(self._fd):
-                os.unlink(self.path)  # while still locked: nobody can lock this inode and then find it unlinked
-        os.close(self._fd)
-        self._fd = None
-
-
 def _precondition_failed(exc: StorageError) -> bool:
     code = getattr(exc.__cause__, "code", None)
     # 412 PreconditionFailed: the condition did not hold; 409 ConditionalRequestConflict: a concurrent
@@ -161,12 +56,12 @@ def _precondition_failed(exc: StorageError) -> bool:
     return code in {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
-class S3Lock(_Lock):
+class S3Lock(BaseLock):
     """A lock object written with conditional puts and kept alive by a heartbeat thread."""
 
     def __init__(self, uri: str, what: str, ttl_s: float | None = None, heartbeat_s: float | None = None) -> None:
         super().__init__(uri, what)
-        self.bucket, self.key = storage.split_s3(uri)
+        self.bucket, self.key = split_s3(uri)
         self.ttl_s = TTL_S if ttl_s is None else ttl_s
         self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.etag: str | None = None
@@ -203,8 +98,6 @@ class S3Lock(_Lock):
         try:
             data, etag = retry(f"{self.uri}: read lock", get)
         except StorageError as exc:
-            from finegrain.storage.s3client import is_missing
-
             if is_missing(exc):
                 return None, None
             raise
@@ -230,11 +123,11 @@ class S3Lock(_Lock):
                 elif is_stale(holder, self.ttl_s):
                     etag = self._put({"If-Match": f'"{held_etag}"'})
                     if etag is not None:
-                        log.warning("%s: took over the stale lock of %s", self.uri, _describe(holder))
+                        log.warning("%s: took over the stale lock of %s", self.uri, describe(holder))
                 if etag is None:
                     if time.monotonic() >= deadline:
                         raise self._held_error(holder)
-                    time.sleep(min(_POLL_S, self.heartbeat_s, max(0.0, deadline - time.monotonic())))
+                    time.sleep(min(POLL_S, self.heartbeat_s, max(0.0, deadline - time.monotonic())))
                     continue
             self.etag = etag
             break
@@ -253,7 +146,7 @@ class S3Lock(_Lock):
                     continue
                 if etag is None:
                     holder, _ = self._get()
-                    self.lost = _describe(holder)
+                    self.lost = describe(holder)
                     log.error("%s: lock taken over by %s", self.uri, self.lost)
                     return
                 self.etag = etag
@@ -263,7 +156,7 @@ class S3Lock(_Lock):
         if self.lost is None:
             holder, _ = self._get()
             if not holder or holder.get("run_id") != self.info["run_id"]:
-                self.lost = _describe(holder) if holder else "nobody (the lock object is gone)"
+                self.lost = describe(holder) if holder else "nobody (the lock object is gone)"
         if self.lost is not None:
             raise LockLost(f"{self.uri}: this writer's lock is now held by {self.lost}; not publishing")
 
@@ -278,25 +171,3 @@ class S3Lock(_Lock):
                 if holder and holder.get("run_id") == self.info["run_id"]:
                     retry(f"{self.uri}: unlock", lambda: client(self.uri).remove_object(self.bucket, self.key))
             self.etag = None
-
-
-def make_lock(uri: str, what: str) -> LocalLock | S3Lock:
-    return S3Lock(uri, what) if storage.is_s3(uri) else LocalLock(uri, what)
-
-
-@contextlib.contextmanager
-def hold_lock(uri: str, what: str, wait_s: float | None = None) -> Iterator[LocalLock | S3Lock]:
-    """Hold the lock at `uri` for the block; LockHeld (naming the holder) when another writer has it.
-
-    wait_s: how long to wait for the holder to finish or be found dead (local default 0: a dead local holder
-    has already released its lock; S3 default: one TTL and two heartbeats).
-    """
-    lock = make_lock(uri, what)
-    if isinstance(lock, LocalLock):
-        lock.acquire(0.0 if wait_s is None else wait_s)
-    else:
-        lock.acquire(wait_s)
-    try:
-        yield lock
-    finally:
-        lock.release()

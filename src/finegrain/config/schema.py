@@ -1,0 +1,295 @@
+"""The config's schema: one pydantic model per section, and `Config`, the whole run's config.
+
+Every section forbids unknown keys and validates on assignment, so a misspelt key or a wrong type is an error
+that names the key. Loading and overrides are in `finegrain.config.files` and `finegrain.config.overrides`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from finegrain.config.endpoints import endpoint_problem
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    # extra="forbid" is what turns a misspelt key into an error instead of a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    uri: str = "data/sample"
+    layout: Literal["auto", "hecto", "imagefolder"] = "auto"
+    # {alias: canonical}: classes the organisers declared identical; scored as one class by the metric.
+    aliases: dict[str, str] = Field(default_factory=dict)
+    folds: int = Field(5, ge=2)
+    seed: int = 42
+    extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".webp"])
+
+
+class PreprocessConfig(_Section):
+    # Hamming distance on the 64-bit pHash under which two images are near-duplicate *candidates*.
+    near_dup_distance: int = Field(10, ge=0, le=64)
+    # Candidates are confirmed by a finer check (256-bit hash distance and pixel similarity).
+    confirm_distance: int = Field(40, ge=0, le=256)
+    confirm_min_similarity: float = Field(0.90, ge=0.0, le=1.0)
+    # ...and when no 3x3-pixel block of the aligned pair differs by more than this (mean |z-score| difference): a
+    # look-alike (another decal, background or wheel angle) fails here while JPEG/resize noise stays far below
+    # (bench: copies <= 0.12, look-alikes >= 0.30). Pairs only the general search aligns use 6x6 blocks and
+    # 5/6 of this bar (pair_check.SEARCH_BLOCK, SEARCH_BAR).
+    confirm_max_local_diff: float = Field(0.18, gt=0.0)
+    max_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
+    min_side: int = Field(16, ge=1)
+    drop_cross_class_conflicts: bool = True
+    # Suggest merging two classes when at least this fraction of the smaller one is cross-class duplicated.
+    suggest_merge_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    apply_suggested_merges: bool = False
+    # Optional out-of-fold predictions (an ensemble/train output) used to flag noisy labels.
+    noise_oof: str | None = None
+    noise_method: Literal["loss", "confident_learning"] = "confident_learning"
+    noise_threshold: float = Field(0.5, ge=0.0)
+    workers: int = Field(2, ge=1)
+
+
+class BackboneSpec(_Section):
+    name: str
+    # True (timm hub), False (random init), a local/S3 path to a state dict, or "package:efficientnet_lite0".
+    pretrained: Union[bool, str] = False
+    image_size: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+
+
+class HeadConfig(_Section):
+    name: Literal["linear", "arcface", "adaface"] = "adaface"
+    embedding_dim: int = Field(512, gt=0)
+    pooling: Literal["avg", "gem"] = "gem"
+    scale: float = 64.0
+    margin: float = 0.4
+    h: float = 0.333  # AdaFace: how strongly the margin adapts to the feature norm
+    t_alpha: float = 0.01  # AdaFace: EMA rate of the batch norm statistics
+
+
+class LossConfig(_Section):
+    ce_weight: float = Field(1.0, ge=0.0)
+    focal_weight: float = Field(1.0, ge=0.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class MixConfig(_Section):
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    prob: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class SwaConfig(_Section):
+    enabled: bool = True
+    start_epoch: int = Field(0, ge=0)  # 0 = the last quarter of training
+    lr: float = Field(1e-4, gt=0.0)
+    anneal_epochs: int = Field(1, ge=1)
+
+
+class TrainConfig(_Section):
+    backbones: list[BackboneSpec] = Field(
+        default_factory=lambda: [BackboneSpec(name="efficientnet_lite0", pretrained="package:efficientnet_lite0")]
+    )
+    epochs: int = Field(3, ge=1)
+    image_size: int = Field(128, ge=16)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: float = Field(0.5, ge=0.0)
+    grad_clip: float = Field(1.0, ge=0.0)  # 0 disables
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    swa: SwaConfig = Field(default_factory=SwaConfig)
+    ema: bool = False
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
+    tta: list[Literal["identity", "hflip", "vflip", "center_crop_90"]] = Field(
+        default_factory=lambda: ["identity", "hflip"]
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA only
+    channels_last: bool = True
+    compile: bool = False
+    num_workers: int = Field(2, ge=0)
+    # Images are decoded once and cached at this size (x image_size) so the GPU is never starved by JPEG decode.
+    cache_scale: float = Field(1.15, ge=1.0)
+    cache_dir: str | None = None  # local scratch for the decoded-image cache; None = $FINEGRAIN_CACHE_DIR or temp
+    # Validation/test resize: short side + centre crop, or a squash of the whole photo to a square.
+    eval_resize: Literal["center_crop", "squash"] = "center_crop"
+    # model.pt goes to the member's MLflow run only below this size, and only when no model is registered
+    # (tracking.register_model empty): otherwise the registered model holds the one MLflow copy.
+    log_model_max_mb: float = Field(200.0, ge=0.0)
+    max_steps_per_epoch: int | None = None  # for smoke tests
+    seed: int = 0
+    deterministic: bool = True
+
+    def backbone(self, name: str) -> BackboneSpec:
+        for spec in self.backbones:
+            if spec.name == name:
+                return spec
+        raise ConfigError(
+            f"train.backbones: no backbone named {name!r}; choose one of {[b.name for b in self.backbones]}"
+        )
+
+    @field_validator("backbones", mode="before")
+    @classmethod
+    def _names_to_specs(cls, value: Any) -> Any:
+        # Accept plain names (`--set train.backbones=[convnext_tiny]`) as well as full specs.
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class RegroupConfig(_Section):
+    pca_dims: int = Field(50, ge=2)
+    perplexity: float = Field(30.0, gt=0.0)
+    tsne_backend: Literal["auto", "opentsne", "sklearn"] = "auto"
+    # Agglomerative clustering of class centroids: merge classes closer than this (0..1 blended distance).
+    distance_threshold: float = Field(0.5, gt=0.0)
+    confusion_weight: float = Field(0.5, ge=0.0, le=1.0)
+    label_top: int = Field(10, ge=0)  # how many most-confused classes to label on the plot
+    seed: int = 0
+
+
+class CalibrateConfig(_Section):
+    method: Literal["temperature", "binned_temperature"] = "temperature"
+    ece_bins: int = Field(15, ge=2)
+    n_temperature_bins: int = Field(3, ge=1)
+
+
+class EnsembleConfig(_Section):
+    method: Literal["uniform", "inverse_logloss", "optimized"] = "optimized"
+    hierarchical: bool = True  # tried, and kept only if it lowers out-of-fold LogLoss
+
+
+class SubmitConfig(_Section):
+    # How an alias column of the sample gets probability mass: "split" halves the canonical probability
+    # between the pair (the scorer sums the pair, rows still sum to 1); "duplicate" copies it and renormalises
+    # the row, so the scored pair gets 2p/(1+p) and every other class shrinks by 1/(1+p)
+    # (see posthoc/submission/frame.py).
+    alias_mode: Literal["split", "duplicate"] = "split"
+    # Where the file is POSTed with the bearer token: https, or http only to this machine (localhost).
+    endpoint: str | None = None
+    token_env: str = "FINEGRAIN_SUBMIT_TOKEN"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _safe_endpoint(cls, value: str | None) -> str | None:
+        problem = endpoint_problem(value) if value else ""
+        if problem:
+            raise ValueError(problem)
+        return value or None
+
+
+class PromotionConfig(_Section):
+    # The register step's gate scores the new version (alias challenger) and the current champion on the same
+    # labelled images. holdout_uri names a labelled set no member trained on (ImageFolder layout:
+    # <uri>/train/<class>/*); None = this run's out-of-fold images (see finegrain.tracking.promotion).
+    holdout_uri: str | None = None
+    # champion moves only when the challenger's LogLoss is lower by at least this much.
+    min_improvement: float = Field(0.01, ge=0.0)
+    max_images: int = Field(1000, ge=1)  # gate images; a seeded sample of the set when it is larger
+
+
+class PredictConfig(_Section):
+    batch_size: int = Field(32, ge=1)  # images per model call (and per progress step)
+    # pipelines/predict.py: the images are split into shards of this many, one pod each, at most
+    # `parallelism` at a time; shard pods run on CPU nodes unless `gpu` (then 1 GPU each, pipeline.base_image).
+    images_per_shard: int = Field(2000, ge=1)
+    parallelism: int = Field(8, ge=1)
+    gpu: bool = False
+    cpu: str = "4"
+    memory: str = "16Gi"
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    # Embedded default: a local SQLite store. On a cluster: http://mlflow.finegrain.svc:5000
+    uri: str = "sqlite:///mlruns.db"
+    experiment: str = "finegrain"
+    artifact_location: str | None = None
+    retries: int = Field(3, ge=0)
+    register_model: str | None = "finegrain-ensemble"
+
+
+class StorageConfig(_Section):
+    # Endpoint and credentials come from the environment (FINEGRAIN_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY); only non-secret settings live here.
+    retries: int = Field(5, ge=0)
+    multipart_threshold_mb: int = Field(64, ge=5)
+
+
+class PipelineConfig(_Section):
+    name: str = "finegrain-training"
+    base_image: str = "finegrain:latest-cpu"  # train tasks (the CUDA image on a cluster)
+    # Every other task; None = base_image with a "-cuda" tag suffix swapped for "-cpu" (else base_image).
+    cpu_image: str | None = None
+    parallelism: int = Field(4, ge=1)
+    pipeline_root: str = "minio://finegrain-pipelines/root"
+    namespace: str = "finegrain"
+    # Pipeline pods run as this ServiceAccount (manifests/ binds it to read the S3 Secret).
+    service_account: str = "finegrain-pipeline"
+    experiment: str = "finegrain"
+    s3_secret: str = "finegrain-s3"  # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    # Optional Secret with key FINEGRAIN_SUBMIT_TOKEN, given to the submit task as submit.token_env.
+    submit_token_secret: str = "finegrain-submit"
+    s3_endpoint: str = "minio.finegrain.svc.cluster.local:9000"
+    # Where steps write; a run's outputs go under <work_root>/<hash of config and data fingerprint>/<step>/.
+    work_root: str = "s3://finegrain-artifacts/runs"
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"finegrain.io/pool": "gpu"})
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    train_cpu: str = "8"
+    train_memory: str = "48Gi"
+    train_shm_size: str = "16Gi"
+    train_retries: int = Field(3, ge=0)
+    train_timeout_s: int = Field(6 * 3600, gt=0)
+    step_cpu: str = "2"
+    step_memory: str = "8Gi"
+    cache: bool = True
+    schedule_cron: str = "0 0 3 * * 1"
+
+    def resolved_cpu_image(self) -> str:
+        """The image of every task but train: cpu_image, else base_image with "-cuda" swapped for "-cpu"."""
+        if self.cpu_image:
+            return self.cpu_image
+        repo, sep, tag = self.base_image.rpartition(":")
+        if sep and "/" not in tag and tag.endswith("-cuda"):
+            return f"{repo}:{tag[: -len('-cuda')]}-cpu"
+        return self.base_image
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    regroup: RegroupConfig = Field(default_factory=RegroupConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    submit: SubmitConfig = Field(default_factory=SubmitConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _aliases_are_pairs(self) -> "Config":
+        for alias, canonical in self.data.aliases.items():
+            if alias == canonical:
+                raise ValueError(f"data.aliases: {alias!r} is mapped to itself")
+            if canonical in self.data.aliases:
+                raise ValueError(f"data.aliases: canonical class {canonical!r} is itself an alias (chains not allowed)")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
