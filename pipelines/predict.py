@@ -6,13 +6,15 @@ predict.gpu) -> concatenate them in input order into one predictions.csv (+ the 
     python pipelines/predict.py --images data/sample/test --out runs/predict/predictions.csv local   # kfp.local
     python pipelines/predict.py compile                               # writes pipelines/predict.yaml
 
-`--model` defaults to `models:/<tracking.register_model>@champion`, resolved by each run against tracking.uri.
+`--model` defaults to `models:/<tracking.register_model>@champion`, resolved by each run against tracking.uri;
+IMAGE_TAG (and REGISTRY) pick the commit's images, as for pipelines/submit.py.
 A run's parameters (the config text, model URI, images and output URI) are editable in the Kubeflow UI. No
 task is cached: the same parameters must give the champion of the day, not last week's predictions. An image
 that cannot be read or decoded is listed with its reason in `<out stem>.errors.csv` and never stops the batch.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +23,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components.predict.component import collect_predictions, plan_predict, predict_shard
 from finegrain.config import Config, config_to_text, load_config
+from pipelines.submit import image_for_tag
 from pipelines.training import _cluster_settings, with_image
 
 
@@ -85,8 +88,6 @@ def run_locally(cfg: Config, model_uri: str, images_uri: str, out_uri: str, kfp_
 
 def submit_run(cfg: Config, host: str, model_uri: str, images_uri: str, out_uri: str) -> str:
     """Compile and start one run on the cluster; returns the run's URL."""
-    import os
-
     from pipelines.submit import make_client
 
     params = {"config_text": config_to_text(cfg), "model_uri": model_uri, "images_uri": images_uri, "out_uri": out_uri}
@@ -118,6 +119,10 @@ def main(argv: "list[str] | None" = None) -> int:
 
         host = kfp_host()  # before anything else: without a cluster there is nothing to do
     cfg = load_config(args.config, args.overrides)
+    if os.environ.get("IMAGE_TAG"):  # the images built for one commit, as `make submit-pipeline` uses them
+        tag, registry = os.environ["IMAGE_TAG"], os.environ.get("REGISTRY", "")
+        cfg.pipeline.base_image = image_for_tag(cfg, tag, registry, "cuda")
+        cfg.pipeline.cpu_image = image_for_tag(cfg, tag, registry, "cpu")
     model = args.model or f"models:/{cfg.tracking.register_model}@champion"
     if args.action == "compile":
         path = compile_predict_pipeline(cfg, args.output, model_uri=model, images_uri=args.images, out_uri=args.out)
@@ -125,6 +130,8 @@ def main(argv: "list[str] | None" = None) -> int:
     elif args.action == "local":
         # Tasks run as subprocesses: local paths must not depend on their working directory.
         images, out = (u if "://" in u else str(Path(u).resolve()) for u in (args.images, args.out))
+        if cfg.tracking.uri.startswith("sqlite:///") and not cfg.tracking.uri.startswith("sqlite:////"):
+            cfg.tracking.uri = "sqlite:///" + str(Path(cfg.tracking.uri[len("sqlite:///") :]).resolve())
         run_locally(cfg, model, images, out, args.kfp_root)
         print(f"predictions -> {args.out}")
     else:

@@ -6,6 +6,8 @@ retrains every member, and a third, unchanged run is served from the cache (only
 tasks run). The tests in this module share those runs and run in file order.
 """
 
+import base64
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -122,6 +124,122 @@ def test_registered_model_reproduces_the_submission(local_run, sample_dir):
     np.testing.assert_allclose(pred.to_numpy(), sub.loc[test["ID"]].to_numpy(), atol=1e-5)
 
 
+def _versions(cfg) -> list:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.tracking.uri).search_model_versions(f"name='{cfg.tracking.register_model}'")
+
+
+def _alias(cfg, alias: str) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    return str(client.get_model_version_by_alias(cfg.tracking.register_model, alias).version)
+
+
+def test_first_version_is_champion_and_each_member_weights_are_stored_once(local_run):
+    cfg, out, _ = local_run
+    assert len(_versions(cfg)) == 1 and _alias(cfg, "champion") == _alias(cfg, "challenger") == "1"
+    registration = json.loads((out / "register" / "registration.json").read_text(encoding="utf-8"))
+    assert registration["promotion"]["decision"] == "promoted"
+    # the member runs hold no copy of model.pt: the registered model's artifacts hold each member's, once
+    weights = sorted((out.parent / "mlartifacts").rglob("*.pt"))
+    assert [p.name for p in weights] == [f"member{i}.pt" for i in range(_members(cfg))], weights
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in weights}
+    assert digests == {hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "train").rglob("model.pt")}
+
+
+def _test_images(dataset: Path, n: int) -> tuple[list[str], list[bytes]]:
+    test = pd.read_csv(dataset / "test.csv", encoding="utf-8-sig").head(n)
+    return list(test["ID"]), [(dataset / p).read_bytes() for p in test["img_path"]]
+
+
+def test_served_champion_answers_base64_jpegs_with_the_submission(local_run, dataset, tmp_path):
+    """`mlflow models serve -m models:/finegrain-ensemble@champion --env-manager local` as the serving manifest
+    runs it, on 127.0.0.1: base64 JPEGs in `dataframe_split` get the submission's probabilities back."""
+    import requests
+
+    from tests.support.model_server import ModelServer
+
+    cfg, out, _ = local_run
+    ids, images = _test_images(dataset, 6)
+    rows = [[base64.b64encode(b).decode("ascii"), i] for i, b in zip(ids, images)]
+    rows.insert(2, [base64.b64encode(images[0][:300]).decode("ascii"), "truncated"])
+    with ModelServer(tmp_path / "serve", cfg.tracking.uri) as server:
+        reply = requests.post(
+            f"{server.url}/invocations", json={"dataframe_split": {"columns": ["image", "id"], "data": rows}}, timeout=300
+        )
+    assert reply.status_code == 200, reply.text[:2000]
+    assert "NaN" not in reply.text  # the unusable row's probabilities are JSON nulls
+    pred = pd.DataFrame(reply.json()["predictions"]).set_index("id")
+    assert list(pred.index) == [ids[0], ids[1], "truncated", *ids[2:]]
+    assert pred.loc["truncated", "error"].startswith("row 2: cannot decode image")
+    assert pred.drop(index="truncated")["error"].eq("").all()  # the column is there because one row failed
+    sub = pd.read_csv(out / "submit" / "submission.csv", encoding="utf-8-sig").set_index("ID")
+    assert list(pred.columns) == [*sub.columns, "error"]
+    np.testing.assert_allclose(pred.loc[ids, sub.columns].to_numpy(dtype=float), sub.loc[ids].to_numpy(), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def new_photos(dataset, tmp_path_factory) -> Path:
+    """The test images as a folder of new photos, plus one corrupt file and one that is not an image at all."""
+    folder = tmp_path_factory.mktemp("photos")
+    for path in sorted((dataset / "test").glob("*.jpg")):
+        shutil.copyfile(path, folder / path.name)
+    first = sorted(folder.glob("*.jpg"))[0].read_bytes()
+    (folder / "TEST_corrupt.jpg").write_bytes(first[: len(first) // 2])
+    (folder / "README.txt").write_text("not an image, not listed")
+    return folder
+
+
+def _same_as_submission(predictions: Path, submission: Path) -> pd.DataFrame:
+    pred = pd.read_csv(predictions, encoding="utf-8-sig", dtype={"ID": str}).set_index("ID")
+    sub = pd.read_csv(submission, encoding="utf-8-sig").set_index("ID")
+    assert list(pred.columns) == list(sub.columns) and sorted(pred.index) == sorted(sub.index)
+    np.testing.assert_allclose(pred.loc[sub.index].to_numpy(), sub.to_numpy(), atol=1e-5)
+    return pred
+
+
+def test_finegrain_predict_writes_every_other_row_and_names_the_corrupt_file(local_run, new_photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from finegrain.cli import app
+
+    cfg, out, _ = local_run
+    target = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, [
+        "predict", "--model", f"models:/{cfg.tracking.register_model}@champion", "--images", str(new_photos),
+        "--out", str(target), "--config", str(ROOT / "configs/sample.yaml"), "--set", f"tracking.uri={cfg.tracking.uri}",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pred = _same_as_submission(target, out / "submit" / "submission.csv")
+    assert list(pred.index) == sorted(pred.index)  # input order: the files sorted by path
+    errors = pd.read_csv(tmp_path / "predictions.errors.csv", encoding="utf-8-sig")
+    assert list(errors["ID"]) == ["TEST_corrupt"] and errors["error"][0].startswith("cannot decode image")
+    assert f"not predicted: {new_photos / 'TEST_corrupt.jpg'}: cannot decode image" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["images"] == len(pred) + 1 and summary["rows"] == len(pred)
+    assert "images," in result.stderr and "img/s" in result.stderr  # progress lines (no terminal here)
+
+
+def test_predict_pipeline_on_kfp_local_gives_the_same_rows_in_input_order(local_run, new_photos, tmp_path):
+    """pipelines/predict.py through kfp.local: three shards, concatenated in input order, the corrupt file listed."""
+    from pipelines import predict as predict_pipeline
+
+    cfg, out, _ = local_run
+    target = tmp_path / "pipeline" / "predictions.csv"
+    rc = predict_pipeline.main([
+        "local", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"tracking.uri={cfg.tracking.uri}",
+        "--set", "predict.images_per_shard=25", "--images", str(new_photos), "--out", str(target),
+        "--kfp-root", str(tmp_path / "kfp"),
+    ])  # fmt: skip
+    assert rc == 0
+    pred = _same_as_submission(target, out / "submit" / "submission.csv")
+    assert list(pred.index) == sorted(pred.index)
+    errors = pd.read_csv(target.parent / "predictions.errors.csv", encoding="utf-8-sig")
+    assert list(errors["ID"]) == ["TEST_corrupt"]
+
+
 def _members(cfg) -> int:
     return len(cfg.train.backbones) * cfg.data.folds
 
@@ -162,6 +280,25 @@ def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, da
             assert (work / "train" / b.name / f"fold{k}" / "metrics.json").exists(), (b.name, k)
     # the first run's members are untouched in their own work root
     assert (Path(first["work_root"]) / "train").is_dir()
+
+
+def test_the_rerun_version_is_gated_against_the_champion_on_its_out_of_fold_images(local_run, reruns):
+    """The rerun registers version 2 as challenger; with no holdout configured, both versions are scored on this
+    run's out-of-fold images, and champion moves only if the gate says so."""
+    from mlflow import MlflowClient
+
+    cfg, out, _ = local_run
+    registration = json.loads((out / "register" / "registration.json").read_text(encoding="utf-8"))
+    assert registration["registered_model"] == f"{cfg.tracking.register_model}/2"
+    p = registration["promotion"]
+    assert p["eval_set"].startswith("out-of-fold images of this run") and p["champion_before"] == "1"
+    assert p["images"] > 0 and p["challenger_logloss"] > 0 and p["champion_logloss"] > 0
+    gain = p["champion_logloss"] - p["challenger_logloss"]
+    assert p["decision"] == ("promoted" if gain >= cfg.promotion.min_improvement else "kept")
+    assert _alias(cfg, "challenger") == "2" and _alias(cfg, "champion") == p["champion"]
+    tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_model_version(cfg.tracking.register_model, "2").tags
+    assert tags["finegrain.promotion.decision"] == p["decision"]
+    assert tags["finegrain.promotion.margin"] == str(cfg.promotion.min_improvement)
 
 
 def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):

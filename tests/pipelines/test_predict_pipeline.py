@@ -91,8 +91,10 @@ def test_run_needs_a_cluster_and_images(monkeypatch, capsys):
     assert "local needs --images and --out" in capsys.readouterr().err
 
 
-def test_run_submits_the_pipeline_with_the_given_parameters(kfp_api, capsys):  # noqa: F811
+def test_run_submits_the_pipeline_with_the_given_parameters(kfp_api, capsys, monkeypatch):  # noqa: F811
     host, api = kfp_api
+    monkeypatch.setenv("IMAGE_TAG", "abc123")
+    monkeypatch.setenv("REGISTRY", "registry.example.org/team")
     args = ["run", "--config", str(ROOT / "configs/hecto.yaml"), "--images", "s3://b/new", "--out", "s3://b/p.csv"]
     assert predict_mod.main(args) == 0
     runs = [json.loads(b) for m, p, b in api.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
@@ -102,5 +104,7 @@ def test_run_submits_the_pipeline_with_the_given_parameters(kfp_api, capsys):  #
     assert params["model_uri"] == "models:/finegrain-ensemble@champion"
     assert json.loads(params["config_text"])["tracking"]["uri"].startswith("http://mlflow.finegrain")
     assert run["service_account"] == "finegrain-pipeline"
-    assert "plan-predict" in json.dumps(run["pipeline_spec"])
+    spec = run["pipeline_spec"]["pipeline_spec"]  # beside it, the platform spec (secrets, pod labels)
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.org/team/finegrain:abc123-cpu"}  # IMAGE_TAG: this commit's CPU image
     assert f"{host}/#/runs/details/run-1" in capsys.readouterr().out

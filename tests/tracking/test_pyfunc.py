@@ -88,10 +88,10 @@ def test_bad_rows_get_their_reason_and_the_others_are_scored():
     np.testing.assert_allclose(out.loc[~bad, ["a", "b"]].to_numpy(dtype=float), [[0.25, 0.75]] * 2)
 
 
-def test_a_batch_of_good_images_keeps_float_columns_and_needs_no_id():
+def test_a_batch_of_good_images_gets_the_columns_alone_as_floats():
     model, _ = _model()
     out = model.predict(None, pd.DataFrame({"image": [_jpeg(), _jpeg()]}))
-    assert list(out.columns) == ["a", "b", "error"] and out["a"].dtype == np.float64
+    assert list(out.columns) == ["a", "b"] and out["a"].dtype == np.float64
 
 
 def test_server_side_paths_are_refused_unless_the_deployment_opens_a_directory(monkeypatch):
@@ -134,7 +134,9 @@ def test_signature_and_input_example_say_what_to_send():
     assert [(c.name, c.type.name, c.required) for c in signature.inputs.inputs] == [
         ("image", "binary", False), ("id", "string", False), ("path", "string", False)
     ]  # fmt: skip
-    assert [c.name for c in signature.outputs.inputs] == ["id", "a", "b", "error"]
+    assert [(c.name, c.required) for c in signature.outputs.inputs] == [
+        ("id", False), ("a", True), ("b", True), ("error", False)
+    ]  # fmt: skip
     example = input_example(min_side=100)
     assert list(example.columns) == ["image", "id"]
     with Image.open(io.BytesIO(example["image"][0])) as img:

@@ -65,7 +65,7 @@ def predict_uris(
                 frame = pd.DataFrame({IMAGE: [read[i - start][0] for i in sent], ID: [str(i) for i in sent]})
                 out = model.predict(frame)
                 probs[sent] = out[columns].to_numpy(dtype=np.float64)
-                for i, why in zip(sent, out[ERROR]):
+                for i, why in zip(sent, out[ERROR] if ERROR in out.columns else [""] * len(sent)):
                     # the model names the row by its place in this batch; the caller knows the file
                     errors[i] = why.split(": ", 1)[1] if why.startswith("row ") else why
             if on_batch is not None:

@@ -6,9 +6,10 @@ Input, a DataFrame with
          base64 before `predict`), or raw bytes from Python;
   id     optional, echoed back.
 Output, one row per input row in the same order: `id` (when given), exactly the sample submission's columns,
-and `error`: "" for a scored row; for a row whose image cannot be used, why (the decoder and limits preprocess
-applies: decompression-bomb pixel limit, minimum side, unreadable or non-image data), with its probabilities
-left empty (None: null in JSON). One bad image never fails the other rows.
+and, when any row's image cannot be used, `error`: "" for a scored row; for the others, why (the decoder and
+limits preprocess applies: decompression-bomb pixel limit, minimum side, unreadable or non-image data), with
+their probabilities left empty (None: null in JSON). One bad image never fails the other rows, and a batch of
+good images gets the submission's columns alone, as callers got before bad images had rows of their own.
 
 Server-side files are never read, unless the deployment sets FINEGRAIN_SERVE_PATH_ROOT to one local directory:
 then a row may carry `path` (relative to that directory, or absolute inside it) instead of `image`.
@@ -146,7 +147,8 @@ class EnsembleModel(_PythonModel):
             out.loc[[i for i, why in enumerate(errors) if why], columns] = None
         if ID in model_input.columns:
             out.insert(0, ID, list(model_input[ID]))
-        out[ERROR] = errors
+        if len(images) < len(blobs):
+            out[ERROR] = errors
         return out
 
 

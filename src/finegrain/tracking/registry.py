@@ -5,7 +5,8 @@
     model = load_registered_model("models:/finegrain-ensemble@champion", cfg.tracking.uri)
 
 What every version carries for a caller outside the pipeline:
-- a signature (input: `image` binary, optional `id` and `path`; output: `id`, the submission columns, `error`)
+- a signature (input: `image` binary, optional `id` and `path`; output: `id`, the submission columns and,
+  when some image could not be used, `error`)
   and an `input_example` (one small JPEG), so `mlflow.models.get_model_info` says what to send;
 - `pip_requirements` pinned to the versions that logged it (the libraries the model imports, see
   SERVING_MODULES) and the finegrain package itself under `code/` (code_paths), so `mlflow models serve
@@ -82,7 +83,8 @@ def build_spec(
 
 
 def model_signature(columns: list[str]):
-    """Input: `image` (binary; base64 in JSON), optional `id` and `path`. Output: `id`, columns, `error`."""
+    """Input: `image` (binary; base64 in JSON), optional `id` and `path`. Output: optional `id`, the columns,
+    and `error`, present when some row's image could not be used."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -93,7 +95,8 @@ def model_signature(columns: list[str]):
         ColSpec("string", PATH, required=False),
     ])  # fmt: skip
     outputs = Schema([
-        ColSpec("string", ID, required=False), *(ColSpec("double", c) for c in columns), ColSpec("string", ERROR),
+        ColSpec("string", ID, required=False), *(ColSpec("double", c) for c in columns),
+        ColSpec("string", ERROR, required=False),
     ])  # fmt: skip
     return ModelSignature(inputs=inputs, outputs=outputs)
 
