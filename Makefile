@@ -9,7 +9,7 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots serve predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode clean
 
 # Every target a person runs carries a `## one line` after its prerequisites; `make help` lists exactly those,
 # so a new target shows up by writing its line (tests/test_makefile.py fails on a target without one).
@@ -54,6 +54,14 @@ test-containers: install images-cpu images-mlflow ## build the CPU + MLflow imag
 test-fast: install ## the test suite without the tests marked slow
 	$(PY) -m pytest -q -x -m "not slow" tests
 
+# Not part of `make test`'s requirements: needs Debian's chromium (tests/reports/test_pages_in_browser.py skips
+# without it). Installs nothing: without chromium it says how to install it, in one line.
+CHROMIUM ?= chromium
+screenshots: install ## every page the pipeline writes, in headless Chromium -> docs/screenshots/*.png (~15 min)
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { echo "make screenshots needs Chromium ($(CHROMIUM) not found): \
+	apt-get update && apt-get install -y chromium fonts-nanum (fonts-nanum draws the Korean class names)" >&2; exit 2; }
+	$(PY) -m scripts.screenshots --run $(OUT) --out docs/screenshots
+
 lint: install ## ruff on src, tests, components, pipelines and bench
 	$(VENV)/bin/ruff check src tests components pipelines bench
 
@@ -76,9 +84,19 @@ submit-pipeline: install ## compile and submit a run to a Kubeflow cluster (KFP_
 schedule: install ## create a recurring run on the cluster (KFP_HOST, KFP_TOKEN, CONFIG)
 	$(PY) pipelines/submit.py --config $(CONFIG) schedule
 
+# The registered model outside the pipeline. MODEL: a model URI (empty: the champion of tracking.register_model).
+MODEL ?=
+SERVE_PORT ?= 8080
+TRACKING_URI = $(shell $(PY) -c "from finegrain.config import load_config; print(load_config('$(CONFIG)').tracking.uri)")
+CHAMPION = $(shell $(PY) -c "from finegrain.config import load_config; print('models:/' + load_config('$(CONFIG)').tracking.register_model + '@champion')")
+
+# `--env-manager local` starts uvicorn from PATH: the venv goes first. The registry is CONFIG's tracking.uri.
+serve: install ## serve MODEL (default: the champion) over HTTP on 127.0.0.1:SERVE_PORT with mlflow models serve
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(VENV)/bin/mlflow models serve \
+	  -m $(or $(MODEL),$(CHAMPION)) --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
 # Batch prediction (pipelines/predict.py): every image under IMAGES scored by MODEL into PREDICTIONS, in input
 # order; unreadable images listed beside it. On the cluster IMAGES/PREDICTIONS are s3:// URIs.
-MODEL ?=
 IMAGES ?=
 PREDICTIONS ?= runs/predict/predictions.csv
 PREDICT_ARGS = --config $(CONFIG) --images $(IMAGES) --out $(PREDICTIONS) $(if $(MODEL),--model $(MODEL))

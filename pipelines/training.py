@@ -5,7 +5,8 @@ calibrate -> ensemble -> submit -> register, inside an exit handler that ends th
 Compile-time settings (images, GPU and pod settings) come from the config given here. Everything a run
 depends on is decided by the run itself: its parameters are the config text (default: this config) plus
 `key=value` overrides, editable in the Kubeflow UI; the first task resolves them, fingerprints the dataset and
-derives the data hash, the per-run work root and the (backbone, fold) fan-out at run time.
+plans every task at run time: its key (the settings it reads plus its inputs' keys), whether its outputs can
+be reused, and the (backbone, fold) fan-out.
 """
 
 import argparse
@@ -92,33 +93,34 @@ def build_pipeline(cfg: Config):
         done.set_caching_options(False)
 
         with dsl.ExitHandler(done):
-            plan = comps["plan-run"](config_text=config_text, overrides=overrides, data_uri=data_uri)
-            plan.set_display_name("plan: config, data fingerprint, fan-out")
+            plan = comps["plan-run"](
+                config_text=config_text, overrides=overrides, data_uri=data_uri,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_display_name("plan: config, data fingerprint, task keys")
             _cluster_settings(plan, cfg, cpu=p.step_cpu, memory=p.step_memory)
-            plan.set_caching_options(False)  # it must see the data as it is now
-            run_config, work_root = plan.outputs["config"], plan.outputs["work_root"]
+            plan.set_caching_options(False)  # it must see the data (and the finished outputs) as they are now
 
             tracking_task = comps["start-run"](
-                config_text=run_config, run_name=run_name, data_hash=plan.outputs["data_hash"],
-                code_version=plan.outputs["code_version"], work_root=work_root,
+                config_text=plan.outputs["config"], run_name=run_name, data_hash=plan.outputs["data_hash"],
+                code_version=plan.outputs["code_version"], run_root=plan.outputs["run_root"],
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ).set_display_name("mlflow parent run")
             _cluster_settings(tracking_task, cfg, cpu=p.step_cpu, memory=p.step_memory)
             tracking_task.set_caching_options(False)  # a new parent run for every pipeline run
 
-            pre = comps["preprocess"](
-                config_text=run_config,
-                data_uri=plan.outputs["data"],
-                data_hash=plan.outputs["data_hash"],
-                code_version=plan.outputs["code_version"],
-                work_root=work_root,
-            ).set_display_name("preprocess")
+            # Each step is given only its spec (its key, settings and inputs' keys): its cache key then
+            # changes exactly when what it reads changes, and never with a setting only other steps read.
+            pre = comps["preprocess"](spec=plan.outputs["preprocess_spec"]).set_display_name("preprocess")
             _cluster_settings(pre, cfg, cpu=p.step_cpu, memory=p.step_memory)
 
-            # Inside the loop only the item and artifacts: kfp.local replaces task-output parameters there.
+            # Inside the loop only the item and artifacts: kfp.local replaces task-output parameters there, so
+            # each member's spec travels inside its loop item.
             with dsl.ParallelFor(items=plan.outputs["Output"], parallelism=p.parallelism) as item:
                 tr = (
-                    comps["train"](preprocess=pre.outputs["result"], backbone=item.backbone, fold=item.fold)
+                    comps["train"](
+                        preprocess=pre.outputs["result"], backbone=item.backbone, fold=item.fold,
+                        spec=item.spec,
+                    )
                     .set_display_name("train fold")
                     .after(tracking_task)  # steps nest their MLflow runs under the parent it opens
                 )
@@ -129,30 +131,24 @@ def build_pipeline(cfg: Config):
                 # one Collected per consumer: kfp 2.17 fails to compile a Collected shared by several tasks
                 return dsl.Collected(tr.outputs["member"])
 
-            rg = comps["regroup"](
-                config_text=run_config, members=members(), work_root=work_root
-            ).set_display_name("regroup")
+            rg = comps["regroup"](spec=plan.outputs["regroup_spec"], members=members())
+            rg.set_display_name("regroup")
             cal = (
-                comps["calibrate"](config_text=run_config, members=members(), work_root=work_root)
+                comps["calibrate"](spec=plan.outputs["calibrate_spec"], members=members())
                 .set_display_name("calibrate")
                 .after(rg)
             )
             ens = comps["ensemble"](
-                config_text=run_config,
-                members=members(),
-                calibration=cal.outputs["result"],
-                groups=rg.outputs["result"],
-                work_root=work_root,
+                spec=plan.outputs["ensemble_spec"], members=members(), calibration=cal.outputs["result"],
+                groups=rg.outputs["result"], preprocess=pre.outputs["result"],
             ).set_display_name("ensemble")
-            sub = comps["submit"](
-                config_text=run_config, ensemble=ens.outputs["result"], data_uri=plan.outputs["data"],
-                work_root=work_root,
-            ).set_display_name("submit")
+            sub = comps["submit"](spec=plan.outputs["submit_spec"], ensemble=ens.outputs["result"])
+            sub.set_display_name("submit")
             # After submit: a model is registered only once its submission validated.
             reg = (
                 comps["register"](
-                    config_text=run_config, members=members(), calibration=cal.outputs["result"],
-                    ensemble=ens.outputs["result"], data_uri=plan.outputs["data"], work_root=work_root,
+                    spec=plan.outputs["register_spec"], members=members(), calibration=cal.outputs["result"],
+                    ensemble=ens.outputs["result"],
                 )
                 .set_display_name("register model")
                 .after(sub)

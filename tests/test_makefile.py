@@ -92,3 +92,11 @@ def test_bench_preprocess_without_imagededup_says_how_to_install_it(tmp_path):
     assert len(said) == 1, said
     assert said[0].startswith("bench/preprocess.py needs imagededup")
     assert "pip install --no-deps --target /tmp/bench-imagededup imagededup==" in said[0]
+
+
+def test_screenshots_without_chromium_says_how_to_install_it():
+    proc = _make("-s", "screenshots", "CHROMIUM=no-such-chromium", "-o", "install")
+    assert proc.returncode != 0
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("make: ***")]
+    assert len(said) == 1, said
+    assert "needs Chromium" in said[0] and "apt-get install -y chromium" in said[0]

@@ -10,9 +10,8 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def calibrate(
-    config_text: str,
+    spec: str,
     members: Input[List[Artifact]],
-    work_root: str,
     result: Output[Artifact],
     page: Output[HTML],
     metrics: Output[Metrics],
@@ -21,11 +20,5 @@ def calibrate(
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_calibrate(
-        config_text,
-        [m.path for m in members],
-        work_root,
-        result.path,
-        page.path,
-        result.metadata,
-        metrics,
+        spec, [m.path for m in members], result.path, page.path, result.metadata, metrics
     )

@@ -1,31 +1,16 @@
 """Preprocess: validate, de-duplicate, merge identical classes, assign folds."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown, Output
+from kfp.dsl import HTML, Artifact, Markdown, Output
 
 from components import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def preprocess(
-    config_text: str,
-    data_uri: str,
-    data_hash: str,
-    code_version: str,
-    work_root: str,
-    result: Output[Artifact],
-    report: Output[Markdown],
-) -> str:
-    """Run finegrain.steps.preprocess; `data_hash` and `code_version` are cache keys, not used otherwise."""
+def preprocess(spec: str, result: Output[Artifact], report: Output[Markdown], page: Output[HTML]) -> str:
+    """Run finegrain.steps.preprocess; its spec (data hash, data and preprocess settings) is its cache key.
+
+    The UI gets the Markdown summary (`report`) and the full page with thumbnails (`page`)."""
     from finegrain.orchestration import kfp_adapter
 
-    return kfp_adapter.run_preprocess(
-        config_text,
-        data_uri,
-        work_root,
-        result.path,
-        report.path,
-        result.metadata,
-        data_hash=data_hash,
-        code_version=code_version,
-    )
+    return kfp_adapter.run_preprocess(spec, result.path, report.path, result.metadata, page_path=page.path)

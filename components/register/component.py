@@ -10,12 +10,10 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def register(
-    config_text: str,
+    spec: str,
     members: Input[List[Artifact]],
     calibration: Input[Artifact],
     ensemble: Input[Artifact],
-    data_uri: str,
-    work_root: str,
     result: Output[Artifact],
     report: Output[Markdown],
 ) -> str:
@@ -23,6 +21,6 @@ def register(
     from finegrain.orchestration import kfp_adapter
 
     return kfp_adapter.run_register(
-        config_text, [m.path for m in members], calibration.path, ensemble.path, data_uri, work_root,
-        result.path, report.path, result.metadata,
+        spec, [m.path for m in members], calibration.path, ensemble.path, result.path, report.path,
+        result.metadata,
     )

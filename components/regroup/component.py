@@ -9,21 +9,8 @@ from components import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def regroup(
-    config_text: str,
-    members: Input[List[Artifact]],
-    work_root: str,
-    result: Output[Artifact],
-    page: Output[HTML],
-) -> str:
+def regroup(spec: str, members: Input[List[Artifact]], result: Output[Artifact], page: Output[HTML]) -> str:
     """Run finegrain.steps.regroup over every member's out-of-fold embeddings."""
     from finegrain.orchestration import kfp_adapter
 
-    return kfp_adapter.run_regroup(
-        config_text,
-        [m.path for m in members],
-        work_root,
-        result.path,
-        page.path,
-        result.metadata,
-    )
+    return kfp_adapter.run_regroup(spec, [m.path for m in members], result.path, page.path, result.metadata)

@@ -54,30 +54,53 @@ def _reported_errors(refusals: tuple[type[Exception], ...] = (ValueError,)) -> I
         raise typer.Exit(1) from None
 
 
-def _config(config: str, overrides: Optional[List[str]]) -> Config:
+def _config(config: str, overrides: Optional[List[str]], backbones: bool = False) -> Config:
+    """The validated config; with `backbones`, also every backbone's timm name and weights (for the commands
+    that lead to training: a bad one fails here, before any step works)."""
     from finegrain.orchestration.plan import config_from_file
 
     with _reported_errors():
-        return config_from_file(config, overrides or [])
+        cfg = config_from_file(config, overrides or [])
+        if backbones:
+            from finegrain.models.weight_sources import check_backbones
+
+            for note in check_backbones(cfg.train):
+                typer.echo(f"warning: {note}", err=True)
+    return cfg
 
 
 def _print(result: object) -> None:
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
 
 
+# Steps that hold `<out>/.finegrain.lock` themselves (per member, in their KFP component too); a second lock on
+# the same file from this process would be refused as another writer.
+SELF_LOCKING = ("train",)
+# Steps whose --out is a file, not a directory: it is written whole by one rename, so there is nothing to lock.
+FILE_OUTPUT = ("predict",)
+
+
 def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) -> None:
-    """Validate the config first (a typo fails before torch is imported), then run `finegrain.steps.<step>`.
+    """Validate the config first (a typo fails before torch is imported), then run `finegrain.steps.<step>`
+    holding `<out>/.finegrain.lock`, so a second command writing the same --out fails naming the first.
 
     A `data=None` keyword falls back to the config's `data.uri`.
     """
     import importlib
 
-    cfg = _config(config, overrides)
+    from finegrain import storage
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
+
+    cfg = _config(config, overrides, backbones=step in ("preprocess", "train"))
     if "data" in kwargs and kwargs["data"] is None:
         kwargs["data"] = cfg.data.uri
+    out = kwargs["out"]
     with _reported_errors():
         module = importlib.import_module(f"finegrain.steps.{step}")
-        _print(module.run(cfg, **kwargs))
+        with contextlib.ExitStack() as held:
+            if step not in SELF_LOCKING + FILE_OUTPUT:
+                held.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain {step} --out {out}"))
+            _print(module.run(cfg, **kwargs))
 
 
 @app.command("make-sample")
@@ -163,11 +186,17 @@ def ensemble(
     calibration: str = typer.Option(..., "--calibration", help="Calibrate output URI."),
     out: str = typer.Option(..., "--out"),
     groups: str = typer.Option(None, "--groups", help="Regroup output URI (for hierarchical inference)."),
+    manifest: str = typer.Option(
+        None, "--manifest", help="Preprocess output URI (thumbnails on the error-analysis page)."
+    ),
     config: str = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Weighted soft voting of calibrated members (optionally hierarchical over regroup groups)."""
-    _run_step("ensemble", config, set_, members=members, calibration=calibration, out=out, groups=groups)
+    _run_step(
+        "ensemble", config, set_, members=members, calibration=calibration, out=out, groups=groups,
+        manifest=manifest,
+    )
 
 
 @app.command()
@@ -227,19 +256,56 @@ def run(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, backbones=True)
     from finegrain import storage
-    from finegrain.orchestration.local import run_pipeline_locally
+    from finegrain.data.checks import check_dataset
+    from finegrain.data.layouts import read_dataset
+    from finegrain.orchestration.local import prepare_data, run_pipeline_locally
     from finegrain.storage.locks import LOCK_NAME, hold_lock
 
     # kfp.local has already printed a failing task's own traceback; this adds the one-line reason.
     with _reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError
         # One `finegrain run` per --out: two would interleave every step's outputs (each member also has its own).
         with hold_lock(storage.join(out, LOCK_NAME), f"finegrain run --out {out}"):
+            # The dataset's shape is checked here, in one line, rather than inside a task's traceback.
+            data = prepare_data(cfg, data or cfg.data.uri)
+            ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+            for note in check_dataset(ds, cfg.data.folds, cfg.data.aliases):
+                typer.echo(f"warning: {note}", err=True)
             summary = run_pipeline_locally(cfg, data=data, out=out, runner=runner)
     if not summary.get("submission_valid"):
         typer.echo("error: the pipeline finished but the submission did not validate", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    out: str = typer.Option(
+        ..., "--out", help="A `finegrain run --out` directory, or a work root (pipeline.work_root; or s3://)."
+    ),
+    keep: int = typer.Option(1, "--keep", min=1, help="Keep the outputs the latest N runs use."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Delete task outputs that none of the latest N runs uses (never one in use), and say what was freed."""
+    _config(config, set_)  # the storage settings (S3 retries)
+    from finegrain import storage
+    from finegrain.orchestration import gc as collector
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
+
+    work, run_dir = collector.work_root_of(out)
+    with _reported_errors():
+        with contextlib.ExitStack() as stack:
+            if run_dir is not None:  # no `finegrain run` on it meanwhile: none of its runs is in flight
+                stack.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain gc --out {out}"))
+            in_flight = run_dir is None
+            result = collector.collect_garbage(work, keep, in_flight_possible=in_flight, dry_run=dry_run)
+            if run_dir is not None:
+                extra = collector.collect_kfp_local(run_dir / ".kfp", dry_run=dry_run)
+                result["freed"] += extra
+                result["bytes"] += sum(f["bytes"] for f in extra)
+    typer.echo(collector.format_freed(result, dry_run))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -48,6 +48,16 @@ def log_loss(
 
     y_true: integer column indices into `probs` (or class names when `classes` is given).
     """
+    return float(np.mean(per_image_log_loss(y_true, probs, classes, aliases)))
+
+
+def per_image_log_loss(
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> np.ndarray:
+    """Each row's term of `log_loss` (its mean is the competition LogLoss): what the error analysis ranks by."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
         raise ValueError(f"probs must be 2-D [n, C], got shape {p.shape}")
@@ -70,8 +80,8 @@ def log_loss(
     if aliases and classes is not None:
         p, _, name_to_col = merge_alias_columns(p, classes, aliases)
         y = np.array([name_to_col[classes[i]] for i in y])
-    p = np.clip(p, EPS, 1 - EPS)
-    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    # Clipping the picked entries is clipping the matrix, at 1/C of the cost (400 classes x 33k rows).
+    return -np.log(np.clip(p[np.arange(len(y)), y], EPS, 1 - EPS))
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:

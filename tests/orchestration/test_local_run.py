@@ -1,15 +1,20 @@
 """The whole pipeline through kfp.local on the generated sample data (the same pipeline function as on the cluster).
 
 Small settings (one backbone, 1 epoch, 64 px, a few steps) keep it to a few minutes on 2 cores; `make run` uses the full
-sample config. Then, on the same outputs: a rerun after images were added re-plans, preprocesses and
-retrains every member, and a third, unchanged run is served from the cache (only the plan and the parent-run
-tasks run). The tests in this module share those runs and run in file order.
+sample config. Then, on the same outputs, each rerun checks what runs again and why: after images were added,
+preprocess and every member; unchanged, no step (only the plan and the parent-run tasks); `ensemble.method`
+changed, only ensemble, submit and register; a backbone added (a tiny one), only its members and the steps
+after train; that backbone's `lr` changed, only its members again. Then `finegrain gc` frees what the latest run
+does not use, and that run is still served whole from the cache. The tests in this module share those runs and
+run in file order; each run prints its duration.
 """
 
 import base64
 import hashlib
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,9 @@ from finegrain.config import load_config  # noqa: E402
 from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.slow
+
+CONFIG = ROOT / "configs/sample.yaml"
+LITE0 = "{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}"
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +43,10 @@ def local_run(dataset, tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("run")
     monkeypatch_module.chdir(out)  # the relative sqlite:/// tracking store lands in the run directory
     cfg = load_config(
-        ROOT / "configs/sample.yaml",
+        CONFIG,
         [
-            # one backbone, two folds: the reruns below retrain every member, so each member costs three times
-            "train.backbones=[{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}]",
+            # one backbone, two folds: the reruns below retrain every member, so each member costs twice
+            f"train.backbones=[{LITE0}]",
             "train.epochs=1",
             "train.image_size=64",
             "train.batch_size=16",
@@ -48,7 +56,9 @@ def local_run(dataset, tmp_path_factory, monkeypatch_module):
             f"tracking.uri=sqlite:///{out}/mlruns.db",
         ],
     )
+    started = time.monotonic()
     summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out / "outputs"))
+    print(f"local pipeline run (first): {time.monotonic() - started:.0f} s")
     return cfg, out / "outputs", summary
 
 
@@ -146,7 +156,8 @@ def test_first_version_is_champion_and_each_member_weights_are_stored_once(local
     weights = sorted((out.parent / "mlartifacts").rglob("*.pt"))
     assert [p.name for p in weights] == [f"member{i}.pt" for i in range(_members(cfg))], weights
     digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in weights}
-    assert digests == {hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "train").rglob("model.pt")}
+    members = [out / "train" / "efficientnet_lite0" / f"fold{k}" / "model.pt" for k in range(cfg.data.folds)]
+    assert digests == {hashlib.sha256(p.read_bytes()).hexdigest() for p in members}
 
 
 def _test_images(dataset: Path, n: int) -> tuple[list[str], list[bytes]]:
@@ -250,16 +261,48 @@ def _parent_status(cfg, run_id: str) -> str:
     return MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).info.status
 
 
+BOOKKEEPING = {"end-run": 1, "plan-run": 1, "start-run": 1}  # run by every pipeline run, never cached
+AFTER_TRAIN = {"regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1, "register": 1}
+CACHED = "reused: same inputs (kfp.local cache)"
+TINY = "{name: test_efficientnet}"  # a second backbone: a tiny random-init timm test model, seconds to train
+
+
+def _with(cfg, *overrides: str):
+    from finegrain.config import config_from_dict
+
+    return config_from_dict(cfg.model_dump(mode="json"), list(overrides))
+
+
+def _rerun(cfg, dataset, out, *overrides: str, label: str = "") -> dict:
+    from finegrain.orchestration.local import run_pipeline_locally
+
+    started = time.monotonic()
+    summary = run_pipeline_locally(_with(cfg, *overrides), data=str(dataset), out=str(out))
+    print(f"local pipeline run ({label or ', '.join(overrides) or 'unchanged'}): {time.monotonic() - started:.0f} s")
+    return summary
+
+
+def _steps(counts: dict) -> dict:
+    return {k: v for k, v in counts.items() if k not in BOOKKEEPING}
+
+
+def _uri(summary: dict, task: str) -> Path:
+    from finegrain.orchestration.layout import output_uri
+
+    return Path(output_uri(summary["work_root"], task, summary["keys"][task]))
+
+
 @pytest.fixture(scope="module")
 def reruns() -> dict:
     """Summaries of the reruns below, for the ones after them."""
     return {}
 
 
+MEMBER = "train/efficientnet_lite0/fold{}"
+
+
 def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, dataset, reruns):
     from PIL import Image
-
-    from finegrain.orchestration.local import run_pipeline_locally
 
     cfg, out, first = local_run
     cls = sorted(p for p in (dataset / "train").iterdir() if p.is_dir())[0]
@@ -267,19 +310,21 @@ def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, da
     for i in range(3):
         pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
-    summary = reruns["added"] = run_pipeline_locally(cfg, data=str(dataset), out=str(out))
+    summary = reruns["added"] = _rerun(cfg, dataset, out, label="images added")
     assert summary["submission_valid"]
-    assert summary["data_hash"] != first["data_hash"] and summary["work_root"] != first["work_root"]
+    assert summary["data_hash"] != first["data_hash"]
+    assert all(summary["keys"][t] != first["keys"][t] for t in first["keys"])  # new data: every key is new
     ran, cached = summary["tasks"]["ran"], summary["tasks"]["cached"]
     assert ran["preprocess"] == 1 and ran["train"] == _members(cfg) and not cached
+    assert summary["why"]["preprocess"].startswith("ran: the data changed (hash ")
+    assert summary["why"][MEMBER.format(0)] == "ran: input preprocess changed"
     manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")  # the link follows the latest run
     assert {f"added_{i}.jpg" for i in range(3)} <= set(manifest["path"].map(lambda p: Path(p).name))
-    work = Path(summary["work_root"])
-    for b in cfg.train.backbones:
-        for k in range(cfg.data.folds):
-            assert (work / "train" / b.name / f"fold{k}" / "metrics.json").exists(), (b.name, k)
-    # the first run's members are untouched in their own work root
-    assert (Path(first["work_root"]) / "train").is_dir()
+    for k in range(cfg.data.folds):
+        assert (_uri(summary, MEMBER.format(k)) / "metrics.json").exists(), k
+        assert (out / MEMBER.format(k)).resolve() == _uri(summary, MEMBER.format(k))
+        # the first run's members are untouched in their own directories
+        assert (_uri(first, MEMBER.format(k)) / "metrics.json").exists(), k
 
 
 def test_the_rerun_version_is_gated_against_the_champion_on_its_out_of_fold_images(local_run, reruns):
@@ -302,29 +347,104 @@ def test_the_rerun_version_is_gated_against_the_champion_on_its_out_of_fold_imag
 
 
 def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):
-    from finegrain.orchestration.local import run_pipeline_locally
-
     cfg, out, _ = local_run
     first = reruns["added"]  # the run after images were added: this one changes nothing
     manifest = out / "preprocess" / "manifest.parquet"
     before = manifest.stat().st_mtime_ns
     capsys.readouterr()
-    summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out))
-    assert summary["submission_valid"] and summary["work_root"] == first["work_root"]
+    summary = reruns["unchanged"] = _rerun(cfg, dataset, out)
+    assert summary["submission_valid"] and summary["keys"] == first["keys"]
     # only the plan and the parent run's start and end run; every step is a kfp.local cache hit
-    assert summary["tasks"]["ran"] == {"end-run": 1, "plan-run": 1, "start-run": 1}
+    assert summary["tasks"]["ran"] == BOOKKEEPING
     assert summary["tasks"]["cached"] == {
-        "preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1
-    }
+        "preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1,
+        "register": 1,
+    }  # fmt: skip
+    assert set(summary["why"].values()) == {CACHED}
     assert manifest.stat().st_mtime_ns == before, "preprocess ran again instead of coming from the cache"
     printed = capsys.readouterr().out
-    assert f"tasks reused from the cache: calibrate, ensemble, preprocess, regroup, submit, train x{_members(cfg)}" in (
-        printed
-    )
+    with capsys.disabled():
+        print(f"local pipeline run (unchanged): {summary['elapsed_s']:.0f} s")
+    assert (
+        "tasks reused from the cache: calibrate, ensemble, preprocess, register, regroup, submit, "
+        f"train x{_members(cfg)}"
+    ) in printed
     assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
+    assert "[finegrain] plan: ensemble: reuses its outputs (same inputs)" in printed  # and predicted up front
+    assert f"  {MEMBER.format(0):32s} {CACHED}" in printed  # one line per task in the summary
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
     assert _parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
+
+
+def test_changing_the_ensemble_method_runs_only_ensemble_submit_and_register(local_run, dataset, reruns):
+    cfg, out, _ = local_run
+    summary = reruns["ensemble"] = _rerun(cfg, dataset, out, "ensemble.method=uniform")
+    assert summary["submission_valid"] and summary["ensemble"]["method"] == "uniform"
+    assert _steps(summary["tasks"]["ran"]) == {"ensemble": 1, "submit": 1, "register": 1}
+    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1}
+    assert summary["why"]["ensemble"] == "ran: ensemble.method changed 'optimized' -> 'uniform'"
+    assert summary["why"]["submit"] == summary["why"]["register"] == "ran: input ensemble changed"
+    assert summary["why"]["calibrate"] == CACHED
+    assert summary["registered_model"] and summary["registered_model"] != reruns["added"]["registered_model"]
+    # the earlier ensemble is still there under its own key: going back to it finds it
+    assert (_uri(reruns["unchanged"], "ensemble") / "ensemble.json").exists()
+
+
+def test_adding_a_backbone_trains_only_its_members(local_run, dataset, reruns):
+    cfg, out, _ = local_run
+    added = f"train.backbones=[{LITE0}, {TINY}]"
+    summary = reruns["backbone"] = _rerun(cfg, dataset, out, "ensemble.method=uniform", added)
+    assert summary["submission_valid"] and len(summary["members"]) == 2 * cfg.data.folds
+    ran = _steps(summary["tasks"]["ran"])
+    assert ran == {"train": cfg.data.folds, **AFTER_TRAIN}
+    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": cfg.data.folds}
+    for k in range(cfg.data.folds):
+        assert summary["why"][MEMBER.format(k)] == CACHED
+        assert summary["why"][f"train/test_efficientnet/fold{k}"] == "ran: not in the previous run"
+        assert (out / f"train/test_efficientnet/fold{k}" / "metrics.json").exists()  # linked like the others
+    new_members = ", ".join(f"train/test_efficientnet/fold{k}" for k in range(cfg.data.folds))
+    assert summary["why"]["regroup"] == f"ran: inputs {new_members} changed"
+
+
+def test_changing_one_backbones_lr_retrains_only_its_members(local_run, dataset, reruns):
+    cfg, out, _ = local_run
+    before = reruns["backbone"]
+    changed = f"train.backbones=[{LITE0}, {{name: test_efficientnet, lr: 0.003}}]"
+    summary = reruns["lr"] = _rerun(cfg, dataset, out, "ensemble.method=uniform", changed)
+    assert summary["submission_valid"]
+    assert _steps(summary["tasks"]["ran"])["train"] == cfg.data.folds  # the other backbone's members are reused
+    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": cfg.data.folds}
+    for k in range(cfg.data.folds):
+        why = summary["why"][f"train/test_efficientnet/fold{k}"]
+        assert why == "ran: train.backbone.lr changed null -> 0.003"
+        assert summary["keys"][MEMBER.format(k)] == before["keys"][MEMBER.format(k)]
+        metrics = json.loads((out / f"train/test_efficientnet/fold{k}" / "metrics.json").read_text())
+        assert metrics["lr"] == 0.003
+
+
+def test_gc_frees_old_outputs_and_keeps_the_current_ones(local_run, dataset, reruns):
+    from typer.testing import CliRunner
+
+    from finegrain.cli import app
+
+    cfg, out, first = local_run
+    latest = reruns["lr"]
+    result = CliRunner().invoke(app, ["gc", "--out", str(out), "--keep", "1", "--config", str(CONFIG)])
+    assert result.exit_code == 0, result.output
+    gone = [_uri(first, "preprocess"), _uri(first, MEMBER.format(0)), _uri(reruns["unchanged"], "ensemble"),
+            _uri(reruns["backbone"], "train/test_efficientnet/fold0")]  # fmt: skip
+    for path in gone:
+        assert not path.exists(), path
+        assert f"freed {path} (" in result.output
+    assert re.search(r"^freed [\d,]+ bytes in \d+ places; kept the outputs of 1 run\(s\)", result.output, re.M)
+    for task in latest["keys"]:
+        assert _uri(latest, task).is_dir(), task
+    assert (out / "submit" / "submission.csv").exists()  # the links still point at the latest outputs
+    # what gc kept is whole: an unchanged rerun is still served entirely from the cache
+    summary = _rerun(cfg, dataset, out, "ensemble.method=uniform", f"train.backbones=[{LITE0}, "
+                     "{name: test_efficientnet, lr: 0.003}]", label="unchanged, after gc")  # fmt: skip
+    assert summary["tasks"]["ran"] == BOOKKEEPING and summary["keys"] == latest["keys"]
 
 
 def test_a_failed_pipeline_ends_its_parent_run_failed(local_run, tmp_path):
@@ -338,7 +458,7 @@ def test_a_failed_pipeline_ends_its_parent_run_failed(local_run, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="preprocess"):
         run_pipeline_locally(cfg, data=str(bad), out=str(out))
-    records = list((out / "work").glob("*/mlflow_parent_run.json"))
+    records = list((out / "work" / "runs").glob("*/mlflow_parent_run.json"))
     assert len(records) == 1
     parent = json.loads(records[0].read_text())["run_id"]
     assert parent and _parent_status(cfg, parent) == "FAILED"

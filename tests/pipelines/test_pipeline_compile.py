@@ -82,10 +82,13 @@ def test_fan_out_comes_from_the_run_plan_at_run_time(compiled):
         "outputParameterKey": "Output", "producerTask": "plan-run"
     }
     assert loop["iteratorPolicy"]["parallelismLimit"] == compiled[0].pipeline.parallelism
-    # inside the loop only the loop item and artifacts: kfp.local swaps task-output parameters for the item
+    # inside the loop only the loop item and artifacts: kfp.local swaps task-output parameters for the item,
+    # so the member's spec (its key and settings) is a field of the item
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["train"]["inputs"]
     assert set(inner["artifacts"]) == {"preprocess"}
     assert all("componentInputParameter" in v for v in inner["parameters"].values())
+    assert set(inner["parameters"]) == {"backbone", "fold", "spec"}
+    assert inner["parameters"]["spec"]["parameterExpressionSelector"] == "parseJson(string_value)[\"spec\"]"
 
 
 def test_run_parameters_are_editable_and_nothing_is_precomputed(compiled):
@@ -156,19 +159,25 @@ def test_credentials_only_by_secret_reference(compiled):
         assert literal not in lowered
 
 
-def test_cache_keys_follow_the_data_and_code_computed_at_run_time(compiled):
+def test_each_step_is_keyed_by_its_own_spec_from_the_plan(compiled):
     _, _, spec, _ = compiled
     tasks = _root_tasks(spec)
-    pre = tasks["preprocess"]
-    assert pre["cachingOptions"]["enableCache"] is True
-    params = pre["inputs"]["parameters"]
-    for key, output in [("data_hash", "data_hash"), ("code_version", "code_version"), ("work_root", "work_root"),
-                        ("config_text", "config"), ("data_uri", "data")]:
-        assert params[key] == {"taskOutputParameter": {"outputParameterKey": output, "producerTask": "plan-run"}}
-    # the plan must see the data as it is now; the parent run and its end are new for every pipeline run
+    # a step's only parameter is its spec (key, settings, inputs' keys): its cache key follows what it reads,
+    # never the whole config, so a setting one step reads is a cache miss for that step and its dependants only
+    for step in ("preprocess", "regroup", "calibrate", "ensemble", "submit", "register"):
+        task = tasks[step]
+        assert task["cachingOptions"]["enableCache"] is True, step
+        assert task["inputs"]["parameters"] == {
+            "spec": {"taskOutputParameter": {"outputParameterKey": f"{step}_spec", "producerTask": "plan-run"}}
+        }, step
+    # the plan must see the data (and the finished outputs) as they are now; the parent run and its end are new
+    # for every pipeline run
     for name in ("plan-run", "start-run"):
         assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
     assert not spec["root"]["dag"]["tasks"]["end-run"].get("cachingOptions", {}).get("enableCache")
+    assert tasks["plan-run"]["inputs"]["parameters"]["kfp_run_id"]["runtimeValue"]["constant"] == (
+        "{{$.pipeline_job_uuid}}"
+    )
 
 
 def test_exit_handler_ends_the_parent_run_with_the_final_status(compiled):

@@ -122,7 +122,9 @@ def test_run_parameters_do_not_pin_the_data(kfp_api, tmp_path):
     assert len(runs) == 2 and runs[0]["runtime_config"] == runs[1]["runtime_config"]
     spec = _uploaded_spec(next(b for m, p, b in api.requests if m == "POST" and "/pipelines/upload" in p))
     body = next(c for n, c in spec["components"].items() if n.startswith("comp-exit-handler"))["dag"]["tasks"]
-    assert body["preprocess"]["inputs"]["parameters"]["data_hash"]["taskOutputParameter"]["producerTask"] == "plan-run"
+    # preprocess's cache key (its spec, holding the data hash) comes from the plan task at run time
+    spec_input = body["preprocess"]["inputs"]["parameters"]["spec"]["taskOutputParameter"]
+    assert spec_input == {"outputParameterKey": "preprocess_spec", "producerTask": "plan-run"}
 
 
 def test_a_bad_override_fails_before_anything_is_sent(kfp_api, tmp_path):

@@ -164,3 +164,16 @@ def test_bench_smoke_runs():
     assert res.returncode == 0, res.stderr
     assert "finegrain Regrouper.fit" in res.stdout and "sklearn TSNE on 200 points (measured)" in res.stdout
     assert "EXTRAPOLATED" in res.stdout
+
+
+def test_neighbouring_groups_get_different_colours_from_the_whole_palette():
+    from finegrain.posthoc.regrouping.colours import NEIGHBOURS, PALETTE, group_colours
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 100, size=(150, 2))  # a 400-class run has ~150 multi-class groups
+    colours = group_colours(centres, list(range(150)))
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    for g, near in enumerate(np.argsort(dist, axis=1)[:, :NEIGHBOURS]):
+        assert all(colours[g] != colours[int(j)] for j in near), g
+    assert set(colours.values()) == set(PALETTE)

@@ -36,6 +36,9 @@ def test_outputs_follow_the_contract_and_manifest_order(member):
     assert confusion["classes"] == classes["classes"] and np.array(confusion["matrix"]).shape == (c, c)
     assert np.array_equal(np.array(confusion["matrix"]).sum(axis=1), np.bincount(oof["labels"], minlength=c))
     assert np.trace(np.array(confusion["matrix"])) == (oof["logits"].argmax(1) == oof["labels"]).sum()
+    # at any class count (the KFP UI's confusion matrix stops at 40): the fold's error page, with pictures
+    errors = (out / "errors.html").read_text(encoding="utf-8")
+    assert "Per class" in errors and "data:image/jpeg;base64," in errors and str(member["prep"]) not in errors
     for key in ("backbone", "fold", "val_logloss", "val_accuracy", "epochs", "train_img_per_s", "peak_memory_mb"):
         assert key in metrics
     assert metrics["backbone"] == BACKBONE and metrics["fold"] == 0 and metrics["epochs"] == EPOCHS

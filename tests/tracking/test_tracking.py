@@ -235,3 +235,25 @@ def test_local_dir_on_s3_keeps_run_id_and_record(
     client = MlflowClient(tracking_uri=cfg.uri)
     assert _history(client, first.run_id, "nll") == [(0, 1.0), (1, 0.5)]
     assert [a.path for a in client.list_artifacts(first.run_id, "plots")] == ["plots/a.png"]
+
+
+def test_system_metrics_sampled_while_the_run_lasts(sqlite_tracking_uri: str, tmp_path: Path, monkeypatch) -> None:
+    """Train tasks log CPU/memory/disk/network as system/* metrics (MLflow's monitor, on our run id)."""
+    import time
+
+    from finegrain.tracking import system_metrics
+
+    monkeypatch.setattr(system_metrics, "SAMPLING_INTERVAL_S", 0.2)
+    cfg = TrackingConfig(uri=sqlite_tracking_uri, experiment="sysmetrics", retries=0)
+    tr = Tracker(cfg, "member", local_dir=tmp_path, system_metrics=True)
+    tr.start()
+    time.sleep(1.5)
+    started = time.perf_counter()
+    tr.end()
+    assert time.perf_counter() - started < system_metrics.STOP_WAIT_S + 5  # stopping the sampler is quick
+    keys = set(MlflowClient(tracking_uri=sqlite_tracking_uri).get_run(tr.run_id).data.metrics)
+    assert "system/cpu_utilization_percentage" in keys and "system/system_memory_usage_megabytes" in keys
+    with Tracker(cfg.model_copy(update={"system_metrics": False}), "off", local_dir=tmp_path / "b",
+                 system_metrics=True) as off:  # fmt: skip
+        time.sleep(0.5)
+    assert not MlflowClient(tracking_uri=sqlite_tracking_uri).get_run(off.run_id).data.metrics

@@ -220,6 +220,8 @@ class TrackingConfig(_Section):
     artifact_location: str | None = None
     retries: int = Field(3, ge=0)
     register_model: str | None = "finegrain-ensemble"
+    # CPU/GPU/memory/network of train tasks as MLflow `system/*` metrics (needs psutil; pynvml for GPUs).
+    system_metrics: bool = True
 
 
 class StorageConfig(_Section):
@@ -244,8 +246,12 @@ class PipelineConfig(_Section):
     # Optional Secret with key FINEGRAIN_SUBMIT_TOKEN, given to the submit task as submit.token_env.
     submit_token_secret: str = "finegrain-submit"
     s3_endpoint: str = "minio.finegrain.svc.cluster.local:9000"
-    # Where steps write; a run's outputs go under <work_root>/<hash of config and data fingerprint>/<step>/.
+    # Where steps write: each task's outputs under <work_root>/<task>/<key of what it reads>/ (see
+    # orchestration.layout), so a changed setting reruns only the tasks that read it.
     work_root: str = "s3://finegrain-artifacts/runs"
+    # After a run that succeeded, delete the task outputs that none of the latest N runs (nor a run still in
+    # flight) uses, as `finegrain gc --keep N` does; 0 keeps everything.
+    retention_runs: int = Field(0, ge=0)
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"finegrain.io/pool": "gpu"})
     gpu_toleration_key: str = "nvidia.com/gpu"
     train_cpu: str = "8"

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from finegrain import storage
+from finegrain.data.links import links_message, refused_links
 
 __all__ = ["Dataset", "DatasetError", "detect_layout", "nfc", "read_dataset"]
 
@@ -84,6 +85,9 @@ def _list_files(root: str) -> dict[str, str]:
     if not storage.is_s3(root):
         if not Path(root).is_dir():
             raise DatasetNotFoundError(f"{root}: dataset root not found (no such directory)")
+        refused = refused_links(root)
+        if refused:
+            raise DatasetError(links_message(root, refused))
         return {Path(p).relative_to(root).as_posix(): p for p in storage.list_uris(root)}
     files = storage.list_uris(root)
     if not files:
@@ -277,6 +281,11 @@ def read_dataset(uri: str, layout: str = "auto", extensions: Sequence[str] = DEF
         )
     skipped: list[str] = []
     train, classes = _train_rows(root, rels, extensions, skipped)
+    if layout == "hecto" and _detect(rels, root) == "imagefolder":
+        raise DatasetError(
+            f"{root}: data.layout is 'hecto' but there is no test.csv or sample_submission.csv; this looks like an "
+            "ImageFolder set (train/<class>/, test/): set data.layout: auto (or --set data.layout=auto)"
+        )
     if layout == "hecto":
         test = _hecto_test(root, rels, skipped)
         test_ids = [r["image_id"] for r in test]

@@ -6,7 +6,7 @@ this module only supplies what differs: where things live, who owns them, and ho
 Layout -- everything a step writes is under ONE root (`--out`), bind-mounted at the same absolute path, so the
 paths in the config, in kfp's executor files and in MLflow mean the same inside and outside the containers:
 
-    <root>/work/<key>/                       the work root, as with the subprocess runner (<root>/<step>: links)
+    <root>/work/                             the work root, as with the subprocess runner (<root>/<step>: links)
     <root>/.kfp/outputs                      kfp's pipeline root (artifacts, executor input/output)
     <root>/.kfp/cache                        kfp.local's cache (read and written by this process only)
     <root>/mlflow/mlruns.db, mlartifacts/    the embedded MLflow store, when tracking.uri is sqlite:///

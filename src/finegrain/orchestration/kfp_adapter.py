@@ -1,29 +1,39 @@
 """What the Kubeflow components call: map a component's parameters and artifacts to one step call.
 
-Steps write every file and record they produce themselves (finegrain.steps.*), at the work URI the layout gives
-(finegrain.orchestration.layout: MinIO on a cluster, a local directory in `make run`). This module only
-1. resolves the config text and the step's work URI, and turns input artifacts back into work URIs;
-2. mirrors the step's small files into the component's output artifact, so the Kubeflow UI, lineage and caching
-   see them; big binaries (checkpoints, model weights) stay at the work URI, named in `source.json`;
-3. copies pages the step wrote (Markdown, HTML) into the UI artifacts and its numbers into Metrics artifacts.
-The train step's work URI is stable across pod retries, which is what lets a preempted train task resume.
+Steps write every file they produce themselves (finegrain.steps.*), at the work URI the layout gives for
+the task's key (finegrain.orchestration.layout: MinIO on a cluster, a local directory in `make run`). This
+module only
+1. reads the task's spec (its key and what it was planned from, see orchestration.plan), finds its run's
+   config through the key's claim, and turns input artifacts back into work URIs;
+2. runs the step, unless outputs recorded for exactly this spec are already there (a rerun with the cache
+   off): then it says so and reuses them; either way it records why (orchestration.records);
+3. mirrors the step's small files into the component's output artifact, so the Kubeflow UI, lineage and
+   caching see them; big binaries (checkpoints, model weights) stay at the work URI, named in `source.json`;
+4. copies pages the step wrote (Markdown, HTML) into the UI artifacts, with a first line saying why the task
+   ran or was reused (also in the artifact's metadata, `why`), and its numbers into Metrics artifacts.
+A member's work URI depends only on its key, so it is stable across pod retries: a preempted train task
+resumes.
 """
 
 from __future__ import annotations
 
+import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from finegrain import storage
-from finegrain.orchestration import layout
+from finegrain.config import Config
 from finegrain.orchestration.parent_run import parent_run_id
-from finegrain.orchestration.plan import config_from_text
+from finegrain.orchestration.plan import REUSED, config_from_text
+from finegrain.orchestration.records import PlannedTask
+from finegrain.reports.html import page, paragraph
 from finegrain.steps.outputs import scalars
+from finegrain.storage.locks import LOCK_NAME, hold_lock
 
 # Never mirrored into KFP artifacts: large, and only needed through their work URI.
 HEAVY = {"checkpoint.pt", "model.pt"}
-RUN_CONTEXT_FILE = "run_context.json"
 SOURCE_FILE = "source.json"
 SMALL_CONFUSION_MATRIX = 40  # the KFP UI's confusion matrix is unreadable beyond a few dozen classes
 
@@ -56,10 +66,17 @@ def work_uri_of(artifact_dir: str | Path) -> str:
     return json.loads(p.read_text(encoding="utf-8"))["work_uri"] if p.exists() else str(artifact_dir)
 
 
-def copy_page(work_uri: str, name: str, dst_path: str | Path) -> None:
-    """A page the step wrote (Markdown or HTML), as a UI artifact's file."""
+def copy_page(work_uri: str, name: str, dst_path: str | Path, note: str = "") -> None:
+    """A page the step wrote (Markdown or HTML), as a UI artifact's file, with `note` as its first line."""
+    text = storage.read_text(storage.join(work_uri, name))
+    if note and name.endswith(".html"):
+        body = text.find("<body>")
+        at = body + len("<body>") if body >= 0 else 0
+        text = f"{text[:at]}<p><i>{html.escape(note)}</i></p>{text[at:]}"
+    elif note:
+        text = f"_{note}_\n\n{text}"
     Path(dst_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(dst_path).write_text(storage.read_text(storage.join(work_uri, name)), encoding="utf-8")
+    Path(dst_path).write_text(text, encoding="utf-8")
 
 
 def fill_metrics(artifact: Any, values: dict) -> None:
@@ -81,145 +98,178 @@ def _summary(work_uri: str) -> dict:
     return json.loads(storage.read_text(storage.join(work_uri, "summary.json")))
 
 
-def write_run_context(out_dir: str | Path, config_text: str, work_root: str) -> None:
-    """The config and work root, carried by preprocess's artifact into the train loop: kfp.local (2.17)
-    replaces every task-output *parameter* entering a ParallelFor with the loop item, artifacts pass intact."""
-    _write_json(Path(out_dir) / RUN_CONTEXT_FILE, {"config_text": config_text, "work_root": work_root})
+def run_task(
+    spec_text: str, step: Callable[[Config, PlannedTask, str | None], Any]
+) -> tuple[PlannedTask, str, dict]:
+    """Run `step(cfg, task, parent_run_id)` (writing to `task.out`), or reuse outputs recorded for exactly the
+    task's spec.
+
+    Returns the task, why it ran or was reused, and the step's summary (its summary.json)."""
+    task = PlannedTask.from_spec(spec_text)
+    cfg = config_from_text(task.config_text)
+    # One writer per output: two runs that planned the same key at once wait for each other here.
+    with hold_lock(storage.join(task.out, LOCK_NAME), f"{task.name} {task.key}"):
+        if task.is_done():
+            ran, why = False, f"reused: {REUSED} (its record {task.key} matches)"
+        else:
+            step(cfg, task, parent_run_id(task.run_root) or None)
+            task.write_record()
+            ran, why = True, f"ran: {task.planned_why}"
+    task.write_outcome(ran, why)
+    print(f"{task.name}: {why}", flush=True)
+    return task, why, _summary(task.out)
 
 
-def read_run_context(artifact_dir: str | Path) -> tuple[str, str]:
-    ctx = json.loads((Path(artifact_dir) / RUN_CONTEXT_FILE).read_text(encoding="utf-8"))
-    return ctx["config_text"], ctx["work_root"]
+def _published(task: PlannedTask, why: str, out_dir: str | Path, metadata: dict) -> None:
+    publish(task.out, out_dir, metadata)
+    metadata.update(why=why, key=task.key, run=task.plan.get("run"))
+
+
+def _note(task: PlannedTask, why: str) -> str:
+    # Named with its run: a task served from KFP's cache shows the page of the run that executed it.
+    return f"{why} (run {task.plan.get('run')})"
 
 
 # ------------------------------------------------------------------------------------------------ steps
-# One function per component. Each returns the step's summary as a JSON string (a small KFP output parameter
-# that the local run prints) and fills the component's UI artifacts.
+# One function per component. Each takes the task's spec (orchestration.plan.task_spec), returns the step's
+# summary as a JSON string (a small KFP output parameter that the local run prints) and fills the component's
+# UI artifacts.
 
 
-def run_preprocess(
-    config_text: str, data_uri: str, work_root: str, out_dir: str, report_path: str, metadata: dict,
-    data_hash: str = "", code_version: str = "",
-) -> str:
+def run_preprocess(spec_text: str, out_dir: str, report_path: str, metadata: dict, page_path: str = "") -> str:
     from finegrain.steps import preprocess
 
-    cfg = config_from_text(config_text)
-    out = layout.step_uri(work_root, "preprocess")
-    summary = preprocess.run(cfg, data=data_uri, out=out, data_hash=data_hash, code_version=code_version)
-    publish(out, out_dir, metadata)
-    write_run_context(out_dir, config_text, work_root)
-    copy_page(out, "report.md", report_path)
+    data_hash = json.loads(spec_text)["inputs"]["data"]["key"]
+
+    def step(cfg: Config, task: PlannedTask, _parent: str | None) -> None:
+        # preprocess opens its own run (tagged with the data hash), not one nested under the pipeline's
+        preprocess.run(cfg, data=cfg.data.uri, out=task.out, data_hash=data_hash,
+                       code_version=task.plan.get("code_version", ""))  # fmt: skip
+
+    task, why, summary = run_task(spec_text, step)
+    _published(task, why, out_dir, metadata)
+    copy_page(task.out, "report.md", report_path, note=_note(task, why))
+    if page_path:
+        copy_page(task.out, "report.html", page_path, note=_note(task, why))
     metadata.update({"data_hash": data_hash, **scalars(summary)})
     return json.dumps(summary, default=str)
 
 
+def _text_or_none(uri: str) -> str | None:
+    try:
+        return storage.read_text(uri)
+    except FileNotFoundError:
+        return None
+
+
 def run_train(
-    preprocess_dir: str, backbone: str, fold: int, out_dir: str, metadata: dict, metrics_artifact: Any = None,
-    confusion_artifact: Any = None,
+    preprocess_dir: str, backbone: str, fold: int, spec_text: str, out_dir: str, metadata: dict,
+    metrics_artifact: Any = None, confusion_artifact: Any = None, errors_path: str = "",
 ) -> str:
+    """Train one member at its key's URI; the train step itself reuses a finished member whose recorded
+    provenance matches (the guard, whatever the directory) and resumes from its checkpoint otherwise."""
     from finegrain.steps import train
 
-    config_text, work_root = read_run_context(preprocess_dir)
-    cfg = config_from_text(config_text)
+    task = PlannedTask.from_spec(spec_text)
+    cfg = config_from_text(task.config_text)
     fold = int(float(fold))  # loop items arrive as strings on a cluster, as floats from kfp.local
-    out = layout.member_uri(work_root, backbone, fold)
+    metrics_uri = storage.join(task.out, "metrics.json")
+    before = _text_or_none(metrics_uri)
     result = train.run(
-        cfg, manifest=str(preprocess_dir), fold=fold, backbone=backbone, out=out,
-        parent_run_id=parent_run_id(work_root) or None,
+        cfg, manifest=str(preprocess_dir), fold=fold, backbone=backbone, out=task.out,
+        parent_run_id=parent_run_id(task.run_root) or None,
     )
-    publish(out, out_dir, metadata)
+    ran = before is None or _text_or_none(metrics_uri) != before
+    reused = f"reused: {REUSED} (the finished member's provenance matches)"
+    why = f"ran: {task.planned_why}" if ran else reused
+    task.write_record()
+    task.write_outcome(ran, why)
+    print(f"{task.name}: {why}", flush=True)
+    _published(task, why, out_dir, metadata)
     metadata.update({"backbone": backbone, "fold": fold})
     fill_metrics(metrics_artifact, {k: result.get(k) for k in ("val_logloss", "val_accuracy", "train_img_per_s")})
     if confusion_artifact is not None:
-        confusion = json.loads(storage.read_text(storage.join(out, "confusion.json")))
+        confusion = json.loads(storage.read_text(storage.join(task.out, "confusion.json")))
         if len(confusion["classes"]) <= SMALL_CONFUSION_MATRIX:
             confusion_artifact.log_confusion_matrix(confusion["classes"], confusion["matrix"])
         _write_json(confusion_artifact.path, confusion_artifact.metadata)
+    if errors_path:  # at any size: the confused pairs and per-class table the matrix cannot show at 400 classes
+        if storage.exists(storage.join(task.out, "errors.html")):
+            copy_page(task.out, "errors.html", errors_path, note=_note(task, why))
+        else:  # a finished member reused from before the page existed; the artifact still needs its file
+            Path(errors_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(errors_path).write_text(page(task.name, paragraph(
+                "No error page: this member was reused from a finegrain version that did not write one.")))
     return json.dumps(result, default=str)
 
 
-def run_regroup(
-    config_text: str, members: list[str], work_root: str, out_dir: str, page_path: str, metadata: dict,
-) -> str:
+def run_regroup(spec_text: str, members: list[str], out_dir: str, page_path: str, metadata: dict) -> str:
     from finegrain.steps import regroup
 
-    cfg = config_from_text(config_text)
-    out = layout.step_uri(work_root, "regroup")
-    result = regroup.run(
-        cfg, members=[work_uri_of(m) for m in members], out=out, parent_run_id=parent_run_id(work_root) or None
-    )
-    publish(out, out_dir, metadata)
-    copy_page(out, "tsne.html", page_path)
-    metadata.update(scalars(result))
-    return json.dumps(result, default=str)
+    task, why, summary = run_task(spec_text, lambda cfg, task, parent: regroup.run(
+        cfg, members=[work_uri_of(m) for m in members], out=task.out, parent_run_id=parent))  # fmt: skip
+    _published(task, why, out_dir, metadata)
+    copy_page(task.out, "tsne.html", page_path, note=_note(task, why))
+    metadata.update(scalars(summary))
+    return json.dumps(summary, default=str)
 
 
 def run_calibrate(
-    config_text: str, members: list[str], work_root: str, out_dir: str, page_path: str, metadata: dict,
+    spec_text: str, members: list[str], out_dir: str, page_path: str, metadata: dict,
     metrics_artifact: Any = None,
 ) -> str:
     from finegrain.steps import calibrate
 
-    cfg = config_from_text(config_text)
-    out = layout.step_uri(work_root, "calibrate")
-    result = calibrate.run(
-        cfg, members=[work_uri_of(m) for m in members], out=out, parent_run_id=parent_run_id(work_root) or None
-    )
-    publish(out, out_dir, metadata)
-    copy_page(out, "calibration.html", page_path)
-    fill_metrics(metrics_artifact, {k: v for k, v in result.items() if k.startswith(("mean_", "pooled_"))})
-    return json.dumps(result, default=str)
+    task, why, summary = run_task(spec_text, lambda cfg, task, parent: calibrate.run(
+        cfg, members=[work_uri_of(m) for m in members], out=task.out, parent_run_id=parent))  # fmt: skip
+    _published(task, why, out_dir, metadata)
+    copy_page(task.out, "calibration.html", page_path, note=_note(task, why))
+    fill_metrics(metrics_artifact, {k: v for k, v in summary.items() if k.startswith(("mean_", "pooled_"))})
+    return json.dumps(summary, default=str)
 
 
 def run_ensemble(
-    config_text: str, members: list[str], calibration_dir: str, groups_dir: str, work_root: str,
-    out_dir: str, report_path: str, metadata: dict, metrics_artifact: Any = None,
+    spec_text: str, members: list[str], calibration_dir: str, groups_dir: str, out_dir: str, report_path: str,
+    metadata: dict, metrics_artifact: Any = None, preprocess_dir: str = "", errors_path: str = "",
 ) -> str:
     from finegrain.steps import ensemble
 
-    cfg = config_from_text(config_text)
-    out = layout.step_uri(work_root, "ensemble")
-    result = ensemble.run(
-        cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir), out=out,
-        groups=work_uri_of(groups_dir) if groups_dir else None, parent_run_id=parent_run_id(work_root) or None,
-    )
-    publish(out, out_dir, metadata)
-    copy_page(out, "report.md", report_path)
-    fill_metrics(metrics_artifact, {k: result[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
-    return json.dumps(result, default=str)
+    task, why, summary = run_task(spec_text, lambda cfg, task, parent: ensemble.run(
+        cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir),
+        out=task.out, groups=work_uri_of(groups_dir) if groups_dir else None, parent_run_id=parent,
+        manifest=work_uri_of(preprocess_dir) if preprocess_dir else None))  # fmt: skip
+    _published(task, why, out_dir, metadata)
+    copy_page(task.out, "report.md", report_path, note=_note(task, why))
+    if errors_path:
+        copy_page(task.out, "error_analysis.html", errors_path, note=_note(task, why))
+    fill_metrics(metrics_artifact, {k: summary[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
+    return json.dumps(summary, default=str)
 
 
-def run_submit(
-    config_text: str, ensemble_dir: str, data_uri: str, work_root: str, out_path: str, check_path: str,
-    metadata: dict,
-) -> str:
+def run_submit(spec_text: str, ensemble_dir: str, out_path: str, check_path: str, metadata: dict) -> str:
     from finegrain.steps import submit
 
-    cfg = config_from_text(config_text)
-    out = layout.step_uri(work_root, "submit")
-    result = submit.run(
-        cfg, ensemble=work_uri_of(ensemble_dir), data=data_uri, out=out,
-        parent_run_id=parent_run_id(work_root) or None,
-    )
+    task, why, summary = run_task(spec_text, lambda cfg, task, parent: submit.run(
+        cfg, ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out,
+        parent_run_id=parent))  # fmt: skip
     # The Dataset artifact is the file itself (the UI offers it for download).
-    storage.download_file(storage.join(out, "submission.csv"), out_path)
-    copy_page(out, "submission_check.md", check_path)
-    metadata.update({"work_uri": out, "submission_uri": storage.join(out, "submission.csv")})
-    return json.dumps(result, default=str)
+    storage.download_file(storage.join(task.out, "submission.csv"), out_path)
+    copy_page(task.out, "submission_check.md", check_path, note=_note(task, why))
+    metadata.update({"work_uri": task.out, "submission_uri": storage.join(task.out, "submission.csv"),
+                     "why": why, "key": task.key, "run": task.plan.get("run")})  # fmt: skip
+    return json.dumps(summary, default=str)
 
 
 def run_register(
-    config_text: str, members: list[str], calibration_dir: str, ensemble_dir: str, data_uri: str, work_root: str,
-    out_dir: str, report_path: str, metadata: dict,
+    spec_text: str, members: list[str], calibration_dir: str, ensemble_dir: str, out_dir: str,
+    report_path: str, metadata: dict,
 ) -> str:
     from finegrain.steps import register
 
-    cfg = config_from_text(config_text)
-    out = layout.step_uri(work_root, "register")
-    result = register.run(
+    task, why, summary = run_task(spec_text, lambda cfg, task, parent: register.run(
         cfg, members=[work_uri_of(m) for m in members], calibration=work_uri_of(calibration_dir),
-        ensemble=work_uri_of(ensemble_dir), data=data_uri, out=out, parent_run_id=parent_run_id(work_root) or None,
-    )
-    publish(out, out_dir, metadata)
-    copy_page(out, "registration.md", report_path)
-    return json.dumps(result, default=str)
+        ensemble=work_uri_of(ensemble_dir), data=cfg.data.uri, out=task.out,
+        parent_run_id=parent))  # fmt: skip
+    _published(task, why, out_dir, metadata)
+    copy_page(task.out, "registration.md", report_path, note=_note(task, why))
+    return json.dumps(summary, default=str)

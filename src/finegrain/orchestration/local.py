@@ -1,26 +1,26 @@
 """`finegrain run`: the same pipeline function as on the cluster, executed on this machine by `kfp.local`.
 
 Embedded defaults: local files, a `sqlite:///` MLflow store, the bundled sample data (generated on first use).
-Like on a cluster, each (config, dataset content) pair gets its own work root, here `<out>/work/<key>/`, so new
-data is never served the members trained on old data; `<out>/preprocess`, `<out>/train`, ... (the layout
-in orchestration.layout) are links to the latest run's directories. kfp.local's own bookkeeping (artifacts, cache) goes under
-`<out>/.kfp/`. The summary says which tasks ran and which kfp.local served from its cache.
+Like on a cluster, each task's outputs go under the key of what it reads (orchestration.keys), here in the
+work root `<out>/work/`, so a changed setting reruns only the tasks that read it and new data is never served
+the members trained on old data; `<out>/preprocess`, `<out>/train/<backbone>/fold<k>`, ... (the view in
+orchestration.layout) are links to the latest run's outputs. kfp.local's own bookkeeping (artifacts, cache)
+goes under `<out>/.kfp/`, each task's output to `<out>/logs/` (the terminal gets a line per task:
+orchestration.console). The summary says, per task, why it ran or why it was reused.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import time
-import warnings
-from collections import Counter
 from pathlib import Path
 
 from finegrain import storage
 from finegrain.config import Config
-from finegrain.orchestration.layout import STEPS, member_key, member_uri, step_uri
+from finegrain.orchestration import layout
+from finegrain.orchestration.console import TaskConsole
+from finegrain.orchestration.layout import member_key, member_uri, step_uri
 
 SAMPLE_URI = "data/sample"
 
@@ -45,57 +45,68 @@ def prepare_data(cfg: Config, data: str) -> str:
     return data if storage.is_s3(data) else str(Path(data).resolve())
 
 
-class _TaskLog(logging.Filter):
-    """Counts the tasks kfp.local executes and the ones it serves from its cache, from its own log lines.
-
-    A filter on the root logger, not a handler: kfp.local replaces the root logger's handlers while it runs."""
-
-    _ansi = re.compile(r"\x1b\[[0-9;]*m")
-    _ran = re.compile(r"^Executing task '([^']+)'")
-    _cached = re.compile(r"^Task (\S+) cache hit")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ran: Counter = Counter()
-        self.cached: Counter = Counter()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = self._ansi.sub("", record.getMessage())
-        if m := self._ran.match(msg):
-            self.ran[m.group(1)] += 1
-        elif m := self._cached.match(msg):
-            self.cached[m.group(1)] += 1
-            print(f"[finegrain] {m.group(1)}: reused from the kfp.local cache", flush=True)
-        return True
+def _link(link: Path, target: Path) -> None:
+    """Point `link` at `target`; a real directory there (left by an older layout) is left alone."""
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        print(f"[finegrain] {link} is a directory from an earlier layout; this run's is {target}", flush=True)
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
 
 
-def link_latest(out_dir: Path, work_root: Path) -> None:
-    """Point `<out>/<step>` at this run's step directories (orchestration.layout); real directories left by an
-    older version are left alone."""
-    for step in STEPS:
-        link, target = out_dir / step, Path(step_uri(str(work_root), step))
+def link_latest(out_dir: Path, tasks: dict[str, dict]) -> None:
+    """Point `<out>/<step>` and `<out>/train/<backbone>/fold<k>` at this run's outputs (the view in
+    orchestration.layout); links to members no longer in the run are removed."""
+    train = out_dir / "train"
+    if train.is_symlink():  # one link for all members, before each member had a key of its own
+        train.unlink()
+    for name, task in tasks.items():
+        target = Path(task["uri"])
         if not target.exists():
             continue
-        if link.is_symlink():
-            link.unlink()
-        elif link.exists():
-            print(f"[finegrain] {link} is a directory from an earlier layout; this run's is {target}", flush=True)
-            continue
-        link.symlink_to(os.path.relpath(target, out_dir), target_is_directory=True)
+        if layout.task_step(name) == "train":
+            _link(out_dir / name, target)  # train/<backbone>/fold<k>
+        else:
+            _link(Path(step_uri(str(out_dir), name)), target)
+    if train.is_dir():
+        for link in train.glob("*/fold*"):
+            if link.is_symlink() and f"train/{link.parent.name}/{link.name}" not in tasks:
+                link.unlink()
+        for backbone in train.iterdir():
+            if backbone.is_dir() and not backbone.is_symlink() and not any(backbone.iterdir()):
+                backbone.rmdir()
+
+
+def task_reasons(run_root: str, tasks: dict[str, dict]) -> dict[str, str]:
+    """Why each task of the run ran or was reused: what the task recorded when it executed, else (kfp.local
+    served it from its cache without executing it) `reused: same inputs`."""
+    from finegrain.orchestration.records import read_json
+
+    reasons = {}
+    for name in sorted(tasks, key=lambda n: (layout.STEPS.index(layout.task_step(n)), n)):  # pipeline order
+        outcome = read_json(layout.outcome_uri(run_root, name))
+        reasons[name] = outcome["why"] if outcome else "reused: same inputs (kfp.local cache)"
+    return reasons
 
 
 def run_pipeline_locally(
-    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess"
+    cfg: Config, data: str | None = None, out: str = "runs/sample", runner: str = "subprocess",
+    verbose: bool = False,
 ) -> dict:
     """Run the whole pipeline with kfp.local; returns the summary (also printed).
 
     runner="subprocess": every step in this Python; "docker": every step in the image (see orchestration.docker).
+    verbose: show every task's whole output and kfp.local's log here, instead of a line per task (their logs
+    in `<out>/logs/`: orchestration.console).
     """
     from kfp import local
 
     from finegrain.config import config_to_text
     from finegrain.orchestration.parent_run import parent_run_id
-    from finegrain.orchestration.plan import plan_run
+    from finegrain.orchestration.plan import describe_plan, plan_run
+    from finegrain.orchestration.records import list_runs, read_run
 
     started = time.time()
     data = prepare_data(cfg, data or cfg.data.uri)
@@ -118,31 +129,29 @@ def run_pipeline_locally(
     else:
         raise ValueError(f"runner must be 'subprocess' or 'docker', not {runner!r}")
     config_text = config_to_text(cfg)
-    # The pipeline's first task derives the same plan; computed here too, to say up front where outputs go.
-    plan = plan_run(config_text)
-    work_root = Path(plan["work_root"])
+    # The pipeline's first task plans the run; planned here too (not recorded) to say up front what runs.
+    plan = plan_run(config_text, write=False)
+    work_root = cfg.pipeline.work_root
     print(f"[finegrain] data {data} (hash {plan['data_hash']}); outputs -> {work_root}", flush=True)
+    for line in describe_plan(plan):
+        print(f"[finegrain] plan: {line}", flush=True)
     from pipelines.training import build_pipeline  # installed with the package
 
     pipeline = build_pipeline(cfg)
     local.init(**init_kwargs, enable_caching=cfg.pipeline.cache, raise_on_error=True)
-    tasks, root_logger = _TaskLog(), logging.getLogger()
-    # kfp.local logs cache hits at INFO outside its own logging context, where the root level decides
-    level = root_logger.level
-    root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
-    root_logger.addFilter(tasks)
-    try:
-        with warnings.catch_warnings():
-            # kfp.local warns that the image name lacks "python"; the subprocess runner uses this venv anyway.
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
-    finally:
-        root_logger.removeFilter(tasks)
-        root_logger.setLevel(level)
-    link_latest(out_dir, work_root)
-    summary = summarize(work_root, cfg)
+    logs = out_dir / "logs"
+    for old in logs.glob("*.log"):  # this run's logs only
+        old.unlink()
+    with TaskConsole(logs, verbose=verbose) as tasks:
+        pipeline(config_text=config_text, data_uri=data, run_name=f"{cfg.pipeline.name}-local")
+    run = list_runs(work_root)[-1]  # this run's plan: `finegrain run` holds the lock on `out`
+    run_root, ran = layout.run_root(work_root, run), read_run(work_root, run)
+    link_latest(out_dir, ran["tasks"])
+    summary = summarize(out_dir, cfg)
     summary.update(
-        work_root=str(work_root), data_hash=plan["data_hash"], parent_run_id=parent_run_id(str(work_root)),
+        work_root=work_root, run=run, run_root=run_root, data_hash=ran["data_hash"],
+        parent_run_id=parent_run_id(run_root), keys={name: t["key"] for name, t in ran["tasks"].items()},
+        why=task_reasons(run_root, ran["tasks"]),
         tasks={"ran": dict(sorted(tasks.ran.items())), "cached": dict(sorted(tasks.cached.items()))},
         elapsed_s=round(time.time() - started, 1),
     )
@@ -151,7 +160,7 @@ def run_pipeline_locally(
 
 
 def summarize(out_dir: Path, cfg: Config) -> dict:
-    """Collect what a user wants after a run from the step outputs under `out_dir`."""
+    """Collect what a user wants after a run from the step outputs in the view `out_dir`."""
     def load(uri: str) -> dict:
         p = Path(uri)
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
@@ -218,6 +227,9 @@ def format_summary(s: dict) -> str:
 
         lines.append(f"tasks run: {counts(s['tasks']['ran'])}")
         lines.append(f"tasks reused from the cache: {counts(s['tasks']['cached'])}")
+    if s.get("why"):
+        lines.append("why each task ran or was reused:")
+        lines += [f"  {name:32s} {why}" for name, why in s["why"].items()]
     lines.append(f"submission: {s['submission']} (valid: {s['submission_valid']})")
     if s.get("registered_model"):
         lines.append(f"registered model: {s['registered_model']}")

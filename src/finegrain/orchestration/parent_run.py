@@ -1,9 +1,14 @@
 """The pipeline's parent MLflow run: opened after the plan, ended by the exit handler with the final status.
 
-Every step nests its own run under the parent. Steps read the parent's id from the run's work root
-(`mlflow_parent_run.json`), never from a task output: an input that changes every run would make every step a
-cache miss. The exit task may take no other task's output, so it finds the parent by the KFP run id it was
-tagged with and ends it FINISHED, FAILED or KILLED as the pipeline ended.
+Every step nests its own run under the parent. Steps read the parent's id from the run's directory
+(`runs/<run>/mlflow_parent_run.json`, found through their key's claim: orchestration.records), never from
+a task output: an input that changes every run would make every step a cache miss. The exit task may take
+no other task's output, so it finds the parent by the KFP run id it was tagged with and ends it FINISHED,
+FAILED or KILLED as the pipeline ended.
+
+The parent run carries the resolved config (`config.yaml`) and key params from the start, and the headline
+metrics (ensemble OOF LogLoss, best member, submission valid, image counts: orchestration.headline) from the
+end, so the MLflow UI shows what a pipeline run was and gave without opening a child run.
 """
 
 from __future__ import annotations
@@ -13,33 +18,39 @@ import logging
 
 from finegrain import storage, tracking
 from finegrain.config import ConfigError
-from finegrain.orchestration.layout import work_file
+from finegrain.orchestration.headline import headline, key_params
+from finegrain.orchestration.layout import run_file
 from finegrain.orchestration.plan import config_from_text, resolve_config
 
 log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run.json"
 KFP_RUN_TAG = "finegrain.kfp_run_id"
+RUN_ROOT_TAG = "finegrain.run_root"
 
 
 def start_parent_run(
-    config_text: str, run_name: str, data_hash: str, code_version: str, work_root: str, kfp_run_id: str = ""
+    config_text: str, run_name: str, data_hash: str, code_version: str, run_root: str, kfp_run_id: str = ""
 ) -> str:
-    """Open the parent run, tagged with the KFP run id, and leave its id at `<work_root>/mlflow_parent_run.json`."""
+    """Open the parent run tagged with the KFP run id; leave its id in `<run_root>/mlflow_parent_run.json`."""
     cfg = config_from_text(config_text)
     tags = {
         "finegrain.data_hash": data_hash, "finegrain.code_version": code_version,
-        "finegrain.work_root": work_root, KFP_RUN_TAG: kfp_run_id,
+        RUN_ROOT_TAG: run_root, KFP_RUN_TAG: kfp_run_id,
     }
     run_id = tracking.start_parent_run(cfg.tracking, run_name, tags=tags) or ""
-    storage.write_text(work_file(work_root, PARENT_RUN_FILE), json.dumps({"run_id": run_id, "kfp_run_id": kfp_run_id}))
+    tracking.log_to_run(
+        cfg.tracking, run_id, params=key_params(cfg, data_hash, code_version), texts={"config.yaml": cfg.to_yaml()}
+    )
+    record = {"run_id": run_id, "kfp_run_id": kfp_run_id}
+    storage.write_text(run_file(run_root, PARENT_RUN_FILE), json.dumps(record))
     return run_id
 
 
-def parent_run_id(work_root: str) -> str:
-    """The parent MLflow run id the latest pipeline run on this work root opened ("" when tracking was off)."""
+def parent_run_id(run_root: str) -> str:
+    """The parent MLflow run id of the pipeline run in `run_root` ("" when tracking was off: none opened)."""
     try:
-        return json.loads(storage.read_text(work_file(work_root, PARENT_RUN_FILE)))["run_id"]
+        return json.loads(storage.read_text(run_file(run_root, PARENT_RUN_FILE)))["run_id"]
     except FileNotFoundError:
         return ""
 
@@ -86,7 +97,21 @@ def end_parent_run(config_text: str, overrides: list[str], kfp_run_id: str, stat
         return []
     ended = []
     for run in runs:
+        _log_headline(cfg, run.info.run_id, run.data.tags.get(RUN_ROOT_TAG), status)
         tracking.end_run(cfg.tracking, run.info.run_id, status)
         ended.append(run.info.run_id)
     print(f"parent MLflow run(s) {ended or 'none'} of KFP run {kfp_run_id}: {status} (pipeline {state})")
     return ended
+
+
+def _log_headline(cfg, run_id: str, run_root: str | None, status: str) -> None:
+    """The headline metrics, from the step outputs this run used (ran or reused); never raises."""
+    if not run_root:
+        return
+    try:
+        params, metrics = headline(run_root)
+    except Exception as exc:  # noqa: BLE001 - storage trouble must not turn a finished pipeline into a failed one
+        log.warning("cannot read the step outputs of %s for the parent run's headline: %s", run_root, exc)
+        return
+    text = json.dumps({"status": status, "params": params, "metrics": metrics}, indent=2, ensure_ascii=False)
+    tracking.log_to_run(cfg.tracking, run_id, params, metrics, texts={"headline.json": text})

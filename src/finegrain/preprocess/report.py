@@ -1,13 +1,24 @@
-"""report.md of the preprocess step: what was found in the data and what was done about it (shown in the KFP UI)."""
+"""report.md of the preprocess step: what was found in the data and what was done about it (shown in the KFP UI).
+
+A summary that stays short at 400 classes; the full page with pictures is finegrain.reports.preprocess_page.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from finegrain.config import Config
+from finegrain.data.checks import dataset_aliases
+from finegrain.data.thumbnails import root_name
 from finegrain.preprocess.dedup import pair_check
 
 STATUSES = ("ok", "duplicate", "near_duplicate", "corrupt", "cross_class_conflict", "noisy")
+SMALL = 40  # classes (and duplicate groups) listed in full here; beyond, the Markdown summarises
+SHOWN = 30
+PAGE_NOTE = (
+    "Pictures of every duplicate group, conflict, suggested merge and corrupt file, and the class counts as a "
+    "sortable table and a histogram: report.html beside this file (the step's `page` output in the Kubeflow UI)."
+)
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -17,6 +28,45 @@ def _table(frame: pd.DataFrame) -> str:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
+
+
+def _per_class_lines(train: pd.DataFrame) -> list[str]:
+    """The per-class table up to SMALL classes; beyond, the spread and the smallest classes (all in report.html)."""
+    per_class = (
+        train.groupby("label")
+        .agg(class_name=("class_name", "first"), images=("path", "size"), training=("fold", lambda f: int((f >= 0).sum())))
+        .reset_index()
+    )
+    if len(per_class) <= SMALL:
+        return [_table(per_class), ""]
+    n = per_class["images"]
+    smallest = per_class.sort_values(["images", "label"]).head(SHOWN)
+    return [
+        f"{len(per_class)} class folders, {n.min()} to {n.max()} images each (median {n.median():g}). The {SHOWN} "
+        "smallest (every class, sortable, with a histogram: report.html):", "", _table(smallest), "",
+    ]  # fmt: skip
+
+
+def _dup_group_lines(manifest: pd.DataFrame) -> list[str]:
+    """One line per duplicate group, the first SHOWN of them (every one, with pictures: report.html)."""
+    grouped = manifest[manifest.dup_group >= 0].sort_values(["dup_group", "path"])
+    if grouped.empty:
+        return ["None found."]
+    lines = []
+    for g, rows in grouped.groupby("dup_group", sort=True):
+        lines.append(f"- group {g}: " + "; ".join(f"`{r.path}` ({r.split} {r.label or ''}, {r.status})" for r in rows.itertuples()))
+    if len(lines) > SHOWN:
+        lines = lines[:SHOWN] + [f"- ... and {len(lines) - SHOWN} more groups (report.html shows every one)"]
+    return lines
+
+
+def _balance_lines(balance: pd.DataFrame) -> list[str]:
+    """The fold balance per class up to SMALL classes; beyond, the SHOWN least balanced (all in report.html)."""
+    if len(balance) <= SMALL:
+        return [_table(balance.reset_index())]
+    worst = balance.sort_values("max_dev", ascending=False, kind="stable").head(SHOWN)
+    return [f"The {SHOWN} least balanced of {len(balance)} classes (every class: report.html):", "",
+            _table(worst.reset_index())]  # fmt: skip
 
 
 def render_report(
@@ -35,7 +85,9 @@ def render_report(
     out = [
         "# Preprocess report",
         "",
-        f"Dataset `{ds.root}` ({ds.layout} layout): {len(train)} train and {int((manifest.split == 'test').sum())} "
+        f"Paths are relative to the dataset root. {PAGE_NOTE}",
+        "",
+        f"Dataset `{root_name(ds.root)}` ({ds.layout} layout): {len(train)} train and {int((manifest.split == 'test').sum())} "
         f"test images, {len(ds.classes)} classes before merges, {manifest.class_name[manifest.class_name != ''].nunique()} "
         f"after. Files skipped (not images / not listed): {len(ds.skipped)}.",
         "",
@@ -53,19 +105,10 @@ def render_report(
         "## Images per class",
         "",
     ]
-    per_class = (
-        train.groupby("label")
-        .agg(class_name=("class_name", "first"), images=("path", "size"), training=("fold", lambda f: int((f >= 0).sum())))
-        .reset_index()
-    )
-    out += [_table(per_class), ""]
+    out += _per_class_lines(train)
 
     out += ["## Duplicate groups", ""]
-    grouped = manifest[manifest.dup_group >= 0].sort_values(["dup_group", "path"])
-    if grouped.empty:
-        out.append("None found.")
-    for g, rows in grouped.groupby("dup_group", sort=True):
-        out.append(f"- group {g}: " + "; ".join(f"`{r.path}` ({r.split} {r.label or ''}, {r.status})" for r in rows.itertuples()))
+    out += _dup_group_lines(manifest)
     rejected = pairs[~pairs["same"]] if len(pairs) else pairs
     out += [
         "",
@@ -91,7 +134,9 @@ def render_report(
         out.append(f"- group {c['dup_group']} ({' / '.join(c['classes'])}), {action}: "
                    + ", ".join(f"`{p}`" for p in c["paths"]))  # fmt: skip
 
-    out += ["", "## Class merges", "", f"Declared aliases: {dict(cfg.data.aliases) or 'none'}.", ""]
+    _, ignored = dataset_aliases(cfg.data.aliases, ds.classes)
+    unused = f"; ignored, naming a class this dataset does not have: {ignored}" if ignored else ""
+    out += ["", "## Class merges", "", f"Declared aliases: {dict(cfg.data.aliases) or 'none'}{unused}.", ""]
     if suggestions:
         applied = "applied" if pp.apply_suggested_merges else "not applied (preprocess.apply_suggested_merges=false)"
         out += [f"Suggested merges ({applied}):", "", _table(pd.DataFrame(suggestions))]
@@ -116,5 +161,5 @@ def render_report(
 
     out += ["", f"## Fold balance ({cfg.data.folds} folds, seed {cfg.data.seed})", ""]
     out += [f"- warning: {w}" for w in fold_warnings]
-    out += ["", _table(balance.reset_index()), ""]
+    out += ["", *_balance_lines(balance), ""]
     return "\n".join(out)

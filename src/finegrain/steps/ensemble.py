@@ -1,12 +1,13 @@
 """Ensemble step: weighted soft voting of calibrated members, optionally hierarchical over regroup's groups.
 
     finegrain ensemble --members out/train/a/fold0 ... --calibration out/calibrate --groups out/regroup \
-        --out out/ensemble
+        --manifest out/preprocess --out out/ensemble
 
 Each train image has an out-of-fold prediction from exactly one fold model per backbone, so weights are fitted
 per backbone on the backbones' stacked OOF rows (aligned by image_id). On test, the folds of a backbone are
 averaged, then backbones combined with those weights. Writes ensemble.json, test_probs.npz, oof_probs.npz,
-report.md, summary.json and config.yaml.
+report.md, error_analysis.html (where the ensemble's OOF predictions go wrong, with thumbnails of the images when
+given the preprocess manifest: finegrain.steps.error_page), summary.json and config.yaml.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from finegrain.metrics import log_loss, softmax
 from finegrain.posthoc.calibration import scaler_from_dict
 from finegrain.posthoc.ensembling import METHODS, HierarchicalTempering, WeightedEnsemble, groups_to_index
 from finegrain.posthoc.members import Member, load_members, save_npz
+from finegrain.steps.error_page import PAGE, write_error_page
 from finegrain.steps.outputs import write_step_files
 from finegrain.tracking import Tracker
 
@@ -166,11 +168,16 @@ def run(
     out: str,
     groups: str | None = None,
     parent_run_id: str | None = None,
+    manifest: str | None = None,
 ) -> dict:
-    """Calibrate members, fit backbone weights on OOF, optionally add hierarchical tempering; write outputs."""
+    """Calibrate members, fit backbone weights on OOF, optionally add hierarchical tempering; write outputs.
+
+    groups: regroup's output (hierarchical inference, and context on the error page); manifest: preprocess's
+    output, for the error page's thumbnails."""
     loaded = load_members(members)
     classes = loaded[0].classes
     aliases = cfg.data.aliases or None
+    groups_uri, group_lists = load_groups(groups, classes) if groups else (None, None)
     cal_uri, table = load_calibration(calibration)
     oof_p, test_p, raw_ll, cal_ll = {}, {}, {}, {}
     for m in loaded:
@@ -207,7 +214,6 @@ def run(
     elif not groups:
         hier["reason"] = "no groups given (--groups)"
     else:
-        groups_uri, group_lists = load_groups(groups, classes)
         group_of = groups_to_index(group_lists, classes)
         model = HierarchicalTempering(group_of, classes=classes, aliases=aliases).fit(oof_final, y)
         candidates["hierarchical"] = (model.cv_logloss_, model)
@@ -267,6 +273,8 @@ def run(
         save_npz(str(local / "test_probs.npz"), image_id=test_ids, probs=test_final, classes=classes)
         save_npz(str(local / "oof_probs.npz"), image_id=ids, probs=oof_final, labels=y, classes=classes)
         (local / "report.md").write_text(_report(result), encoding="utf-8")
+        errors = write_error_page(local, oof_final, y, ids, classes, group_lists, aliases, manifest)
+        summary["ensemble_oof_accuracy"] = errors.accuracy
         write_step_files(local, cfg, summary)
         with Tracker(cfg.tracking, "ensemble", parent_run_id=parent_run_id, local_dir=out) as tracker:
             tracker.log_params({"ensemble": cfg.ensemble.model_dump(), "members": [m.key for m in loaded]})
@@ -276,7 +284,8 @@ def run(
                 {f"oof_logloss.{k}": v for k, v in result["ensemble_oof_logloss_by_method"].items()}
             )
             metrics["hierarchical_used"] = float(hier["used"])
+            metrics["ensemble_oof_accuracy"] = errors.accuracy
             tracker.log_metrics(metrics)
-            for name in ("ensemble.json", "report.md"):
+            for name in ("ensemble.json", "report.md", PAGE):
                 tracker.log_artifact(local / name)
     return summary

@@ -2,8 +2,9 @@
 
     finegrain preprocess --config configs/sample.yaml --data data/sample --out runs/x/preprocess
 
-Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md, summary.json and
-config.yaml, and logs its own MLflow run (tagged with the data hash).
+Writes manifest.parquet (one row per input image, nothing dropped), classes.json, report.md (a summary for the
+KFP UI), report.html (the full page, with thumbnails), summary.json and config.yaml, and logs its own MLflow run
+(tagged with the data hash). Reports show paths relative to the dataset root; the manifest keeps full URIs.
 Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else an id shared by every copy of one
 picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
 corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -26,14 +28,16 @@ import pyarrow.parquet as pq
 
 from finegrain import storage
 from finegrain.config import Config
+from finegrain.data.checks import check_dataset, dataset_aliases
 from finegrain.data.fingerprint import code_version as current_code_version
 from finegrain.data.fingerprint import dataset_fingerprint
-from finegrain.data.layouts import read_dataset
+from finegrain.data.layouts import DatasetError, read_dataset
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup.confirm import confirm_pairs
 from finegrain.preprocess.folds import assign_folds, fold_balance
 from finegrain.preprocess.noise import find_noisy_labels, load_oof
 from finegrain.preprocess.report import render_report
+from finegrain.preprocess.report_view import relative_view, render_page
 from finegrain.preprocess.statuses import assign_statuses, suggest_merges
 from finegrain.preprocess.validate import scan_images
 from finegrain.preprocess.workers import (
@@ -166,6 +170,23 @@ def _mark_noisy(table: pd.DataFrame, classes: list[str], cfg: Config) -> list[di
     return found
 
 
+def _check_usable_classes(usable_labels: pd.Series, classes: list[str]) -> list[str]:
+    """DatasetError when fewer than 2 classes keep a training image; a warning per class that keeps none."""
+    usable = set(usable_labels)
+    if len(usable) < 2:
+        raise DatasetError(
+            f"only {len(usable)} class(es) keep a usable training image once corrupt files, duplicates and "
+            f"conflicts are set aside ({sorted(usable)[:10]}): a classifier needs at least 2; see the statuses "
+            "in the manifest, or add images"
+        )
+    return [
+        f"class {c!r} keeps no usable training image (each is corrupt, a duplicate or a conflict): the model "
+        "will never predict it"
+        for c in classes
+        if c not in usable
+    ]
+
+
 def _write_parquet(table: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     # Fixed writer settings and no index: a rerun on the same data gives byte-identical files.
@@ -182,9 +203,13 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
     pp = cfg.preprocess
     with worker_pool(pp.workers) as pool:
         ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+        # Before any image is read: a dataset that cannot train or make a submission fails in seconds.
+        notes = check_dataset(ds, cfg.data.folds, cfg.data.aliases)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
         table, thumbs = scan_table(ds.images.reset_index(drop=True), cfg, pool)
         _check_test_images(table)
-        aliases = {a: c for a, c in cfg.data.aliases.items() if a in set(ds.classes)}
+        aliases, _ = dataset_aliases(cfg.data.aliases, ds.classes)
         table["class_name"] = [
             aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)
         ]
@@ -209,6 +234,7 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
         table.loc[train_ok, "class_name"].tolist(), table.loc[train_ok, "dup_group"].tolist(), cfg.data.folds,
         cfg.data.seed,
     )  # fmt: skip
+    fold_warnings = _check_usable_classes(table.loc[train_ok, "class_name"], classes) + fold_warnings
     table["fold"] = -1
     table.loc[train_ok, "fold"] = folds
     manifest = table[COLUMNS].astype({"class_index": "int64", "dup_group": "int64", "fold": "int64",
@@ -217,7 +243,9 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
                     "submission_columns": list(ds.submission_columns), "layout": ds.layout,
                     "test_ids": list(ds.test_ids)}  # fmt: skip
     balance = fold_balance(manifest.loc[train_ok, "class_name"], folds, cfg.data.folds)
-    report = render_report(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
+    shown, shown_conflicts, shown_noisy = relative_view(manifest, conflicts, noisy, ds.root)
+    report = render_report(shown, ds, pairs, shown_conflicts, suggestions, shown_noisy, balance, fold_warnings, cfg)
+    page = render_page(manifest, ds, pairs, conflicts, suggestions, noisy, balance, fold_warnings, cfg)
     counts = manifest["status"].value_counts()
     data_hash = data_hash or dataset_fingerprint(data)  # after read_dataset: it names a missing root best
     summary = {
@@ -235,6 +263,7 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
             json.dumps(classes_json, ensure_ascii=False, indent=2) + "\n", "utf-8"
         )
         (local / "report.md").write_text(report, encoding="utf-8")
+        (local / "report.html").write_text(page, encoding="utf-8")
         write_step_files(local, cfg, summary)
         # Preprocess is the step cached across pipeline runs, so its MLflow run stands on its own (a parent
         # run id input would change every run and defeat the cache); it is tagged with the data hash.

@@ -20,16 +20,21 @@ from pathlib import Path
 from finegrain import storage
 from finegrain.config import Config, ConfigError
 from finegrain.data.loader import load_manifest
+from finegrain.metrics import softmax
+from finegrain.steps.error_page import error_page
 from finegrain.storage.locks import LOCK_NAME, LocalLock, S3Lock, hold_lock
 from finegrain.training.build import TrainSetup, build_member
 from finegrain.training.checkpoint import checkpoint_state, resume, save_checkpoint
 from finegrain.training.epoch import run_epoch
-from finegrain.training.finish import finish, member_files, member_metrics
+from finegrain.training.finish import MemberResult, finish, member_files, member_metrics
+from finegrain.training.params import member_params
 from finegrain.training.provenance import manifest_hash, member_provenance, mismatch
+
+ERRORS_PAGE = "errors.html"  # the validation fold's error analysis (the KFP UI's page beyond 40 classes)
 
 EpochHook = Callable[[int, dict], None]
 Lock = LocalLock | S3Lock
-OUTPUT_NAMES = ("model.pt", "oof.npz", "test.npz", "confusion.json", "config.yaml")  # and metrics.json, written last
+OUTPUT_NAMES = ("model.pt", "oof.npz", "test.npz", "confusion.json", ERRORS_PAGE, "config.yaml")  # metrics.json last
 
 
 def run(
@@ -42,7 +47,8 @@ def run(
     *,
     on_epoch_end: EpochHook | None = None,
 ) -> dict:
-    """Train member (backbone, fold) and write model.pt, oof.npz, test.npz, metrics.json, config.yaml to `out`.
+    """Train member (backbone, fold) and write model.pt, oof.npz, test.npz, confusion.json, errors.html,
+    config.yaml and metrics.json to `out`.
 
     A finished member already in `out` is returned as it is when it was made from the same train settings and
     manifest content (its recorded provenance); otherwise it is removed and the member retrained.
@@ -90,7 +96,7 @@ def _train(
     resume(training, checkpoint_uri, provenance, setup.label, discard_with_it=[storage.join(out, "tracking")])
     with contextlib.ExitStack() as stack:
         tracker, tracking_dir = _open_tracker(stack, setup, out, parent_run_id)
-        tracker.log_params(cfg.model_dump(mode="json"))  # nested -> dotted keys; same values again on resume
+        tracker.log_params(member_params(setup, provenance["manifest"]))  # same values again on resume
         for epoch in range(training.start_epoch, cfg.train.epochs):
             record = run_epoch(setup, epoch)
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
@@ -104,13 +110,25 @@ def _train(
         metrics = member_metrics(setup, result, provenance, getattr(tracker, "run_id", None))
         final = {"final_val_logloss": metrics["val_logloss"], "final_val_accuracy": metrics["val_accuracy"]}
         tracker.log_metrics(final, step=cfg.train.epochs)
-        files = member_files(setup, result, metrics)
+        files = member_files(setup, result, metrics, pages={ERRORS_PAGE: _errors_page(setup, result)})
         lock.check()
         # A registered model carries every member's weights (finegrain.tracking.registry): a copy in the member
         # run too would store each model.pt twice in MLflow. The work URI keeps it either way.
         _publish(files, out, tracker, 0.0 if cfg.tracking.register_model else cfg.train.log_model_max_mb)
     storage.delete(checkpoint_uri)  # the member is complete; metrics.json (written last) now answers retries
     return metrics
+
+
+def _errors_page(setup: TrainSetup, result: MemberResult) -> bytes:
+    """errors.html: where this member's final weights go wrong on its validation fold, with thumbnails."""
+    rows = setup.data.val_rows
+    ids = rows["image_id"].astype(str).tolist()
+    page, _ = error_page(
+        softmax(result.oof_logits), result.val_labels, ids, setup.data.classes,
+        f"{setup.label}: validation fold {setup.fold} (final {result.weights} weights, TTA)",
+        aliases=setup.data.aliases, paths=dict(zip(ids, rows["path"].astype(str))),
+    )
+    return page.encode("utf-8")
 
 
 def _publish(files: dict[str, bytes], out: str, tracker, log_model_max_mb: float) -> None:
@@ -146,6 +164,7 @@ def _open_tracker(stack: contextlib.ExitStack, setup: TrainSetup, out: str, pare
             tags={"backbone": setup.backbone, "fold": str(setup.fold), "step": "train"},
             local_dir=local,
             resume=True,
+            system_metrics=True,  # CPU, memory, GPU and network of the pod, beside the training curves
         )
     )
     return tracker, local

@@ -17,7 +17,7 @@ No side effect at import; the client is an explicit `MlflowClient(tracking_uri=c
 
 This package is the facade callers import from; the work is done in its modules:
   tracker         Tracker: one run, its retries, buffering and replay
-  parent          start_parent_run / end_run: the pipeline's parent run
+  parent          start_parent_run / log_to_run / end_run: the pipeline's parent run
   runs            the experiment and the run-id file a resumed attempt continues
   staging         private copies of artifacts whose upload may be buffered
   runlog          the local metrics.jsonl
@@ -27,8 +27,8 @@ This package is the facade callers import from; the work is done in its modules:
 
 from __future__ import annotations
 
-from finegrain.tracking.parent import end_run, start_parent_run
+from finegrain.tracking.parent import end_run, log_to_run, start_parent_run
 from finegrain.tracking.runs import RUN_ID_FILE
 from finegrain.tracking.tracker import Tracker
 
-__all__ = ["RUN_ID_FILE", "Tracker", "end_run", "start_parent_run"]
+__all__ = ["RUN_ID_FILE", "Tracker", "end_run", "log_to_run", "start_parent_run"]

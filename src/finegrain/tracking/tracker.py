@@ -34,6 +34,7 @@ from finegrain.tracking.mlflow_support import (
 from finegrain.tracking.runlog import RunLog
 from finegrain.tracking.runs import experiment_id, read_run_id, save_run_id
 from finegrain.tracking.staging import ArtifactStaging
+from finegrain.tracking.system_metrics import SystemMetrics
 
 if TYPE_CHECKING:
     from finegrain.config import TrackingConfig
@@ -55,6 +56,7 @@ class Tracker:
         tags: dict | None = None,
         local_dir: str | Path | None = None,
         resume: bool = True,
+        system_metrics: bool = False,
     ) -> None:
         self.cfg = cfg
         self.run_name = run_name
@@ -75,6 +77,8 @@ class Tracker:
         self._run_live = False  # the run is known to exist on the server and to be RUNNING
         self._staging = ArtifactStaging()  # copies of artifacts whose upload is pending
         self._runlog = RunLog(local_dir, run_name)
+        self._system_metrics = system_metrics and cfg.system_metrics
+        self._sampler: SystemMetrics | None = None
         if self.local_dir and resume:
             self.run_id = read_run_id(self.local_dir)
 
@@ -97,6 +101,10 @@ class Tracker:
         """Create (or resume) the run; on an unreachable server the run is created later, on reconnect."""
         if self.cfg.enabled:
             self._call("start run", lambda: None)
+            if self._system_metrics and self.run_id and not self._pending:
+                self._sampler = SystemMetrics(self.run_id, self.cfg.uri)
+                if not self._sampler.start():
+                    self._sampler = None
         return self.run_id
 
     def end(self, status: str = "FINISHED") -> None:
@@ -104,6 +112,8 @@ class Tracker:
         if self._ended:
             return
         self._ended = True
+        if self._sampler is not None:  # before the run ends: the sampler stops on a terminated run anyway
+            self._sampler.stop()
         if self.cfg.enabled:
 
             def terminate() -> None:

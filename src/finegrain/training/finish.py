@@ -83,8 +83,12 @@ def member_metrics(setup: TrainSetup, result: MemberResult, provenance: dict, ml
     }  # fmt: skip
 
 
-def member_files(setup: TrainSetup, result: MemberResult, metrics: dict) -> dict[str, bytes]:
-    """The member's output files by name, in publishing order: metrics.json, which marks it complete, last."""
+def member_files(
+    setup: TrainSetup, result: MemberResult, metrics: dict, pages: dict[str, bytes] | None = None
+) -> dict[str, bytes]:
+    """The member's output files by name, in publishing order: metrics.json, which marks it complete, last.
+
+    pages: pages built above this package (the train step's errors.html), published before metrics.json."""
     data, classes = setup.data, np.array(setup.data.classes)
     return {
         "oof.npz": npz_bytes(image_id=data.val_rows["image_id"].astype(str).to_numpy(), logits=result.oof_logits,
@@ -94,6 +98,7 @@ def member_files(setup: TrainSetup, result: MemberResult, metrics: dict) -> dict
         "model.pt": model_bytes(setup, result),
         "confusion.json": json.dumps(confusion(result.val_labels, result.oof_logits, list(setup.data.classes)),
                                      ensure_ascii=False).encode(),
+        **(pages or {}),
         "config.yaml": setup.cfg.to_yaml().encode(),
         "metrics.json": json.dumps(metrics, indent=2, ensure_ascii=False).encode(),
     }  # fmt: skip

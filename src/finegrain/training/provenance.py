@@ -29,13 +29,18 @@ def manifest_hash(table: pd.DataFrame, class_info: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def member_provenance(cfg: Config, backbone: str, fold: int, manifest_digest: str) -> dict:
-    """{"fingerprint", "manifest", "settings"} of member (backbone, fold) trained with `cfg` on that manifest."""
+def member_settings(cfg: Config, backbone: str, fold: int) -> dict:
+    """The settings that shape member (backbone, fold)'s weights, as flat dotted keys (`train.lr`, `fold`)."""
     train = cfg.model_dump(mode="json")["train"]
     for key in NOT_IN_FINGERPRINT:
         train.pop(key, None)
     train["backbone"] = cfg.train.backbone(backbone).model_dump(mode="json")
-    settings = {**flatten(train, "train"), "fold": int(fold)}
+    return {**flatten(train, "train"), "fold": int(fold)}
+
+
+def member_provenance(cfg: Config, backbone: str, fold: int, manifest_digest: str) -> dict:
+    """{"fingerprint", "manifest", "settings"} of member (backbone, fold) trained with `cfg` on that manifest."""
+    settings = member_settings(cfg, backbone, fold)
     payload = json.dumps({"settings": settings, "manifest": manifest_digest}, sort_keys=True, ensure_ascii=False)
     return {
         "fingerprint": hashlib.sha256(payload.encode()).hexdigest()[:16],

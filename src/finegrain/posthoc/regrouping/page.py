@@ -1,4 +1,9 @@
-"""What people look at after regrouping: the t-SNE scatter coloured by group and the HTML page around it."""
+"""What people look at after regrouping: the t-SNE scatter coloured by group and the HTML page around it.
+
+Every multi-class group gets a colour none of its neighbours on the map has (regrouping.colours) and its
+number drawn at its centroid; the page's table of groups is the legend (colour, number, class names), and an
+SVG map of the class centroids names each class on hover. Singletons are light grey throughout.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from finegrain.posthoc.regrouping.colours import PALETTE, SINGLETON, centroids, group_colours
 from finegrain.posthoc.regrouping.regrouper import Regrouper
-from finegrain.reports import html
+from finegrain.reports import html, svg
+from finegrain.reports.markup import Markup
+from finegrain.reports.tables import sortable_table
 
 
 def hangul_font() -> str | None:
@@ -44,11 +52,13 @@ def plot_groups(rg: Regrouper, out_png: str, label_top: int = 10) -> dict[str, A
     single = sizes == 1
     dot = float(np.clip(20_000 / max(len(xy), 1), 1.0, 12.0))  # visible at 500 points, no blob at 30,000
     # Singletons in grey so the multi-class groups (the interesting part) stand out.
-    ax.scatter(xy[single, 0], xy[single, 1], s=dot, c="lightgrey", linewidths=0, rasterized=True)
-    # tab20 without its two greys, which would read as singletons.
-    palette = np.array([plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)])
-    colours = palette[group[~single] % len(palette)]
+    ax.scatter(xy[single, 0], xy[single, 1], s=dot, c=SINGLETON, linewidths=0, rasterized=True)
+    colour_of = map_colours(rg)
+    colours = [colour_of[g] for g in group[~single]]
     ax.scatter(xy[~single, 0], xy[~single, 1], s=dot * 1.5, c=colours, linewidths=0, rasterized=True)
+    for g, (cx, cy) in group_labels(rg):  # each class of a group carries the group's number, as in the table
+        ax.annotate(str(g), (cx, cy), xytext=(-4, -4), textcoords="offset points", fontsize=6, ha="right",
+                    va="top", color="#333")  # fmt: skip
     labelled = rg.most_confused_classes(label_top)
     prop = font_manager.FontProperties(fname=font_path) if font_path else None
     for k, c in enumerate(labelled):
@@ -81,16 +91,70 @@ def plot_groups(rg: Regrouper, out_png: str, label_top: int = 10) -> dict[str, A
     return {"font": font_path, "labels": "names" if use_names else "indices", "labelled": labelled}
 
 
+def map_colours(rg: Regrouper) -> dict[int, str]:
+    """{group: colour} of the multi-class groups, neighbours on the t-SNE map in different colours."""
+    multi = [g for g, members in enumerate(rg.groups_) if len(members) > 1]
+    if rg.embedding_2d_ is None:
+        return {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(multi)}
+    class_xy = centroids(rg.embedding_2d_, rg.tsne_labels_, rg.n_classes_)
+    centres = np.array([np.nanmean(class_xy[rg.groups_[g]], axis=0) for g in multi]).reshape(-1, 2)
+    return group_colours(centres, multi)
+
+
+def group_labels(rg: Regrouper) -> list[tuple[int, tuple[float, float]]]:
+    """(group, class centroid) of every class in a multi-class group that has points on the map."""
+    class_xy = centroids(rg.embedding_2d_, rg.tsne_labels_, rg.n_classes_)
+    return [
+        (int(rg.class_to_group_[c]), (float(class_xy[c, 0]), float(class_xy[c, 1])))
+        for c in range(rg.n_classes_)
+        if len(rg.groups_[rg.class_to_group_[c]]) > 1 and not np.isnan(class_xy[c, 0])
+    ]
+
+
+def _class_map(rg: Regrouper, colour_of: dict[int, str]) -> str:
+    """SVG of the class centroids on the t-SNE map, coloured by group; hover names the class and its group."""
+    class_xy = centroids(rg.embedding_2d_, rg.tsne_labels_, rg.n_classes_)
+    counts = np.bincount(rg.tsne_labels_, minlength=rg.n_classes_)
+    shown = np.flatnonzero(~np.isnan(class_xy[:, 0]))
+    group = rg.class_to_group_
+    titles = [
+        f"{rg.classes_[c]}: group {group[c]}" + ("" if group[c] in colour_of else " (alone)") + f", {counts[c]} images"
+        for c in shown
+    ]
+    colours = [colour_of.get(int(group[c]), SINGLETON) for c in shown]
+    radius = 2.5 + 3.0 * np.sqrt(counts[shown] / max(counts.max(), 1))
+    labels = [(str(g), xy) for g, xy in group_labels(rg)]
+    return svg.scatter(class_xy[shown], colours, titles, radius, labels=labels, height=600)
+
+
+def _swatch(colour: str) -> Markup:
+    return Markup(f"<span style='display:inline-block;width:14px;height:14px;background:{colour}'></span>")
+
+
 def groups_html(rg: Regrouper, png_path: str, title: str = "finegrain regroup") -> str:
-    """A self-contained HTML page (the PNG inlined + the table of multi-class groups) for the KFP UI."""
-    columns = ["group", "classes", "within-group confusion", "members"]
+    """A self-contained HTML page for the KFP UI: the PNG inlined, the class map (hover: class names) and the
+    table of multi-class groups, which is the plot's legend (colour, number drawn at the centroid, classes)."""
+    colour_of = map_colours(rg)
+    columns = ["colour", "group", "classes", "within-group confusion", "members"]
     rows = [
-        dict(zip(columns, (gid, len(names), f"{conf:.4f}", ", ".join(str(n) for n in names))))
+        dict(zip(columns, (_swatch(colour_of[gid]), gid, len(names), f"{conf:.4f}", ", ".join(str(n) for n in names))))
         for gid, (names, conf) in enumerate(zip(rg.group_names_, rg.within_group_confusion()))
         if len(names) > 1
     ]
     n_single = sum(len(g) == 1 for g in rg.groups_)
-    body = html.png_img(png_path, "t-SNE") + html.paragraph(
-        f"{len(rows)} multi-class groups, {n_single} singleton classes."
-    )
-    return html.page(title, body + html.table(rows, columns))
+    body = [
+        html.paragraph(f"{len(rows)} multi-class groups, {n_single} singleton classes."),
+        html.paragraph(
+            "Each multi-class group has its own colour (no two neighbouring groups share one), and its number is "
+            "written beside each of its classes; the table below is the legend. Singleton classes are light grey.",
+            "fg-note",
+        ),
+        html.png_img(png_path, "t-SNE"),
+    ]
+    if rg.embedding_2d_ is not None:
+        body += [
+            html.heading("Class centroids (hover a dot for the class; size: number of images)"),
+            _class_map(rg, colour_of),
+        ]
+    body += [html.heading("Groups (type a class name to find its group)"), sortable_table(rows, columns, page_size=50)]
+    return html.page(title, "".join(body))

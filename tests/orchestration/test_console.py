@@ -1,0 +1,104 @@
+"""What `finegrain run` prints: a line per task when it finishes (with when it started) or is served from the
+cache, a progress line for the running tasks, the warnings; each task's whole output in its own log file,
+named for its member once its executor input says."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+
+from finegrain.orchestration.console import TaskConsole
+
+EXECUTOR_INPUT = {"inputs": {"parameterValues": {"fold": 1.0, "backbone": "convnext"}}, "outputs": {}}
+
+
+def _train_task(bar: str) -> None:
+    """What a train task's thread does under kfp.local: its log records and its subprocess's output."""
+    logging.info("Executing task \x1b[96m'train'\x1b[0m")
+    print("    [KFP Executor 2026-12-07 04:10:14,769 INFO]: Got executor_input:")
+    for line in json.dumps(EXECUTOR_INPUT, indent=4).splitlines():
+        print("    " + line)
+    print(bar, end="")
+    for step in (50, 100):
+        print(f"    convnext/fold1 epoch 2/6 step {step}/200 (25%): loss 1.2, lr 1.00e-03, 80.0 img/s, ETA 1m00s")
+    print('    {"epoch": 1, "train_loss": 1.0, "val_logloss": 0.912, "val_accuracy": 0.7}')
+    for _ in range(2):  # said twice, shown once
+        print("    [KFP Executor 2026-12-07 04:12:00,000 WARNING]: MLflow http://x unavailable during log_metrics")
+    logging.info("Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m")
+
+
+def test_a_line_per_task_and_every_output_in_its_log(tmp_path):
+    out = io.StringIO()
+    logs = tmp_path / "logs"
+    with TaskConsole(logs, out=out) as console:
+        logging.info("Task preprocess cache hit (key=abc123); skipping execution.")
+        worker = threading.Thread(target=_train_task, args=("    validating:  10%|#   | 1/10\r    validating: 100%|",))
+        worker.start()
+        worker.join()
+        print("[finegrain] printed by the main thread")
+    shown = out.getvalue().splitlines()
+    assert len(shown) <= 7, shown
+    text = "\n".join(shown)
+    assert "[finegrain] preprocess: reused from the kfp.local cache" in text
+    assert "[finegrain] train convnext/fold1: finished in 0 s (started at 00:00)" in text
+    assert text.count("MLflow http://x unavailable") == 1 and "[finegrain] printed by the main thread" in text
+    assert "Got executor_input" not in text and "step 50/200" not in text  # in the log, not here
+    (log,) = logs.glob("*.log")
+    assert log.name == "01-train-convnext-fold1.log"
+    assert '"backbone": "convnext"' in log.read_text() and "step 100/200" in log.read_text()
+    assert console.ran == {"train": 1} and console.cached == {"preprocess": 1}
+
+
+def test_verbose_shows_everything_and_writes_no_logs(tmp_path, capsys):
+    with TaskConsole(tmp_path / "logs", verbose=True):
+        worker = threading.Thread(target=_train_task, args=("",))
+        worker.start()
+        worker.join()
+    assert "Got executor_input" in capsys.readouterr().out and not (tmp_path / "logs").exists()
+
+
+def test_a_failed_task_shows_its_log_tail(tmp_path):
+    out = io.StringIO()
+
+    def failing() -> None:
+        logging.info("Executing task 'submit'")
+        print("Traceback (most recent call last):\nValueError: the sample submission has 3 columns")
+        logging.info("Task 'submit' finished with status FAILURE")
+
+    with TaskConsole(tmp_path / "logs", out=out) as console:
+        worker = threading.Thread(target=failing)
+        worker.start()
+        worker.join()
+    text = out.getvalue()
+    assert "submit: FAILED after" in text and "01-submit.log" in text
+    assert "ValueError: the sample submission has 3 columns" in text and [t.name for t in console.failed] == ["submit"]
+
+
+def test_kfp_local_noise_is_not_shown(tmp_path, capsys):
+    import warnings
+
+    out = io.StringIO()
+    with TaskConsole(tmp_path / "logs", out=out):
+        print("-" * 80)  # kfp.local's separator, printed by its main thread
+        warnings.warn("Task 'train': settings ['cpu_limit'] have no effect in the current local runner and will be "
+                      "ignored.", UserWarning, stacklevel=1)  # fmt: skip
+    assert out.getvalue().count("\n") == 1  # only the line that says where the task logs are
+    assert "have no effect" not in capsys.readouterr().err
+
+
+def test_at_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    with TaskConsole(tmp_path / "logs", out=out):
+        worker = threading.Thread(target=_train_task, args=("    validating:  40%|####  | 4/10",))
+        worker.start()
+        worker.join()
+    text = out.getvalue()
+    assert "\r[finegrain] 00:00 running: train convnext/fold1 epoch 2/6 50%" in text  # the step line, read
+    assert "running: train convnext/fold1 epoch 2 done, val LogLoss 0.912" in text  # then the epoch record
+    assert text.count("\n") <= 4  # the progress line never adds a line of its own
