@@ -223,8 +223,9 @@ from importlib.metadata import distributions
 owner = {}  # the distribution each installed file belongs to (namespace packages such as google.* share a name)
 for dist in distributions():
     for f in dist.files or []:
-        owner[os.path.realpath(dist.locate_file(f))] = dist.metadata["Name"]
-files = {os.path.realpath(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+        if f.suffix in (".py", ".so", ".pyd"):
+            owner[os.path.normpath(str(dist.locate_file(f)))] = dist.metadata["Name"]
+files = {os.path.normpath(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
 print(json.dumps({"finegrain": finegrain.__file__, "error": out["error"][0] if "error" in out else "",
                   "imported": sorted({owner[f] for f in files if f in owner})}))
 """
@@ -273,6 +274,8 @@ def test_loads_and_predicts_where_finegrain_is_not_installed(chain, versions):
     requirements = (dst / "requirements.txt").read_text().split()
     closure = _requirement_closure(requirements)
     imported = {canonicalize_name(d) for d in result["imported"]}
-    # finegrain: this venv's editable-install finder (its .pth runs at start); psutil and pygments: imported only
-    # because they are installed here, inside try/except, by opentelemetry-sdk and mako (mlflow's dependencies).
-    assert imported - closure <= {"finegrain", "psutil", "pygments"}, sorted(imported - closure)
+    # finegrain: this venv's editable-install finder (its .pth runs at start). The others are imported only because
+    # they are installed here, each inside try/except ImportError: psutil by opentelemetry-sdk, pygments by mako,
+    # nvidia-ml-py (pynvml) by mlflow's GPU monitor.
+    optional = {"finegrain", "psutil", "pygments", "nvidia-ml-py"}
+    assert imported - closure <= optional, sorted(imported - closure)
