@@ -223,7 +223,8 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
 
 @pytest.fixture()
 def members(tmp_path):
-    uris = make_members(tmp_path, n_classes=9, n_per_class=20, backbones=("a", "b"), folds=2)
+    # real timm names: plan-run checks each backbone against timm's registry
+    uris = make_members(tmp_path, n_classes=9, n_per_class=20, backbones=("resnet10t", "test_vit"), folds=2)
     return [dsl.Artifact(name=f"m{i}", uri=u, metadata={}) for i, u in enumerate(uris)]
 
 
@@ -231,7 +232,7 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     data = tmp_path / "data"
     (data / "train" / "a").mkdir(parents=True)
     (data / "train" / "a" / "x.jpg").write_bytes(b"one")
-    _, planned = _plan(tmp_path, config_text, ["train.backbones=[a, b]", "data.folds=2"], str(data))
+    _, planned = _plan(tmp_path, config_text, ["train.backbones=[resnet10t, test_vit]", "data.folds=2"], str(data))
     start_run.python_func(config_text, "p", "hash", "v1", planned["run_root"], "kfp-1")
 
     groups, page = _artifact(dsl.Artifact, tmp_path, "groups"), _artifact(dsl.HTML, tmp_path, "tsne")

@@ -6,67 +6,43 @@ preprocess and every member; unchanged, no step (only the plan and the parent-ru
 changed, only ensemble, submit and register; a backbone added (a tiny one), only its members and the steps
 after train; that backbone's `lr` changed, only its members again. Then `finegrain gc` frees what the latest run
 does not use, and that run is still served whole from the cache. The tests in this module share those runs and
-run in file order; each run prints its duration.
+run in file order; each run prints its duration. The first run is the session's (tests/orchestration/conftest.py),
+which tests/orchestration/test_local_model.py reads before this module reruns on its outputs.
 """
 
-import base64
-import hashlib
 import json
 import re
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from finegrain.config import load_config  # noqa: E402
+from tests.support.local_runs import (
+    AFTER_TRAIN,
+    BOOKKEEPING,
+    CACHED,
+    LITE0,
+    TINY,
+    member_count,
+    output_path,
+    parent_status,
+    rerun,
+    step_counts,
+)
 from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.slow
 
 CONFIG = ROOT / "configs/sample.yaml"
-LITE0 = "{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}"
 
 
-@pytest.fixture(scope="module")
-def dataset(sample_dir, tmp_path_factory) -> Path:
-    """A private copy of the sample: a test below adds images to it."""
-    return Path(shutil.copytree(sample_dir, tmp_path_factory.mktemp("data") / "sample"))
-
-
-@pytest.fixture(scope="module")
-def local_run(dataset, tmp_path_factory, monkeypatch_module):
-    from finegrain.orchestration.local import run_pipeline_locally
-
-    out = tmp_path_factory.mktemp("run")
-    monkeypatch_module.chdir(out)  # the relative sqlite:/// tracking store lands in the run directory
-    cfg = load_config(
-        CONFIG,
-        [
-            # one backbone, two folds: the reruns below retrain every member, so each member costs twice
-            f"train.backbones=[{LITE0}]",
-            "train.epochs=1",
-            "train.image_size=64",
-            "train.batch_size=16",
-            "train.max_steps_per_epoch=6",
-            "train.tta=[identity, hflip]",
-            "regroup.perplexity=5",
-            f"tracking.uri=sqlite:///{out}/mlruns.db",
-        ],
-    )
-    started = time.monotonic()
-    summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out / "outputs"))
-    print(f"local pipeline run (first): {time.monotonic() - started:.0f} s")
-    return cfg, out / "outputs", summary
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+@pytest.fixture(scope="module", autouse=True)
+def in_the_run_directory(local_run):
+    """The reruns below run where the first one did (tests/orchestration/conftest.py makes it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(local_run[1].parent)  # the relative sqlite:/// tracking store lands in the run directory
+        yield
 
 
 def test_layout_matches_the_design(local_run):
@@ -134,164 +110,6 @@ def test_registered_model_reproduces_the_submission(local_run, sample_dir):
     np.testing.assert_allclose(pred.to_numpy(), sub.loc[test["ID"]].to_numpy(), atol=1e-5)
 
 
-def _versions(cfg) -> list:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=cfg.tracking.uri).search_model_versions(f"name='{cfg.tracking.register_model}'")
-
-
-def _alias(cfg, alias: str) -> str:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    return str(client.get_model_version_by_alias(cfg.tracking.register_model, alias).version)
-
-
-def test_first_version_is_champion_and_each_member_weights_are_stored_once(local_run):
-    cfg, out, _ = local_run
-    assert len(_versions(cfg)) == 1 and _alias(cfg, "champion") == _alias(cfg, "challenger") == "1"
-    registration = json.loads((out / "register" / "registration.json").read_text(encoding="utf-8"))
-    assert registration["promotion"]["decision"] == "promoted"
-    # the member runs hold no copy of model.pt: the registered model's artifacts hold each member's, once
-    weights = sorted((out.parent / "mlartifacts").rglob("*.pt"))
-    assert [p.name for p in weights] == [f"member{i}.pt" for i in range(_members(cfg))], weights
-    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in weights}
-    members = [out / "train" / "efficientnet_lite0" / f"fold{k}" / "model.pt" for k in range(cfg.data.folds)]
-    assert digests == {hashlib.sha256(p.read_bytes()).hexdigest() for p in members}
-
-
-def _test_images(dataset: Path, n: int) -> tuple[list[str], list[bytes]]:
-    test = pd.read_csv(dataset / "test.csv", encoding="utf-8-sig").head(n)
-    return list(test["ID"]), [(dataset / p).read_bytes() for p in test["img_path"]]
-
-
-def test_served_champion_answers_base64_jpegs_with_the_submission(local_run, dataset, tmp_path):
-    """`mlflow models serve -m models:/finegrain-ensemble@champion --env-manager local` as the serving manifest
-    runs it, on 127.0.0.1: base64 JPEGs in `dataframe_split` get the submission's probabilities back."""
-    import requests
-
-    from tests.support.model_server import ModelServer
-
-    cfg, out, _ = local_run
-    ids, images = _test_images(dataset, 6)
-    rows = [[base64.b64encode(b).decode("ascii"), i] for i, b in zip(ids, images)]
-    rows.insert(2, [base64.b64encode(images[0][:300]).decode("ascii"), "truncated"])
-    with ModelServer(tmp_path / "serve", cfg.tracking.uri) as server:
-        reply = requests.post(
-            f"{server.url}/invocations", json={"dataframe_split": {"columns": ["image", "id"], "data": rows}}, timeout=300
-        )
-    assert reply.status_code == 200, reply.text[:2000]
-    assert "NaN" not in reply.text  # the unusable row's probabilities are JSON nulls
-    pred = pd.DataFrame(reply.json()["predictions"]).set_index("id")
-    assert list(pred.index) == [ids[0], ids[1], "truncated", *ids[2:]]
-    assert pred.loc["truncated", "error"].startswith("row 2: cannot decode image")
-    assert pred.drop(index="truncated")["error"].eq("").all()  # the column is there because one row failed
-    sub = pd.read_csv(out / "submit" / "submission.csv", encoding="utf-8-sig").set_index("ID")
-    assert list(pred.columns) == [*sub.columns, "error"]
-    np.testing.assert_allclose(pred.loc[ids, sub.columns].to_numpy(dtype=float), sub.loc[ids].to_numpy(), atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def new_photos(dataset, tmp_path_factory) -> Path:
-    """The test images as a folder of new photos, plus one corrupt file and one that is not an image at all."""
-    folder = tmp_path_factory.mktemp("photos")
-    for path in sorted((dataset / "test").glob("*.jpg")):
-        shutil.copyfile(path, folder / path.name)
-    first = sorted(folder.glob("*.jpg"))[0].read_bytes()
-    (folder / "TEST_corrupt.jpg").write_bytes(first[: len(first) // 2])
-    (folder / "README.txt").write_text("not an image, not listed")
-    return folder
-
-
-def _same_as_submission(predictions: Path, submission: Path) -> pd.DataFrame:
-    pred = pd.read_csv(predictions, encoding="utf-8-sig", dtype={"ID": str}).set_index("ID")
-    sub = pd.read_csv(submission, encoding="utf-8-sig").set_index("ID")
-    assert list(pred.columns) == list(sub.columns) and sorted(pred.index) == sorted(sub.index)
-    np.testing.assert_allclose(pred.loc[sub.index].to_numpy(), sub.to_numpy(), atol=1e-5)
-    return pred
-
-
-def test_finegrain_predict_writes_every_other_row_and_names_the_corrupt_file(local_run, new_photos, tmp_path):
-    from typer.testing import CliRunner
-
-    from finegrain.cli import app
-
-    cfg, out, _ = local_run
-    target = tmp_path / "predictions.csv"
-    result = CliRunner().invoke(app, [
-        "predict", "--model", f"models:/{cfg.tracking.register_model}@champion", "--images", str(new_photos),
-        "--out", str(target), "--config", str(ROOT / "configs/sample.yaml"), "--set", f"tracking.uri={cfg.tracking.uri}",
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    pred = _same_as_submission(target, out / "submit" / "submission.csv")
-    assert list(pred.index) == sorted(pred.index)  # input order: the files sorted by path
-    errors = pd.read_csv(tmp_path / "predictions.errors.csv", encoding="utf-8-sig")
-    assert list(errors["ID"]) == ["TEST_corrupt"] and errors["error"][0].startswith("cannot decode image")
-    assert f"not predicted: {new_photos / 'TEST_corrupt.jpg'}: cannot decode image" in result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["images"] == len(pred) + 1 and summary["rows"] == len(pred)
-    assert "images," in result.stderr and "img/s" in result.stderr  # progress lines (no terminal here)
-
-
-def test_predict_pipeline_on_kfp_local_gives_the_same_rows_in_input_order(local_run, new_photos, tmp_path):
-    """pipelines/predict.py through kfp.local: three shards, concatenated in input order, the corrupt file listed."""
-    from pipelines import predict as predict_pipeline
-
-    cfg, out, _ = local_run
-    target = tmp_path / "pipeline" / "predictions.csv"
-    rc = predict_pipeline.main([
-        "local", "--config", str(ROOT / "configs/sample.yaml"), "--set", f"tracking.uri={cfg.tracking.uri}",
-        "--set", "predict.images_per_shard=25", "--images", str(new_photos), "--out", str(target),
-        "--kfp-root", str(tmp_path / "kfp"),
-    ])  # fmt: skip
-    assert rc == 0
-    pred = _same_as_submission(target, out / "submit" / "submission.csv")
-    assert list(pred.index) == sorted(pred.index)
-    errors = pd.read_csv(target.parent / "predictions.errors.csv", encoding="utf-8-sig")
-    assert list(errors["ID"]) == ["TEST_corrupt"]
-
-
-def _members(cfg) -> int:
-    return len(cfg.train.backbones) * cfg.data.folds
-
-
-def _parent_status(cfg, run_id: str) -> str:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).info.status
-
-
-BOOKKEEPING = {"end-run": 1, "plan-run": 1, "start-run": 1}  # run by every pipeline run, never cached
-AFTER_TRAIN = {"regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1, "register": 1}
-CACHED = "reused: same inputs (kfp.local cache)"
-TINY = "{name: test_efficientnet}"  # a second backbone: a tiny random-init timm test model, seconds to train
-
-
-def _with(cfg, *overrides: str):
-    from finegrain.config import config_from_dict
-
-    return config_from_dict(cfg.model_dump(mode="json"), list(overrides))
-
-
-def _rerun(cfg, dataset, out, *overrides: str, label: str = "") -> dict:
-    from finegrain.orchestration.local import run_pipeline_locally
-
-    started = time.monotonic()
-    summary = run_pipeline_locally(_with(cfg, *overrides), data=str(dataset), out=str(out))
-    print(f"local pipeline run ({label or ', '.join(overrides) or 'unchanged'}): {time.monotonic() - started:.0f} s")
-    return summary
-
-
-def _steps(counts: dict) -> dict:
-    return {k: v for k, v in counts.items() if k not in BOOKKEEPING}
-
-
-def _uri(summary: dict, task: str) -> Path:
-    from finegrain.orchestration.layout import output_uri
-
-    return Path(output_uri(summary["work_root"], task, summary["keys"][task]))
-
-
 @pytest.fixture(scope="module")
 def reruns() -> dict:
     """Summaries of the reruns below, for the ones after them."""
@@ -310,40 +128,38 @@ def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, da
     for i in range(3):
         pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
-    summary = reruns["added"] = _rerun(cfg, dataset, out, label="images added")
+    summary = reruns["added"] = rerun(cfg, dataset, out, label="images added")
     assert summary["submission_valid"]
     assert summary["data_hash"] != first["data_hash"]
     assert all(summary["keys"][t] != first["keys"][t] for t in first["keys"])  # new data: every key is new
     ran, cached = summary["tasks"]["ran"], summary["tasks"]["cached"]
-    assert ran["preprocess"] == 1 and ran["train"] == _members(cfg) and not cached
+    assert ran["preprocess"] == 1 and ran["train"] == member_count(cfg) and not cached
     assert summary["why"]["preprocess"].startswith("ran: the data changed (hash ")
     assert summary["why"][MEMBER.format(0)] == "ran: input preprocess changed"
     manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")  # the link follows the latest run
     assert {f"added_{i}.jpg" for i in range(3)} <= set(manifest["path"].map(lambda p: Path(p).name))
     for k in range(cfg.data.folds):
-        assert (_uri(summary, MEMBER.format(k)) / "metrics.json").exists(), k
-        assert (out / MEMBER.format(k)).resolve() == _uri(summary, MEMBER.format(k))
+        assert (output_path(summary, MEMBER.format(k)) / "metrics.json").exists(), k
+        assert (out / MEMBER.format(k)).resolve() == output_path(summary, MEMBER.format(k))
         # the first run's members are untouched in their own directories
-        assert (_uri(first, MEMBER.format(k)) / "metrics.json").exists(), k
+        assert (output_path(first, MEMBER.format(k)) / "metrics.json").exists(), k
 
 
 def test_the_rerun_version_is_gated_against_the_champion_on_its_out_of_fold_images(local_run, reruns):
-    """The rerun registers version 2 as challenger; with no holdout configured, both versions are scored on this
-    run's out-of-fold images, and champion moves only if the gate says so."""
+    """The rerun registers a new version as challenger; with no holdout configured, it and the champion are scored
+    on this run's out-of-fold images, and champion moves only if the gate says so."""
     from mlflow import MlflowClient
 
-    cfg, out, _ = local_run
-    registration = json.loads((out / "register" / "registration.json").read_text(encoding="utf-8"))
-    assert registration["registered_model"] == f"{cfg.tracking.register_model}/2"
-    p = registration["promotion"]
+    cfg, _, _ = local_run
+    p = json.loads((output_path(reruns["added"], "register") / "registration.json").read_text(encoding="utf-8"))["promotion"]
     assert p["eval_set"].startswith("out-of-fold images of this run") and p["champion_before"] == "1"
     assert p["images"] > 0 and p["challenger_logloss"] > 0 and p["champion_logloss"] > 0
     gain = p["champion_logloss"] - p["challenger_logloss"]
     assert p["decision"] == ("promoted" if gain >= cfg.promotion.min_improvement else "kept")
-    assert _alias(cfg, "challenger") == "2" and _alias(cfg, "champion") == p["champion"]
-    tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_model_version(cfg.tracking.register_model, "2").tags
-    assert tags["finegrain.promotion.decision"] == p["decision"]
-    assert tags["finegrain.promotion.margin"] == str(cfg.promotion.min_improvement)
+    client, name = MlflowClient(tracking_uri=cfg.tracking.uri), cfg.tracking.register_model
+    assert str(client.get_model_version_by_alias(name, "champion").version) == p["champion"]
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == p["version"]
+    assert client.get_model_version(name, p["version"]).tags["finegrain.promotion.decision"] == p["decision"]
 
 
 def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):
@@ -352,12 +168,12 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
     manifest = out / "preprocess" / "manifest.parquet"
     before = manifest.stat().st_mtime_ns
     capsys.readouterr()
-    summary = reruns["unchanged"] = _rerun(cfg, dataset, out)
+    summary = reruns["unchanged"] = rerun(cfg, dataset, out)
     assert summary["submission_valid"] and summary["keys"] == first["keys"]
     # only the plan and the parent run's start and end run; every step is a kfp.local cache hit
     assert summary["tasks"]["ran"] == BOOKKEEPING
     assert summary["tasks"]["cached"] == {
-        "preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1,
+        "preprocess": 1, "train": member_count(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1,
         "register": 1,
     }  # fmt: skip
     assert set(summary["why"].values()) == {CACHED}
@@ -367,36 +183,36 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
         print(f"local pipeline run (unchanged): {summary['elapsed_s']:.0f} s")
     assert (
         "tasks reused from the cache: calibrate, ensemble, preprocess, register, regroup, submit, "
-        f"train x{_members(cfg)}"
+        f"train x{member_count(cfg)}"
     ) in printed
     assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
     assert "[finegrain] plan: ensemble: reuses its outputs (same inputs)" in printed  # and predicted up front
     assert f"  {MEMBER.format(0):32s} {CACHED}" in printed  # one line per task in the summary
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
-    assert _parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
+    assert parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
 
 
 def test_changing_the_ensemble_method_runs_only_ensemble_submit_and_register(local_run, dataset, reruns):
     cfg, out, _ = local_run
-    summary = reruns["ensemble"] = _rerun(cfg, dataset, out, "ensemble.method=uniform")
+    summary = reruns["ensemble"] = rerun(cfg, dataset, out, "ensemble.method=uniform")
     assert summary["submission_valid"] and summary["ensemble"]["method"] == "uniform"
-    assert _steps(summary["tasks"]["ran"]) == {"ensemble": 1, "submit": 1, "register": 1}
-    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1}
+    assert step_counts(summary["tasks"]["ran"]) == {"ensemble": 1, "submit": 1, "register": 1}
+    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": member_count(cfg), "regroup": 1, "calibrate": 1}
     assert summary["why"]["ensemble"] == "ran: ensemble.method changed 'optimized' -> 'uniform'"
     assert summary["why"]["submit"] == summary["why"]["register"] == "ran: input ensemble changed"
     assert summary["why"]["calibrate"] == CACHED
     assert summary["registered_model"] and summary["registered_model"] != reruns["added"]["registered_model"]
     # the earlier ensemble is still there under its own key: going back to it finds it
-    assert (_uri(reruns["unchanged"], "ensemble") / "ensemble.json").exists()
+    assert (output_path(reruns["unchanged"], "ensemble") / "ensemble.json").exists()
 
 
 def test_adding_a_backbone_trains_only_its_members(local_run, dataset, reruns):
     cfg, out, _ = local_run
     added = f"train.backbones=[{LITE0}, {TINY}]"
-    summary = reruns["backbone"] = _rerun(cfg, dataset, out, "ensemble.method=uniform", added)
+    summary = reruns["backbone"] = rerun(cfg, dataset, out, "ensemble.method=uniform", added)
     assert summary["submission_valid"] and len(summary["members"]) == 2 * cfg.data.folds
-    ran = _steps(summary["tasks"]["ran"])
+    ran = step_counts(summary["tasks"]["ran"])
     assert ran == {"train": cfg.data.folds, **AFTER_TRAIN}
     assert summary["tasks"]["cached"] == {"preprocess": 1, "train": cfg.data.folds}
     for k in range(cfg.data.folds):
@@ -411,9 +227,9 @@ def test_changing_one_backbones_lr_retrains_only_its_members(local_run, dataset,
     cfg, out, _ = local_run
     before = reruns["backbone"]
     changed = f"train.backbones=[{LITE0}, {{name: test_efficientnet, lr: 0.003}}]"
-    summary = reruns["lr"] = _rerun(cfg, dataset, out, "ensemble.method=uniform", changed)
+    summary = reruns["lr"] = rerun(cfg, dataset, out, "ensemble.method=uniform", changed)
     assert summary["submission_valid"]
-    assert _steps(summary["tasks"]["ran"])["train"] == cfg.data.folds  # the other backbone's members are reused
+    assert step_counts(summary["tasks"]["ran"])["train"] == cfg.data.folds  # the other backbone's members are reused
     assert summary["tasks"]["cached"] == {"preprocess": 1, "train": cfg.data.folds}
     for k in range(cfg.data.folds):
         why = summary["why"][f"train/test_efficientnet/fold{k}"]
@@ -432,17 +248,17 @@ def test_gc_frees_old_outputs_and_keeps_the_current_ones(local_run, dataset, rer
     latest = reruns["lr"]
     result = CliRunner().invoke(app, ["gc", "--out", str(out), "--keep", "1", "--config", str(CONFIG)])
     assert result.exit_code == 0, result.output
-    gone = [_uri(first, "preprocess"), _uri(first, MEMBER.format(0)), _uri(reruns["unchanged"], "ensemble"),
-            _uri(reruns["backbone"], "train/test_efficientnet/fold0")]  # fmt: skip
+    gone = [output_path(first, "preprocess"), output_path(first, MEMBER.format(0)), output_path(reruns["unchanged"], "ensemble"),
+            output_path(reruns["backbone"], "train/test_efficientnet/fold0")]  # fmt: skip
     for path in gone:
         assert not path.exists(), path
         assert f"freed {path} (" in result.output
     assert re.search(r"^freed [\d,]+ bytes in \d+ places; kept the outputs of 1 run\(s\)", result.output, re.M)
     for task in latest["keys"]:
-        assert _uri(latest, task).is_dir(), task
+        assert output_path(latest, task).is_dir(), task
     assert (out / "submit" / "submission.csv").exists()  # the links still point at the latest outputs
     # what gc kept is whole: an unchanged rerun is still served entirely from the cache
-    summary = _rerun(cfg, dataset, out, "ensemble.method=uniform", f"train.backbones=[{LITE0}, "
+    summary = rerun(cfg, dataset, out, "ensemble.method=uniform", f"train.backbones=[{LITE0}, "
                      "{name: test_efficientnet, lr: 0.003}]", label="unchanged, after gc")  # fmt: skip
     assert summary["tasks"]["ran"] == BOOKKEEPING and summary["keys"] == latest["keys"]
 
@@ -461,4 +277,4 @@ def test_a_failed_pipeline_ends_its_parent_run_failed(local_run, tmp_path):
     records = list((out / "work" / "runs").glob("*/mlflow_parent_run.json"))
     assert len(records) == 1
     parent = json.loads(records[0].read_text())["run_id"]
-    assert parent and _parent_status(cfg, parent) == "FAILED"
+    assert parent and parent_status(cfg, parent) == "FAILED"

@@ -71,8 +71,6 @@ class Dataset:
         return self.images[self.images["split"] == "test"]
 
 
-# ------------------------------------------------------------------------------------------------ listing
-
 
 def _root(uri: str) -> str:
     uri = str(uri)
@@ -126,8 +124,6 @@ def _without_ext(rel: str) -> str:
     return f"{head}/{_stem(name)}" if head else _stem(name)
 
 
-# ------------------------------------------------------------------------------------------------ train
-
 
 def _train_rows(
     root: str, rels: dict[str, str], extensions: Sequence[str], skipped: list[str]
@@ -179,8 +175,6 @@ def _check_unique(ids: list[str], where: list[str], what: str) -> None:
             raise DatasetError(f"{w}: duplicate {what} {i!r} (also {seen[i]})")
         seen[i] = w
 
-
-# ------------------------------------------------------------------------------------------------ csv files
 
 
 def _read_csv(uri: str) -> tuple[list[str], list[list[str]]]:
@@ -251,8 +245,6 @@ def _hecto_columns(root: str, rels: dict[str, str], classes: list[str], test_ids
         )
     return columns
 
-
-# ------------------------------------------------------------------------------------------------ entry point
 
 
 def _imagefolder_test(rels: dict[str, str], extensions: Sequence[str], skipped: list[str]) -> list[dict]:
