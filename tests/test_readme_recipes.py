@@ -73,7 +73,7 @@ SKIPPED = {
     "make predict-pipeline CONFIG=configs/hecto.yaml IMAGES=s3://finegrain-data/new "
     "PREDICTIONS=s3://finegrain-artifacts/predictions/new.csv": "needs a Kubeflow cluster (KFP_HOST); "
     "tests/pipelines/test_predict_pipeline.py checks the run it submits against a stand-in KFP API",
-    "make serve": "a server that runs until stopped; tests/orchestration/test_local_run.py starts the serving "
+    "make serve": "a server that runs until stopped; tests/orchestration/test_local_model.py starts the serving "
     "manifest's `mlflow models serve --env-manager local` on 127.0.0.1 after a local run and posts images to it",
     "make test-fast": "the test suite itself, which this test is part of",
     "make bench-preprocess": "a benchmark (minutes of CPU) that also needs imagededup, not a dependency",

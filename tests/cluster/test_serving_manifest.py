@@ -3,7 +3,7 @@ registry the pipeline logs to, and the NetworkPolicies let it reach MLflow and i
 
 Schema validation (strict, Kubernetes 1.34 and the newest) and the non-root/resources checks cover it with the rest
 in test_manifests.py. That the command serves the right thing is tested by running the same args on 127.0.0.1
-(tests/orchestration/test_local_run.py reads them from this file); no cluster runs it here.
+(tests/orchestration/test_local_model.py reads them from this file); no cluster runs it here.
 """
 
 from __future__ import annotations
