@@ -9,7 +9,7 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots bench bench-preprocess bench-regroup bench-train bench-decode clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots serve predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode clean
 
 # Every target a person runs carries a `## one line` after its prerequisites; `make help` lists exactly those,
 # so a new target shows up by writing its line (tests/test_makefile.py fails on a target without one).
@@ -72,7 +72,7 @@ compile: install ## compile pipelines/training.py to pipelines/training.yaml (CO
 # to there is nothing to do, so say so in one line (pipelines/submit.py says the same when run directly).
 MISSING_KFP_HOST = KFP_HOST is not set: export KFP_HOST=https://<your kubeflow>/pipeline \
   (the KFP API endpoint; see README, Deploy to a cluster)
-ifneq ($(filter submit-pipeline schedule,$(MAKECMDGOALS)),)
+ifneq ($(filter submit-pipeline schedule predict-pipeline,$(MAKECMDGOALS)),)
 ifeq ($(KFP_HOST),)
 $(error $(MISSING_KFP_HOST))
 endif
@@ -83,6 +83,32 @@ submit-pipeline: install ## compile and submit a run to a Kubeflow cluster (KFP_
 
 schedule: install ## create a recurring run on the cluster (KFP_HOST, KFP_TOKEN, CONFIG)
 	$(PY) pipelines/submit.py --config $(CONFIG) schedule
+
+# The registered model outside the pipeline. MODEL: a model URI (empty: the champion of tracking.register_model).
+MODEL ?=
+SERVE_PORT ?= 8080
+TRACKING_URI = $(shell $(PY) -c "from finegrain.config import load_config; print(load_config('$(CONFIG)').tracking.uri)")
+CHAMPION = $(shell $(PY) -c "from finegrain.config import load_config; print('models:/' + load_config('$(CONFIG)').tracking.register_model + '@champion')")
+
+# `--env-manager local` starts uvicorn from PATH: the venv goes first. The registry is CONFIG's tracking.uri.
+serve: install ## serve MODEL (default: the champion) over HTTP on 127.0.0.1:SERVE_PORT with mlflow models serve
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$(TRACKING_URI)" $(VENV)/bin/mlflow models serve \
+	  -m $(or $(MODEL),$(CHAMPION)) --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+# Batch prediction (pipelines/predict.py): every image under IMAGES scored by MODEL into PREDICTIONS, in input
+# order; unreadable images listed beside it. On the cluster IMAGES/PREDICTIONS are s3:// URIs.
+IMAGES ?=
+PREDICTIONS ?= runs/predict/predictions.csv
+PREDICT_ARGS = --config $(CONFIG) --images $(IMAGES) --out $(PREDICTIONS) $(if $(MODEL),--model $(MODEL))
+NEED_IMAGES = @test -n "$(IMAGES)" || { echo "IMAGES is not set: make $@ IMAGES=<directory or s3://prefix>" >&2; exit 2; }
+
+predict-pipeline: install ## batch-predict IMAGES with MODEL (default: the champion) on the cluster (KFP_HOST)
+	$(NEED_IMAGES)
+	$(PY) pipelines/predict.py $(PREDICT_ARGS) run
+
+predict-pipeline-local: install ## the batch-prediction pipeline on this machine with kfp.local (IMAGES)
+	$(NEED_IMAGES)
+	$(PY) pipelines/predict.py $(PREDICT_ARGS) local
 
 bench: bench-preprocess bench-regroup bench-train bench-decode ## run every benchmark in bench/
 

@@ -115,7 +115,7 @@ push: _require-registry ## push the images to REGISTRY
 deploy: _require-registry ## secrets, kustomize apply, wait (REGISTRY, OVERLAY, CLUSTER_NAME)
 	@if [ "$(OVERLAY)" != local ]; then NAMESPACE=$(NAMESPACE) KUBECTL=$(KUBECTL) bash scripts/create_secrets.sh; fi
 	$(KUBECTL) apply -k $$($(CLUSTER_PY) scripts/deploy_kustomization.py --overlay $(OVERLAY) \
-	  --registry $(REGISTRY) $(if $(CLUSTER_NAME),--cluster-name $(CLUSTER_NAME)))
+	  --registry $(REGISTRY) --tag $(TAG) $(if $(CLUSTER_NAME),--cluster-name $(CLUSTER_NAME)))
 	$(KUBECTL) -n $(NAMESPACE) rollout status statefulset/minio --timeout=300s
 	$(KUBECTL) -n $(NAMESPACE) rollout status statefulset/mlflow-postgres --timeout=300s
 	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/mlflow --timeout=300s

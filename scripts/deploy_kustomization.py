@@ -1,7 +1,7 @@
 """Write the kustomization `make deploy` applies: an overlay plus this deployment's registry and cluster name.
 
     python scripts/deploy_kustomization.py --overlay eks --registry 123.dkr.ecr.us-west-2.amazonaws.com \
-        --cluster-name prod --out build/deploy
+        --cluster-name prod --tag 1a2b3c4 --out build/deploy
 
 Kept out of git (build/ is ignored) so that the committed overlays stay registry- and account-neutral.
 Prints the directory to pass to `kubectl apply -k`.
@@ -18,6 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "manifests" / "overlays"
 MLFLOW_IMAGE = "finegrain-mlflow"
+SERVING_IMAGE = "finegrain"  # the model server runs the project's CPU image (manifests/base/serving.yaml)
 
 
 def _ec2nodeclass_patch(cluster_name: str) -> dict:
@@ -34,8 +35,11 @@ def _ec2nodeclass_patch(cluster_name: str) -> dict:
     return {"target": {"kind": "EC2NodeClass", "name": "finegrain-gpu"}, "patch": yaml.safe_dump(ops)}
 
 
-def build_kustomization(overlay: str, registry: str, out_dir: Path, cluster_name: str | None = None) -> dict:
-    """The kustomization dict for `overlay`, with the MLflow image under `registry`."""
+def build_kustomization(
+    overlay: str, registry: str, out_dir: Path, cluster_name: str | None = None, tag: str | None = None
+) -> dict:
+    """The kustomization dict for `overlay`, with the MLflow image under `registry` and the model server on the
+    CPU image `<registry>/finegrain:<tag>-cpu` (the tag `make push` pushed)."""
     overlay_dir = OVERLAYS / overlay
     if not (overlay_dir / "kustomization.yaml").is_file():
         choices = sorted(p.name for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").is_file())
@@ -49,6 +53,10 @@ def build_kustomization(overlay: str, registry: str, out_dir: Path, cluster_name
         "resources": [os.path.relpath(overlay_dir, out_dir.resolve())],
         "images": [{"name": MLFLOW_IMAGE, "newName": f"{registry.rstrip('/')}/{MLFLOW_IMAGE}"}],
     }
+    if tag:
+        kustomization["images"].append(
+            {"name": SERVING_IMAGE, "newName": f"{registry.rstrip('/')}/{SERVING_IMAGE}", "newTag": f"{tag}-cpu"}
+        )
     if cluster_name:
         if overlay != "eks":
             raise SystemExit(f"CLUSTER_NAME is only used by the eks overlay, not {overlay!r}")
@@ -61,11 +69,14 @@ def main() -> None:
     parser.add_argument("--overlay", required=True)
     parser.add_argument("--registry", required=True)
     parser.add_argument("--cluster-name", default=None)
+    parser.add_argument("--tag", default=None, help="image tag of the model server: <registry>/finegrain:<tag>-cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "deploy")
     args = parser.parse_args()
     out_dir = args.out / args.overlay
     out_dir.mkdir(parents=True, exist_ok=True)
-    kustomization = build_kustomization(args.overlay, args.registry, out_dir, args.cluster_name or None)
+    kustomization = build_kustomization(
+        args.overlay, args.registry, out_dir, args.cluster_name or None, args.tag or None
+    )
     (out_dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     print(out_dir)
 

@@ -22,6 +22,7 @@ ARGS = {
     "ensemble": ["--members", "m", "--calibration", "c", "--out", "o"],
     "submit": ["--ensemble", "e", "--out", "o"],
     "register": ["--members", "m", "--calibration", "c", "--ensemble", "e", "--out", "o"],
+    "predict": ["--images", "i"],
     "run": ["--out", "o"],
     "gc": ["--out", "o"],
 }
@@ -178,3 +179,18 @@ def test_run_on_a_dataset_that_cannot_train_is_one_line_naming_the_fix(tmp_path)
     result = runner.invoke(app, ["run", "--data", str(data), "--out", str(tmp_path / "o"), *QUIET])
     _one_error_line(result, 1, str(data), "b (1)", "fewer images than data.folds=2", "lower data.folds")
     assert not list((tmp_path / "o").glob("work/*"))  # no task started
+
+
+def test_predict_without_images_exits_2_naming_the_folder(tmp_path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    result = runner.invoke(app, ["predict", "--images", str(tmp_path / "photos"), *QUIET])
+    _one_error_line(result, 2, str(tmp_path / "photos"), "no images")
+
+
+def test_predict_with_a_model_that_does_not_resolve_exits_2_naming_it(tmp_path, sqlite_tracking_uri) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"\xff\xd8 not really")
+    args = ["predict", "--images", str(tmp_path / "photos"), "--model", "models:/nope@champion"]
+    result = runner.invoke(app, [*args, *QUIET, "--set", f"tracking.uri={sqlite_tracking_uri}"])
+    _one_error_line(result, 2, "models:/nope@champion", "cannot load the model")

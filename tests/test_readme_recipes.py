@@ -33,7 +33,7 @@ SPEED = {"train": {"epochs": 1, "image_size": 32, "tta": ["identity"], "swa": {"
 # A README placeholder and what the test puts in its place.
 DATASET_PLACEHOLDER = "/path/to/dataset"
 
-QUICK, PIPELINE, STEPS = "quick", "pipeline", "steps"
+QUICK, PIPELINE, STEPS, SERVING = "quick", "pipeline", "steps", "serving"
 RECIPES = {
     "make help": QUICK,
     "make": QUICK,
@@ -61,12 +61,20 @@ RECIPES = {
     ".venv/bin/finegrain register --members runs/s/train/efficientnet_lite0/fold0 "
     "--members runs/s/train/efficientnet_lite0/fold1 --calibration runs/s/calibrate --ensemble runs/s/ensemble "
     "--data data/sample --out runs/s/register": STEPS,
+    ".venv/bin/finegrain predict --model models:/finegrain-ensemble@champion --images data/sample/test "
+    "--out predictions.csv": SERVING,
+    "make predict-pipeline-local IMAGES=data/sample/test": SERVING,
 }
 SKIPPED = {
     "make submit-pipeline CONFIG=configs/hecto.yaml": "needs a Kubeflow cluster (KFP_HOST); "
     "tests/pipelines/test_submit_pipeline.py checks its requests against a stand-in KFP API",
     "make schedule CONFIG=configs/hecto.yaml": "needs a Kubeflow cluster (KFP_HOST); "
     "tests/pipelines/test_submit_pipeline.py checks its requests against a stand-in KFP API",
+    "make predict-pipeline CONFIG=configs/hecto.yaml IMAGES=s3://finegrain-data/new "
+    "PREDICTIONS=s3://finegrain-artifacts/predictions/new.csv": "needs a Kubeflow cluster (KFP_HOST); "
+    "tests/pipelines/test_predict_pipeline.py checks the run it submits against a stand-in KFP API",
+    "make serve": "a server that runs until stopped; tests/orchestration/test_local_model.py starts the serving "
+    "manifest's `mlflow models serve --env-manager local` on 127.0.0.1 after a local run and posts images to it",
     "make test-fast": "the test suite itself, which this test is part of",
     "make bench-preprocess": "a benchmark (minutes of CPU) that also needs imagededup, not a dependency",
     "make bench-regroup": "a benchmark: minutes of CPU (30,000-point t-SNE against scikit-learn's)",
@@ -215,3 +223,19 @@ def test_step_by_step_recipe_runs_as_written(sandbox: Path) -> None:
     assert "finegrain-ensemble/" in (sandbox / "runs/s/register/registration.json").read_text(
         encoding="utf-8"
     )
+
+
+@pytest.mark.slow
+def test_serving_recipes_run_as_written(sandbox: Path) -> None:
+    """After `make run` (the pipeline recipes above; run here when this test runs alone), `finegrain predict` and the
+    batch-prediction pipeline score the sample's test images with the champion: one row per image, in order."""
+    if not (sandbox / "mlruns.db").exists():
+        _with_sample(sandbox)
+        run_recipe(sandbox, "make run")
+    for command in in_readme_order(SERVING):
+        run_recipe(sandbox, command)
+    ids = sorted(p.stem for p in (sandbox / "data" / "sample" / "test").glob("*.jpg"))
+    for out in ("predictions.csv", "runs/predict/predictions.csv"):
+        rows = (sandbox / out).read_text(encoding="utf-8-sig").splitlines()
+        assert [r.split(",", 1)[0] for r in rows] == ["ID", *ids], out
+

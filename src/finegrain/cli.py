@@ -76,6 +76,8 @@ def _print(result: object) -> None:
 # Steps that hold `<out>/.finegrain.lock` themselves (per member, in their KFP component too); a second lock on
 # the same file from this process would be refused as another writer.
 SELF_LOCKING = ("train",)
+# Steps whose --out is a file, not a directory: it is written whole by one rename, so there is nothing to lock.
+FILE_OUTPUT = ("predict",)
 
 
 def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) -> None:
@@ -96,7 +98,7 @@ def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) 
     with _reported_errors():
         module = importlib.import_module(f"finegrain.steps.{step}")
         with contextlib.ExitStack() as held:
-            if step not in SELF_LOCKING:
+            if step not in SELF_LOCKING + FILE_OUTPUT:
                 held.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain {step} --out {out}"))
             _print(module.run(cfg, **kwargs))
 
@@ -225,6 +227,20 @@ def register(
         "register", config, set_, members=members, calibration=calibration, ensemble=ensemble, data=data,
         out=out, parent_run_id=parent_run_id,
     )
+
+
+@app.command()
+def predict(
+    images: str = typer.Option(..., "--images", help="Directory, s3:// prefix or file: every image under it."),
+    out: str = typer.Option("predictions.csv", "--out", help="CSV to write (local or s3://); errors beside it."),
+    model: str = typer.Option(
+        None, "--model", help="Model URI (default: models:/<tracking.register_model>@champion)."
+    ),
+    config: str = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Score new images with a registered model: ID + submission columns; unreadable images listed beside."""
+    _run_step("predict", config, set_, model=model, images=images, out=out)
 
 
 @app.command()

@@ -6,24 +6,23 @@ preprocess and every member; unchanged, no step (only the plan and the parent-ru
 changed, only ensemble, submit and register; a backbone added (a tiny one), only its members and the steps
 after train; that backbone's `lr` changed, only its members again. Then `finegrain gc` frees what the latest run
 does not use, and that run is still served whole from the cache. The tests in this module share those runs and
-run in file order; each run prints its duration.
+run in file order; each run prints its duration. The first run is the session's (tests/orchestration/conftest.py),
+which tests/orchestration/test_local_model.py reads before this module reruns on its outputs.
 """
 
 import json
 import re
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from finegrain.config import load_config  # noqa: E402
 from tests.support.local_runs import (
     AFTER_TRAIN,
     BOOKKEEPING,
     CACHED,
+    LITE0,
     TINY,
     member_count,
     output_path,
@@ -36,46 +35,14 @@ from tests.support.paths import REPO as ROOT
 pytestmark = pytest.mark.slow
 
 CONFIG = ROOT / "configs/sample.yaml"
-LITE0 = "{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}"
 
 
-@pytest.fixture(scope="module")
-def dataset(sample_dir, tmp_path_factory) -> Path:
-    """A private copy of the sample: a test below adds images to it."""
-    return Path(shutil.copytree(sample_dir, tmp_path_factory.mktemp("data") / "sample"))
-
-
-@pytest.fixture(scope="module")
-def local_run(dataset, tmp_path_factory, monkeypatch_module):
-    from finegrain.orchestration.local import run_pipeline_locally
-
-    out = tmp_path_factory.mktemp("run")
-    monkeypatch_module.chdir(out)  # the relative sqlite:/// tracking store lands in the run directory
-    cfg = load_config(
-        CONFIG,
-        [
-            # one backbone, two folds: the reruns below retrain every member, so each member costs twice
-            f"train.backbones=[{LITE0}]",
-            "train.epochs=1",
-            "train.image_size=64",
-            "train.batch_size=16",
-            "train.max_steps_per_epoch=6",
-            "train.tta=[identity, hflip]",
-            "regroup.perplexity=5",
-            f"tracking.uri=sqlite:///{out}/mlruns.db",
-        ],
-    )
-    started = time.monotonic()
-    summary = run_pipeline_locally(cfg, data=str(dataset), out=str(out / "outputs"))
-    print(f"local pipeline run (first): {time.monotonic() - started:.0f} s")
-    return cfg, out / "outputs", summary
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+@pytest.fixture(scope="module", autouse=True)
+def in_the_run_directory(local_run):
+    """The reruns below run where the first one did (tests/orchestration/conftest.py makes it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(local_run[1].parent)  # the relative sqlite:/// tracking store lands in the run directory
+        yield
 
 
 def test_layout_matches_the_design(local_run):
@@ -176,6 +143,23 @@ def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, da
         assert (out / MEMBER.format(k)).resolve() == output_path(summary, MEMBER.format(k))
         # the first run's members are untouched in their own directories
         assert (output_path(first, MEMBER.format(k)) / "metrics.json").exists(), k
+
+
+def test_the_rerun_version_is_gated_against_the_champion_on_its_out_of_fold_images(local_run, reruns):
+    """The rerun registers a new version as challenger; with no holdout configured, it and the champion are scored
+    on this run's out-of-fold images, and champion moves only if the gate says so."""
+    from mlflow import MlflowClient
+
+    cfg, _, _ = local_run
+    p = json.loads((output_path(reruns["added"], "register") / "registration.json").read_text(encoding="utf-8"))["promotion"]
+    assert p["eval_set"].startswith("out-of-fold images of this run") and p["champion_before"] == "1"
+    assert p["images"] > 0 and p["challenger_logloss"] > 0 and p["champion_logloss"] > 0
+    gain = p["champion_logloss"] - p["challenger_logloss"]
+    assert p["decision"] == ("promoted" if gain >= cfg.promotion.min_improvement else "kept")
+    client, name = MlflowClient(tracking_uri=cfg.tracking.uri), cfg.tracking.register_model
+    assert str(client.get_model_version_by_alias(name, "champion").version) == p["champion"]
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == p["version"]
+    assert client.get_model_version(name, p["version"]).tags["finegrain.promotion.decision"] == p["decision"]
 
 
 def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):

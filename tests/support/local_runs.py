@@ -18,6 +18,7 @@ def parent_status(cfg, run_id: str) -> str:
 BOOKKEEPING = {"end-run": 1, "plan-run": 1, "start-run": 1}  # run by every pipeline run, never cached
 AFTER_TRAIN = {"regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1, "register": 1}
 CACHED = "reused: same inputs (kfp.local cache)"
+LITE0 = "{name: efficientnet_lite0, pretrained: 'package:efficientnet_lite0'}"  # the first run's one backbone
 TINY = "{name: test_efficientnet}"  # a second backbone: a tiny random-init timm test model, seconds to train
 
 

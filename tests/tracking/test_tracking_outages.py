@@ -14,7 +14,7 @@ import pytest
 
 from finegrain.config import Config, TrackingConfig
 from finegrain.tracking import Tracker, end_run, mlflow_support, start_parent_run
-from finegrain.tracking.pyfunc import log_ensemble_model
+from finegrain.tracking.registry import log_ensemble_model
 from tests.support.recording_http import recording_server
 
 

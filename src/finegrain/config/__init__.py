@@ -29,7 +29,9 @@ from finegrain.config.schema import (
     LossConfig,
     MixConfig,
     PipelineConfig,
+    PredictConfig,
     PreprocessConfig,
+    PromotionConfig,
     RegroupConfig,
     StorageConfig,
     SubmitConfig,
@@ -40,7 +42,8 @@ from finegrain.config.schema import (
 
 __all__ = [
     "BackboneSpec", "CalibrateConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig", "HeadConfig",
-    "LossConfig", "MixConfig", "PipelineConfig", "PreprocessConfig", "RegroupConfig", "StorageConfig",
-    "SubmitConfig", "SwaConfig", "TrackingConfig", "TrainConfig", "config_from_dict", "config_to_text",
+    "LossConfig", "MixConfig", "PipelineConfig", "PredictConfig", "PreprocessConfig", "PromotionConfig",
+    "RegroupConfig", "StorageConfig", "SubmitConfig", "SwaConfig", "TrackingConfig", "TrainConfig",
+    "config_from_dict", "config_to_text",
     "endpoint_problem", "flatten", "load_config", "parse_override",
 ]  # fmt: skip

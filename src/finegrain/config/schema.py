@@ -126,7 +126,9 @@ class TrainConfig(_Section):
     cache_dir: str | None = None  # local scratch for the decoded-image cache; None = $FINEGRAIN_CACHE_DIR or temp
     # Validation/test resize: short side + centre crop, or a squash of the whole photo to a square.
     eval_resize: Literal["center_crop", "squash"] = "center_crop"
-    log_model_max_mb: float = Field(200.0, ge=0.0)  # model.pt goes to MLflow only below this size
+    # model.pt goes to the member's MLflow run only below this size, and only when no model is registered
+    # (tracking.register_model empty): otherwise the registered model holds the one MLflow copy.
+    log_model_max_mb: float = Field(200.0, ge=0.0)
     max_steps_per_epoch: int | None = None  # for smoke tests
     seed: int = 0
     deterministic: bool = True
@@ -187,6 +189,27 @@ class SubmitConfig(_Section):
         if problem:
             raise ValueError(problem)
         return value or None
+
+
+class PromotionConfig(_Section):
+    # The register step's gate scores the new version (alias challenger) and the current champion on the same
+    # labelled images. holdout_uri names a labelled set no member trained on (ImageFolder layout:
+    # <uri>/train/<class>/*); None = this run's out-of-fold images (see finegrain.tracking.promotion).
+    holdout_uri: str | None = None
+    # champion moves only when the challenger's LogLoss is lower by at least this much.
+    min_improvement: float = Field(0.01, ge=0.0)
+    max_images: int = Field(1000, ge=1)  # gate images; a seeded sample of the set when it is larger
+
+
+class PredictConfig(_Section):
+    batch_size: int = Field(32, ge=1)  # images per model call (and per progress step)
+    # pipelines/predict.py: the images are split into shards of this many, one pod each, at most
+    # `parallelism` at a time; shard pods run on CPU nodes unless `gpu` (then 1 GPU each, pipeline.base_image).
+    images_per_shard: int = Field(2000, ge=1)
+    parallelism: int = Field(8, ge=1)
+    gpu: bool = False
+    cpu: str = "4"
+    memory: str = "16Gi"
 
 
 class TrackingConfig(_Section):
@@ -259,6 +282,8 @@ class Config(_Section):
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     submit: SubmitConfig = Field(default_factory=SubmitConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)

@@ -167,10 +167,16 @@ def check_image(
     return CheckedImage("ok", "; ".join(notes), width, height, out)
 
 
-def decode_image(data: bytes, where: str = "image", max_pixels: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, where: str = "image", max_pixels: int | None = None, min_side: int = 1
+) -> np.ndarray:
     """Encoded image bytes -> uint8 RGB, H x W x 3 (writeable, C-contiguous); UndecodableImageError naming
-    `where` with check_image's reason when they are not a usable image."""
-    checked = check_image(data, max_pixels=max_pixels or 2**62)
+    `where` with check_image's reason when they are not a usable image.
+
+    max_pixels, min_side: preprocess's limits (the served model passes its training run's), so a file
+    preprocess would call corrupt is refused here with the same reason.
+    """
+    checked = check_image(data, max_pixels=max_pixels or 2**62, min_side=min_side)
     if checked.image is None:
         raise UndecodableImageError(f"{where}: cannot decode image ({len(data)} bytes): {checked.reason}")
     return np.array(checked.image, dtype=np.uint8)

@@ -196,6 +196,7 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
         "hierarchical": ens.get("hierarchical"),
         "preprocess": {k: pre.get(k) for k in ("status", "dup_groups", "suggested_merges", "training_rows")},
         "registered_model": registration.get("registered_model"),
+        "promotion": registration.get("promotion"),
     }
 
 
@@ -232,6 +233,10 @@ def format_summary(s: dict) -> str:
     lines.append(f"submission: {s['submission']} (valid: {s['submission_valid']})")
     if s.get("registered_model"):
         lines.append(f"registered model: {s['registered_model']}")
+    promotion = s.get("promotion") or {}
+    if promotion.get("decision"):
+        lines.append(f"promotion: {promotion['decision']} ({promotion.get('reason', '')}); "
+                     f"champion: version {promotion.get('champion', '-')}")  # fmt: skip
     if "elapsed_s" in s:
         lines.append(f"elapsed: {s['elapsed_s']} s")
     return "\n".join(lines)

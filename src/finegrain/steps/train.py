@@ -112,7 +112,9 @@ def _train(
         tracker.log_metrics(final, step=cfg.train.epochs)
         files = member_files(setup, result, metrics, pages={ERRORS_PAGE: _errors_page(setup, result)})
         lock.check()
-        _publish(files, out, tracker, cfg.train.log_model_max_mb)
+        # A registered model carries every member's weights (finegrain.tracking.registry): a copy in the member
+        # run too would store each model.pt twice in MLflow. The work URI keeps it either way.
+        _publish(files, out, tracker, 0.0 if cfg.tracking.register_model else cfg.train.log_model_max_mb)
     storage.delete(checkpoint_uri)  # the member is complete; metrics.json (written last) now answers retries
     return metrics
 

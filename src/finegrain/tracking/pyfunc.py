@@ -1,22 +1,33 @@
 """The trained ensemble as an MLflow pyfunc model: images in, submission columns out.
 
-`predict` takes a DataFrame with a column `image` (encoded bytes) or `path` (local file) and returns one row per
-image with exactly the sample submission's columns. Inside, it repeats what the pipeline did for the test set:
-each member's eval preset and TTA views, its calibration, the backbone weights, the chosen post-processing
-(flat power or hierarchical tempering) and the alias split. Registered by the register step
-(finegrain.steps.register) as `tracking.register_model`.
+Input, a DataFrame with
+  image  the encoded file (JPEG, PNG, ...): base64 text, as a JSON request carries it (`dataframe_split` or
+         `dataframe_records`; the signature types the column `binary`, so MLflow's scoring server decodes the
+         base64 before `predict`), or raw bytes from Python;
+  id     optional, echoed back.
+Output, one row per input row in the same order: `id` (when given), exactly the sample submission's columns,
+and, when any row's image cannot be used, `error`: "" for a scored row; for the others, why (the decoder and
+limits preprocess applies: decompression-bomb pixel limit, minimum side, unreadable or non-image data), with
+their probabilities left empty (None: null in JSON). One bad image never fails the other rows, and a batch of
+good images gets the submission's columns alone, as callers got before bad images had rows of their own.
+
+Server-side files are never read, unless the deployment sets FINEGRAIN_SERVE_PATH_ROOT to one local directory:
+then a row may carry `path` (relative to that directory, or absolute inside it) instead of `image`.
+
+Inside, `predict` repeats what the pipeline did for the test set: each member's eval preset and TTA views, its
+calibration, the backbone weights, the chosen post-processing (flat power or hierarchical tempering) and the
+alias split. Logged and registered by finegrain.tracking.registry (the register step).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-import tempfile
+import os
 from pathlib import Path
 
 import numpy as np
-
-from finegrain import storage
-from finegrain.config import Config
 
 try:  # mlflow is a dependency of the package, but keep import-time side effects out of `import finegrain`
     import mlflow.pyfunc
@@ -25,47 +36,18 @@ try:  # mlflow is a dependency of the package, but keep import-time side effects
 except ImportError:  # pragma: no cover - images without mlflow cannot register, but can still import this
     _PythonModel = object
 
-
-def _read_json(uri: str) -> dict:
-    return json.loads(storage.read_text(uri))
-
-
-def build_spec(
-    cfg: Config, members: list[str], calibration_dir: str, ensemble_dir: str, data_uri: str
-) -> tuple[dict, dict[str, str]]:
-    """Everything `predict` needs, as JSON, plus {artifact name: model.pt URI} for each member."""
-    from finegrain.data.layouts import read_dataset
-
-    ens = _read_json(storage.join(ensemble_dir, "ensemble.json"))
-    cal = _read_json(storage.join(calibration_dir, "calibration.json"))
-    dataset = read_dataset(data_uri, cfg.data.layout)
-    entries, models = [], {}
-    for i, member_dir in enumerate(sorted(members)):
-        metrics = _read_json(storage.join(member_dir, "metrics.json"))
-        key = f"{metrics['backbone']}/fold{metrics['fold']}"
-        name = f"member{i}"
-        models[name] = storage.join(member_dir, "model.pt")
-        entries.append({"key": key, "artifact": name, "weight": ens["member_weights"][key], "calibration": cal[key]})
-    post = {"kind": ens.get("post_processing", "flat")}
-    if post["kind"] == "tempered":
-        post.update(alpha=1.0, beta=ens["post_tempering"]["power"], groups=None)
-    elif post["kind"] == "hierarchical":
-        groups = _read_json(ens["hierarchical"]["groups"])["groups"]
-        post.update(alpha=ens["hierarchical"]["alpha"], beta=ens["hierarchical"]["beta"], groups=groups)
-    spec = {
-        "members": entries,
-        "post": post,
-        "tta": list(cfg.train.tta),
-        "columns": list(dataset.submission_columns),
-        "column_to_class": dataset.column_to_class(),
-        "aliases": dict(cfg.data.aliases),
-        "alias_mode": cfg.submit.alias_mode,
-    }
-    return spec, models
+IMAGE, ID, PATH, ERROR = "image", "id", "path", "error"
+PATH_ROOT_ENV = "FINEGRAIN_SERVE_PATH_ROOT"
+DEFAULT_BATCH_SIZE = 32
 
 
 class EnsembleModel(_PythonModel):
-    """pyfunc: images -> probabilities over the submission columns."""
+    """pyfunc: images -> probabilities over the submission columns (plus `id` and `error`)."""
+
+    # model_config keys (mlflow.pyfunc.load_model(uri, model_config={...})): where the members run, and how
+    # many images go through a member at once (bounds memory for a large request).
+    device = "cpu"
+    batch_size = DEFAULT_BATCH_SIZE
 
     def load_context(self, context) -> None:
         import torch
@@ -74,6 +56,9 @@ class EnsembleModel(_PythonModel):
         from finegrain.models import build_model
         from finegrain.posthoc.calibration import scaler_from_dict
 
+        config = dict(getattr(context, "model_config", None) or {})
+        self.device = str(config.get("device", self.device))
+        self.batch_size = int(config.get("batch_size", self.batch_size))
         self.spec = json.loads(Path(context.artifacts["spec"]).read_text(encoding="utf-8"))
         self.members = []
         for entry in self.spec["members"]:
@@ -82,7 +67,7 @@ class EnsembleModel(_PythonModel):
             backbone = mcfg.train.backbone(blob["backbone"]).model_copy(update={"pretrained": False})
             model = build_model(backbone, mcfg.train.head, blob["num_classes"])
             model.load_state_dict(blob["state_dict"])
-            model.eval()
+            model.to(self.device).eval()
             scaler = scaler_from_dict(entry["calibration"], where=entry["key"])
             self.members.append((entry, blob, model, scaler))
         self.classes = list(self.members[0][1]["classes"])
@@ -99,10 +84,14 @@ class EnsembleModel(_PythonModel):
         preset = EvalPreset(
             blob["image_size"], blob["mean"], blob["std"], normalize=True, resize=train["eval_resize"]
         )
-        batch = torch.stack([preset(resize_short_side(im, short_side)) for im in images])
-        with torch.no_grad():
-            views = [model(tta_view(batch, v)).float() for v in self.spec["tta"]]
-        return torch.stack(views).mean(0).numpy()
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = torch.stack([preset(resize_short_side(im, short_side)) for im in chunk]).to(self.device)
+            with torch.no_grad():
+                views = [model(tta_view(batch, v)).float() for v in self.spec["tta"]]
+            out.append(torch.stack(views).mean(0).cpu().numpy())
+        return np.concatenate(out)
 
     def predict_proba(self, images: list[np.ndarray]) -> np.ndarray:
         """Ensemble probabilities over the canonical classes, [n, C]."""
@@ -126,73 +115,101 @@ class EnsembleModel(_PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        from finegrain.data.decode import decode_image
+        from finegrain.data.decode import UndecodableImageError, decode_image
         from finegrain.posthoc.submission import probs_to_columns
 
-        # The decoder preprocess validated with and the training cache used: same pixels for the same file.
-        images = [decode_image(data, f"row {i}") for i, data in enumerate(_images_of(model_input))]
-        columns = probs_to_columns(
-            self.predict_proba(images), self.classes, self.spec["columns"], self.spec["column_to_class"],
-            self.spec["aliases"], self.spec["alias_mode"],
-        )
-        return pd.DataFrame(columns, columns=self.spec["columns"])
-
-
-def _images_of(frame) -> list:
-    if "image" in frame.columns:
-        return list(frame["image"])
-    if "path" in frame.columns:
-        return [Path(p).read_bytes() for p in frame["path"]]
-    raise ValueError(f"model input needs a column 'image' (bytes) or 'path'; got {list(frame.columns)}")
-
-
-def register_ensemble(
-    cfg: Config, members: list[str], calibration_dir: str, ensemble_dir: str, data_uri: str,
-    parent_run_id: str | None = None,
-) -> str | None:
-    """Log the ensemble as a pyfunc under the parent run and register it; returns "name/version" or None."""
-    spec, models = build_spec(cfg, members, calibration_dir, ensemble_dir, data_uri)
-    return log_ensemble_model(cfg, spec, models, parent_run_id)
-
-
-def log_ensemble_model(
-    cfg: Config, spec: dict, models: dict[str, str], parent_run_id: str | None = None
-) -> str | None:
-    """Log `spec` + the members' weights as the pyfunc and register it; None (and a warning) if MLflow fails.
-
-    A dead or hanging tracking server costs seconds: MLflow's own retry ladder (minutes per call) is off, and
-    a cheap call under the short API timeout goes first, before any weights are downloaded or uploaded.
-    """
-    import warnings
-
-    from mlflow import MlflowClient
-
-    from finegrain.tracking.mlflow_support import ARTIFACT_TIMEOUT_S, http_settings
-
-    try:
-        client = MlflowClient(tracking_uri=cfg.tracking.uri)
-        with http_settings():
-            if parent_run_id:
-                client.get_run(parent_run_id)
-                run_kwargs = {"run_id": parent_run_id}
-            else:
-                exp = client.get_experiment_by_name(cfg.tracking.experiment)
-                exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
-                run_kwargs = {"run_name": "ensemble-model", "experiment_id": exp_id}
-        mlflow.set_tracking_uri(cfg.tracking.uri)  # log_model has no client argument; set just before use
-        with tempfile.TemporaryDirectory() as tmp:
-            artifacts = {"spec": str(Path(tmp) / "spec.json")}
-            Path(artifacts["spec"]).write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-            for name, uri in models.items():
-                artifacts[name] = str(storage.download_file(uri, Path(tmp) / f"{name}.pt"))
-            # Long timeout: a proxying server answers a weights upload only once it has stored the file.
-            with http_settings(ARTIFACT_TIMEOUT_S), mlflow.start_run(**run_kwargs):
-                info = mlflow.pyfunc.log_model(
-                    name="ensemble", python_model=EnsembleModel(), artifacts=artifacts,
-                    registered_model_name=cfg.tracking.register_model,
+        blobs, errors = row_bytes(model_input, os.environ.get(PATH_ROOT_ENV) or None)
+        images: dict[int, np.ndarray] = {}
+        for i, data in enumerate(blobs):
+            if errors[i]:
+                continue
+            try:
+                # The decoder and limits preprocess judged the training images with (0 = no limit, for a
+                # model logged before the limits were recorded).
+                images[i] = decode_image(
+                    data, f"row {i}", self.spec.get("max_pixels") or None, self.spec.get("min_side", 1)
                 )
-        version = info.registered_model_version
-        return f"{cfg.tracking.register_model}/{version}"
-    except Exception as exc:  # noqa: BLE001 - a registry outage must not fail a finished pipeline
-        warnings.warn(f"could not register the ensemble in MLflow ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
-        return None
+            except UndecodableImageError as exc:
+                errors[i] = str(exc)
+        columns = list(self.spec["columns"])
+        probs = np.full((len(blobs), len(columns)), np.nan)
+        if images:
+            rows = sorted(images)
+            probs[rows] = probs_to_columns(
+                self.predict_proba([images[i] for i in rows]), self.classes, columns,
+                self.spec["column_to_class"], self.spec["aliases"], self.spec["alias_mode"],
+            )  # fmt: skip
+        out = pd.DataFrame(probs, columns=columns)
+        if len(images) < len(blobs):
+            # None, not NaN: the scoring server's JSON then says null, which every JSON parser reads (NaN is
+            # not JSON, and one unusable image would make a strict client reject the whole reply).
+            out = out.astype(object)
+            out.loc[[i for i, why in enumerate(errors) if why], columns] = None
+        if ID in model_input.columns:
+            out.insert(0, ID, list(model_input[ID]))
+        if len(images) < len(blobs):
+            out[ERROR] = errors
+        return out
+
+
+def row_bytes(frame, path_root: str | None) -> tuple[list[bytes | None], list[str]]:
+    """Each row's encoded image and "" -- or None and why the row has none; a malformed request raises."""
+    if IMAGE not in frame.columns and PATH not in frame.columns:
+        raise ValueError(
+            f"model input needs a column '{IMAGE}' (the encoded image, base64 in JSON); got {list(frame.columns)}"
+        )
+    paths = frame[PATH] if PATH in frame.columns else None
+    if paths is not None and paths.notna().any() and not path_root:
+        raise ValueError(
+            f"column '{PATH}': this deployment reads no server-side files; send the image itself in column "
+            f"'{IMAGE}' (base64 in JSON), or set {PATH_ROOT_ENV} on the server to allow one directory"
+        )
+    images = frame[IMAGE] if IMAGE in frame.columns else None
+    blobs: list[bytes | None] = []
+    errors: list[str] = []
+    for i in range(len(frame)):
+        value = images.iloc[i] if images is not None else None
+        path = paths.iloc[i] if paths is not None else None
+        try:
+            if _present(value):
+                blobs.append(image_bytes(value))
+            elif _present(path):
+                blobs.append(read_under(path_root, str(path)))
+            else:
+                raise ValueError(f"no image (column '{IMAGE}' is empty)")
+            errors.append("")
+        except (ValueError, OSError) as exc:
+            blobs.append(None)
+            errors.append(f"row {i}: {exc}")
+    return blobs, errors
+
+
+def _present(value) -> bool:
+    if value is None:
+        return False
+    return not (isinstance(value, float) and np.isnan(value))
+
+
+def image_bytes(value) -> bytes:
+    """Raw bytes as they are; text as base64 (whitespace and a `data:...;base64,` prefix allowed)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        text = value.split("base64,", 1)[1] if value.startswith("data:") and "base64," in value else value
+        try:
+            return base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"image is not valid base64 ({exc})") from None
+    raise ValueError(f"image must be base64 text or bytes, not {type(value).__name__}")
+
+
+def read_under(root: str, path: str) -> bytes:
+    """The bytes of `path` if it resolves (links followed) inside `root`; anything else is refused."""
+    base = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(base, path))
+    if os.path.commonpath([base, target]) != base:
+        raise ValueError(f"path {path!r} is outside {PATH_ROOT_ENV}")
+    try:
+        return Path(target).read_bytes()
+    except OSError as exc:  # the caller learns why, not where the server keeps its files
+        raise ValueError(f"cannot read path {path!r}: {exc.strerror or type(exc).__name__}") from None
