@@ -34,8 +34,10 @@ _CACHED = re.compile(r"^Task (\S+) cache hit")
 _BAR = re.compile(r"([A-Za-z][\w +/.-]*?):\s+(\d+)%\|")  # a tqdm bar: "validating + hashing:  45%|..."
 _STEP = re.compile(r"epoch (\d+)/(\d+) step (\d+)/(\d+)")  # training.epoch.StepLog
 _WARNING = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|\w+Warning: |^error: ")  # a failure shows its log's tail
-# Expected, and said once in the README: kfp.local ignores pod settings; MLflow's SQLAlchemy deprecations.
-_NOISE = re.compile(r"have no effect in the current local|SADeprecationWarning|configure_mappers|_warn_local_only_noops")
+# Expected and harmless: kfp.local ignoring pod settings; MLflow's SQLAlchemy deprecation warnings.
+_NOISE = re.compile(
+    r"have no effect in the current local|SADeprecationWarning|configure_mappers|_warn_local_only_noops"
+)
 _RULE = re.compile(r"^-{20,}\n?$")  # kfp.local's separator between tasks
 
 
@@ -83,7 +85,9 @@ class _Task:
         elif (stripped := line.strip()).startswith('{"epoch"'):
             try:
                 record = json.loads(stripped)
-                self.progress = f"epoch {int(record['epoch']) + 1} done, val LogLoss {record['val_logloss']:.3f}"
+                self.progress = (
+                    f"epoch {int(record['epoch']) + 1} done, val LogLoss {record['val_logloss']:.3f}"
+                )
             except (ValueError, KeyError, TypeError):
                 pass
         elif bars := _BAR.findall(line):
