@@ -19,9 +19,9 @@ CLASSES_PAGE = 50
 
 
 def _pictures(ids: Sequence[str], thumbs: Mapping[str, bytes], paths: Mapping[str, str]) -> str:
-    return gallery.strip(
-        [gallery.figure(thumbs.get(i), i, title=paths.get(i, i)) for i in ids], 80, wrap=False
-    )
+    # Captioned with the id's last part (a Hecto id repeats its class folder); hovering gives the whole path.
+    figures = [gallery.figure(thumbs.get(i), i.rsplit("/", 1)[-1], title=paths.get(i, i)) for i in ids]
+    return gallery.strip(figures, 80, wrap=False)
 
 
 def _pairs_table(
