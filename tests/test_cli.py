@@ -146,3 +146,35 @@ def test_run_into_an_out_another_run_is_writing_exits_2_naming_it(tmp_path) -> N
     # the lock is checked before anything else: the missing dataset is reported once the lock is free
     result = runner.invoke(app, ["run", "--out", str(out), "--data", str(tmp_path / "no-data"), *QUIET])
     _one_error_line(result, 2, "no-data", "dataset not found")
+
+
+@pytest.mark.parametrize("command", ["calibrate", "preprocess", "submit"])
+def test_step_into_an_out_another_writer_holds_exits_2_naming_it(command: str, tmp_path) -> None:
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
+
+    out = tmp_path / "o"
+    args = [command, *[str(out) if a == "o" else a for a in ARGS[command]], *QUIET]
+    with hold_lock(str(out / LOCK_NAME), "finegrain calibrate --out o") as first:
+        result = runner.invoke(app, args)
+    _one_error_line(result, 2, "held by run " + first.info["run_id"], "finegrain calibrate --out o", str(out / LOCK_NAME))
+    # once free, the same command gets as far as its (missing) inputs, and leaves no lock behind
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "held by" not in result.output, result.output
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("command", ["preprocess", "train", "run"])
+def test_unknown_backbone_fails_before_any_step_work(command: str, tmp_path) -> None:
+    args = [command, *[str(tmp_path / a) if a in ("o", "m") else a for a in ARGS[command]], *QUIET]
+    result = runner.invoke(app, [*args, "--set", "train.backbones=[convnxt_tiny]"])
+    _one_error_line(result, 2, "train.backbones[0] 'convnxt_tiny': not a timm model; did you mean convnext_tiny")
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_on_a_dataset_that_cannot_train_is_one_line_naming_the_fix(tmp_path) -> None:
+    from tests.support.datasets import imagefolder
+
+    data = imagefolder(tmp_path / "data", {"a": 3, "b": 1})
+    result = runner.invoke(app, ["run", "--data", str(data), "--out", str(tmp_path / "o"), *QUIET])
+    _one_error_line(result, 1, str(data), "b (1)", "fewer images than data.folds=2", "lower data.folds")
+    assert not list((tmp_path / "o").glob("work/*"))  # no task started

@@ -54,30 +54,51 @@ def _reported_errors(refusals: tuple[type[Exception], ...] = (ValueError,)) -> I
         raise typer.Exit(1) from None
 
 
-def _config(config: str, overrides: Optional[List[str]]) -> Config:
+def _config(config: str, overrides: Optional[List[str]], backbones: bool = False) -> Config:
+    """The validated config; with `backbones`, also every backbone's timm name and weights (for the commands
+    that lead to training: a bad one fails here, before any step works)."""
     from finegrain.orchestration.plan import config_from_file
 
     with _reported_errors():
-        return config_from_file(config, overrides or [])
+        cfg = config_from_file(config, overrides or [])
+        if backbones:
+            from finegrain.models.weight_sources import check_backbones
+
+            for note in check_backbones(cfg.train):
+                typer.echo(f"warning: {note}", err=True)
+    return cfg
 
 
 def _print(result: object) -> None:
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
 
 
+# Steps that hold `<out>/.finegrain.lock` themselves (per member, in their KFP component too); a second lock on
+# the same file from this process would be refused as another writer.
+SELF_LOCKING = ("train",)
+
+
 def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) -> None:
-    """Validate the config first (a typo fails before torch is imported), then run `finegrain.steps.<step>`.
+    """Validate the config first (a typo fails before torch is imported), then run `finegrain.steps.<step>`
+    holding `<out>/.finegrain.lock`, so a second command writing the same --out fails naming the first.
 
     A `data=None` keyword falls back to the config's `data.uri`.
     """
     import importlib
 
-    cfg = _config(config, overrides)
+    from finegrain import storage
+    from finegrain.storage.locks import LOCK_NAME, hold_lock
+
+    cfg = _config(config, overrides, backbones=step in ("preprocess", "train"))
     if "data" in kwargs and kwargs["data"] is None:
         kwargs["data"] = cfg.data.uri
+    out = kwargs["out"]
     with _reported_errors():
         module = importlib.import_module(f"finegrain.steps.{step}")
-        _print(module.run(cfg, **kwargs))
+        with contextlib.ExitStack() as held:
+            if step not in SELF_LOCKING:
+                held.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain {step} --out {out}"))
+            _print(module.run(cfg, **kwargs))
 
 
 @app.command("make-sample")
@@ -219,15 +240,22 @@ def run(
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Run the whole pipeline on this machine with kfp.local (no cluster, no services)."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, backbones=True)
     from finegrain import storage
-    from finegrain.orchestration.local import run_pipeline_locally
+    from finegrain.data.checks import check_dataset
+    from finegrain.data.layouts import read_dataset
+    from finegrain.orchestration.local import prepare_data, run_pipeline_locally
     from finegrain.storage.locks import LOCK_NAME, hold_lock
 
     # kfp.local has already printed a failing task's own traceback; this adds the one-line reason.
     with _reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError
         # One `finegrain run` per --out: two would interleave every step's outputs (each member also has its own).
         with hold_lock(storage.join(out, LOCK_NAME), f"finegrain run --out {out}"):
+            # The dataset's shape is checked here, in one line, rather than inside a task's traceback.
+            data = prepare_data(cfg, data or cfg.data.uri)
+            ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+            for note in check_dataset(ds, cfg.data.folds, cfg.data.aliases):
+                typer.echo(f"warning: {note}", err=True)
             summary = run_pipeline_locally(cfg, data=data, out=out, runner=runner)
     if not summary.get("submission_valid"):
         typer.echo("error: the pipeline finished but the submission did not validate", err=True)

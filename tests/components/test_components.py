@@ -163,9 +163,13 @@ def test_plan_accepts_yaml_and_names_a_bad_override(tmp_path):
     data = tmp_path / "d"
     (data / "train" / "a").mkdir(parents=True)
     (data / "train" / "a" / "x.jpg").write_bytes(b"one")
-    text = f"data:\n  folds: 2\ntrain:\n  backbones: [a, b]\npipeline:\n  work_root: {tmp_path / 'work'}\n"
+    # plan-run checks each backbone (a timm model, weights it can reach): real names, trained from scratch
+    text = (f"data:\n  folds: 2\ntrain:\n  backbones: [resnet10t, test_vit]\npipeline:\n"
+            f"  work_root: {tmp_path / 'work'}\n")  # fmt: skip
     members, out = _plan(tmp_path, text, [], str(data))
-    assert [(m["backbone"], m["fold"]) for m in members] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert [(m["backbone"], m["fold"]) for m in members] == [
+        ("resnet10t", 0), ("resnet10t", 1), ("test_vit", 0), ("test_vit", 1)
+    ]  # fmt: skip
     with pytest.raises(ConfigError, match="train.epochz"):
         _plan(tmp_path, "{}", ["train.epochz=2"], str(data))
 
@@ -219,7 +223,8 @@ def test_preprocess_mirrors_outputs_and_reports(config_text, sample_dir, tmp_pat
 
 @pytest.fixture()
 def members(tmp_path):
-    uris = make_members(tmp_path, n_classes=9, n_per_class=20, backbones=("a", "b"), folds=2)
+    # real timm names: plan-run checks each backbone against timm's registry
+    uris = make_members(tmp_path, n_classes=9, n_per_class=20, backbones=("resnet10t", "test_vit"), folds=2)
     return [dsl.Artifact(name=f"m{i}", uri=u, metadata={}) for i, u in enumerate(uris)]
 
 
@@ -227,7 +232,7 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     data = tmp_path / "data"
     (data / "train" / "a").mkdir(parents=True)
     (data / "train" / "a" / "x.jpg").write_bytes(b"one")
-    _, planned = _plan(tmp_path, config_text, ["train.backbones=[a, b]", "data.folds=2"], str(data))
+    _, planned = _plan(tmp_path, config_text, ["train.backbones=[resnet10t, test_vit]", "data.folds=2"], str(data))
     start_run.python_func(config_text, "p", "hash", "v1", planned["run_root"], "kfp-1")
 
     groups, page = _artifact(dsl.Artifact, tmp_path, "groups"), _artifact(dsl.HTML, tmp_path, "tsne")
@@ -261,3 +266,10 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     # each task's outcome lands in its run's directory, for `finegrain run`'s summary
     outcome = json.loads(Path(layout.outcome_uri(planned["run_root"], "ensemble")).read_text())
     assert outcome["ran"] and outcome["why"] == "ran: first run"
+
+
+def test_plan_refuses_a_backbone_timm_does_not_know(tmp_path):
+    data = tmp_path / "d"
+    (data / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="train.backbones\\[0\\] 'convnxt_base': not a timm model; did you mean"):
+        _plan(tmp_path, "{}", ["train.backbones=[convnxt_base]"], str(data))

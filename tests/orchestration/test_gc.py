@@ -27,7 +27,7 @@ CONFIG = ["--config", str(REPO / "configs" / "sample.yaml")]
 def _run(work: str, data: Path, method: str, kfp_run_id: str = "") -> dict:
     """Plan a run (ensemble.method=`method`) and pretend its tasks ran, as the KFP adapter records them."""
     cfg = load_config(
-        None, ["data.folds=2", "train.backbones=[a]", f"ensemble.method={method}", f"pipeline.work_root={work}"]
+        None, ["data.folds=2", "train.backbones=[resnet10t]", f"ensemble.method={method}", f"pipeline.work_root={work}"]
     )
     plan = plan_run(config_to_text(cfg), [], str(data), kfp_run_id=kfp_run_id)
     specs = [*plan["specs"].values(), *(m["spec"] for m in plan["members"])]
@@ -116,7 +116,7 @@ def test_the_exit_task_marks_the_run_ended_and_applies_the_retention(data, tmp_p
     first = _run(work, data, "optimized", kfp_run_id="kfp-41")
     end_run_and_collect(first["config"], [], "kfp-41", "SUCCEEDED")  # its config keeps everything
     assert read_run(work, first["run"])["state"] == "SUCCEEDED" and Path(first["run_root"]).exists()
-    cfg = load_config(None, ["data.folds=2", "train.backbones=[a]", "ensemble.method=uniform",
+    cfg = load_config(None, ["data.folds=2", "train.backbones=[resnet10t]", "ensemble.method=uniform",
                              f"pipeline.work_root={work}", "pipeline.retention_runs=1"])  # fmt: skip
     plan = plan_run(config_to_text(cfg), [], str(data), kfp_run_id="kfp-42")
     assert plan["run"].endswith("-kfp-42")

@@ -20,6 +20,17 @@ import pandas as pd
 import pytest
 
 from finegrain.config import load_config  # noqa: E402
+from tests.support.local_runs import (
+    AFTER_TRAIN,
+    BOOKKEEPING,
+    CACHED,
+    TINY,
+    member_count,
+    output_path,
+    parent_status,
+    rerun,
+    step_counts,
+)
 from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.slow
@@ -132,47 +143,6 @@ def test_registered_model_reproduces_the_submission(local_run, sample_dir):
     np.testing.assert_allclose(pred.to_numpy(), sub.loc[test["ID"]].to_numpy(), atol=1e-5)
 
 
-def _members(cfg) -> int:
-    return len(cfg.train.backbones) * cfg.data.folds
-
-
-def _parent_status(cfg, run_id: str) -> str:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).info.status
-
-
-BOOKKEEPING = {"end-run": 1, "plan-run": 1, "start-run": 1}  # run by every pipeline run, never cached
-AFTER_TRAIN = {"regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1, "register": 1}
-CACHED = "reused: same inputs (kfp.local cache)"
-TINY = "{name: test_efficientnet}"  # a second backbone: a tiny random-init timm test model, seconds to train
-
-
-def _with(cfg, *overrides: str):
-    from finegrain.config import config_from_dict
-
-    return config_from_dict(cfg.model_dump(mode="json"), list(overrides))
-
-
-def _rerun(cfg, dataset, out, *overrides: str) -> dict:
-    from finegrain.orchestration.local import run_pipeline_locally
-
-    started = time.monotonic()
-    summary = run_pipeline_locally(_with(cfg, *overrides), data=str(dataset), out=str(out))
-    print(f"local pipeline run {overrides or 'unchanged'}: {time.monotonic() - started:.0f} s")
-    return summary
-
-
-def _steps(counts: dict) -> dict:
-    return {k: v for k, v in counts.items() if k not in BOOKKEEPING}
-
-
-def _uri(summary: dict, task: str) -> Path:
-    from finegrain.orchestration.layout import output_uri
-
-    return Path(output_uri(summary["work_root"], task, summary["keys"][task]))
-
-
 @pytest.fixture(scope="module")
 def reruns() -> dict:
     """Summaries of the reruns below, for the ones after them."""
@@ -191,21 +161,21 @@ def test_added_images_are_fingerprinted_and_every_member_retrained(local_run, da
     for i in range(3):
         pixels = rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(cls / f"added_{i}.jpg", quality=90)
-    summary = reruns["added"] = _rerun(cfg, dataset, out)
+    summary = reruns["added"] = rerun(cfg, dataset, out, label="images added")
     assert summary["submission_valid"]
     assert summary["data_hash"] != first["data_hash"]
     assert all(summary["keys"][t] != first["keys"][t] for t in first["keys"])  # new data: every key is new
     ran, cached = summary["tasks"]["ran"], summary["tasks"]["cached"]
-    assert ran["preprocess"] == 1 and ran["train"] == _members(cfg) and not cached
+    assert ran["preprocess"] == 1 and ran["train"] == member_count(cfg) and not cached
     assert summary["why"]["preprocess"].startswith("ran: the data changed (hash ")
     assert summary["why"][MEMBER.format(0)] == "ran: input preprocess changed"
     manifest = pd.read_parquet(out / "preprocess" / "manifest.parquet")  # the link follows the latest run
     assert {f"added_{i}.jpg" for i in range(3)} <= set(manifest["path"].map(lambda p: Path(p).name))
     for k in range(cfg.data.folds):
-        assert (_uri(summary, MEMBER.format(k)) / "metrics.json").exists(), k
-        assert (out / MEMBER.format(k)).resolve() == _uri(summary, MEMBER.format(k))
+        assert (output_path(summary, MEMBER.format(k)) / "metrics.json").exists(), k
+        assert (out / MEMBER.format(k)).resolve() == output_path(summary, MEMBER.format(k))
         # the first run's members are untouched in their own directories
-        assert (_uri(first, MEMBER.format(k)) / "metrics.json").exists(), k
+        assert (output_path(first, MEMBER.format(k)) / "metrics.json").exists(), k
 
 
 def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, capsys):
@@ -214,49 +184,51 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
     manifest = out / "preprocess" / "manifest.parquet"
     before = manifest.stat().st_mtime_ns
     capsys.readouterr()
-    summary = reruns["unchanged"] = _rerun(cfg, dataset, out)
+    summary = reruns["unchanged"] = rerun(cfg, dataset, out)
     assert summary["submission_valid"] and summary["keys"] == first["keys"]
     # only the plan and the parent run's start and end run; every step is a kfp.local cache hit
     assert summary["tasks"]["ran"] == BOOKKEEPING
     assert summary["tasks"]["cached"] == {
-        "preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1,
+        "preprocess": 1, "train": member_count(cfg), "regroup": 1, "calibrate": 1, "ensemble": 1, "submit": 1,
         "register": 1,
     }  # fmt: skip
     assert set(summary["why"].values()) == {CACHED}
     assert manifest.stat().st_mtime_ns == before, "preprocess ran again instead of coming from the cache"
     printed = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"local pipeline run (unchanged): {summary['elapsed_s']:.0f} s")
     assert (
         "tasks reused from the cache: calibrate, ensemble, preprocess, register, regroup, submit, "
-        f"train x{_members(cfg)}"
+        f"train x{member_count(cfg)}"
     ) in printed
     assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
     assert "[finegrain] plan: ensemble: reuses its outputs (same inputs)" in printed  # and predicted up front
     assert f"  {MEMBER.format(0):32s} {CACHED}" in printed  # one line per task in the summary
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
-    assert _parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
+    assert parent_status(cfg, summary["parent_run_id"]) == "FINISHED"
 
 
 def test_changing_the_ensemble_method_runs_only_ensemble_submit_and_register(local_run, dataset, reruns):
     cfg, out, _ = local_run
-    summary = reruns["ensemble"] = _rerun(cfg, dataset, out, "ensemble.method=uniform")
+    summary = reruns["ensemble"] = rerun(cfg, dataset, out, "ensemble.method=uniform")
     assert summary["submission_valid"] and summary["ensemble"]["method"] == "uniform"
-    assert _steps(summary["tasks"]["ran"]) == {"ensemble": 1, "submit": 1, "register": 1}
-    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": _members(cfg), "regroup": 1, "calibrate": 1}
+    assert step_counts(summary["tasks"]["ran"]) == {"ensemble": 1, "submit": 1, "register": 1}
+    assert summary["tasks"]["cached"] == {"preprocess": 1, "train": member_count(cfg), "regroup": 1, "calibrate": 1}
     assert summary["why"]["ensemble"] == "ran: ensemble.method changed 'optimized' -> 'uniform'"
     assert summary["why"]["submit"] == summary["why"]["register"] == "ran: input ensemble changed"
     assert summary["why"]["calibrate"] == CACHED
     assert summary["registered_model"] and summary["registered_model"] != reruns["added"]["registered_model"]
     # the earlier ensemble is still there under its own key: going back to it finds it
-    assert (_uri(reruns["unchanged"], "ensemble") / "ensemble.json").exists()
+    assert (output_path(reruns["unchanged"], "ensemble") / "ensemble.json").exists()
 
 
 def test_adding_a_backbone_trains_only_its_members(local_run, dataset, reruns):
     cfg, out, _ = local_run
     added = f"train.backbones=[{LITE0}, {TINY}]"
-    summary = reruns["backbone"] = _rerun(cfg, dataset, out, "ensemble.method=uniform", added)
+    summary = reruns["backbone"] = rerun(cfg, dataset, out, "ensemble.method=uniform", added)
     assert summary["submission_valid"] and len(summary["members"]) == 2 * cfg.data.folds
-    ran = _steps(summary["tasks"]["ran"])
+    ran = step_counts(summary["tasks"]["ran"])
     assert ran == {"train": cfg.data.folds, **AFTER_TRAIN}
     assert summary["tasks"]["cached"] == {"preprocess": 1, "train": cfg.data.folds}
     for k in range(cfg.data.folds):
@@ -271,9 +243,9 @@ def test_changing_one_backbones_lr_retrains_only_its_members(local_run, dataset,
     cfg, out, _ = local_run
     before = reruns["backbone"]
     changed = f"train.backbones=[{LITE0}, {{name: test_efficientnet, lr: 0.003}}]"
-    summary = reruns["lr"] = _rerun(cfg, dataset, out, "ensemble.method=uniform", changed)
+    summary = reruns["lr"] = rerun(cfg, dataset, out, "ensemble.method=uniform", changed)
     assert summary["submission_valid"]
-    assert _steps(summary["tasks"]["ran"])["train"] == cfg.data.folds  # the other backbone's members are reused
+    assert step_counts(summary["tasks"]["ran"])["train"] == cfg.data.folds  # the other backbone's members are reused
     assert summary["tasks"]["cached"] == {"preprocess": 1, "train": cfg.data.folds}
     for k in range(cfg.data.folds):
         why = summary["why"][f"train/test_efficientnet/fold{k}"]
@@ -292,18 +264,18 @@ def test_gc_frees_old_outputs_and_keeps_the_current_ones(local_run, dataset, rer
     latest = reruns["lr"]
     result = CliRunner().invoke(app, ["gc", "--out", str(out), "--keep", "1", "--config", str(CONFIG)])
     assert result.exit_code == 0, result.output
-    gone = [_uri(first, "preprocess"), _uri(first, MEMBER.format(0)), _uri(reruns["unchanged"], "ensemble"),
-            _uri(reruns["backbone"], "train/test_efficientnet/fold0")]  # fmt: skip
+    gone = [output_path(first, "preprocess"), output_path(first, MEMBER.format(0)), output_path(reruns["unchanged"], "ensemble"),
+            output_path(reruns["backbone"], "train/test_efficientnet/fold0")]  # fmt: skip
     for path in gone:
         assert not path.exists(), path
         assert f"freed {path} (" in result.output
     assert re.search(r"^freed [\d,]+ bytes in \d+ places; kept the outputs of 1 run\(s\)", result.output, re.M)
     for task in latest["keys"]:
-        assert _uri(latest, task).is_dir(), task
+        assert output_path(latest, task).is_dir(), task
     assert (out / "submit" / "submission.csv").exists()  # the links still point at the latest outputs
     # what gc kept is whole: an unchanged rerun is still served entirely from the cache
-    summary = _rerun(cfg, dataset, out, "ensemble.method=uniform", f"train.backbones=[{LITE0}, "
-                     "{name: test_efficientnet, lr: 0.003}]")  # fmt: skip
+    summary = rerun(cfg, dataset, out, "ensemble.method=uniform", f"train.backbones=[{LITE0}, "
+                     "{name: test_efficientnet, lr: 0.003}]", label="unchanged, after gc")  # fmt: skip
     assert summary["tasks"]["ran"] == BOOKKEEPING and summary["keys"] == latest["keys"]
 
 
@@ -321,4 +293,4 @@ def test_a_failed_pipeline_ends_its_parent_run_failed(local_run, tmp_path):
     records = list((out / "work" / "runs").glob("*/mlflow_parent_run.json"))
     assert len(records) == 1
     parent = json.loads(records[0].read_text())["run_id"]
-    assert parent and _parent_status(cfg, parent) == "FAILED"
+    assert parent and parent_status(cfg, parent) == "FAILED"

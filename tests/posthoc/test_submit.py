@@ -194,3 +194,16 @@ def test_step_refuses_test_id_mismatch(sample_dir, tmp_path):
     ensemble, *_ = _e2e_probs(sample_dir, tmp_path, drop_one=True)
     with pytest.raises(SubmissionError, match="test ids differ"):
         submit.run(_cfg(tmp_path, "tracking.enabled=false"), ensemble, str(sample_dir), str(tmp_path / "o"))
+
+
+def test_step_refuses_a_dataset_without_test_images(tmp_path):
+    from finegrain.steps import submit
+    from tests.support.datasets import imagefolder
+
+    data = imagefolder(tmp_path / "data", {"a": 2, "b": 2}, n_test=0)
+    ensemble = str(tmp_path / "ensemble")
+    save_npz(storage.join(ensemble, "test_probs.npz"), image_id=np.array([], dtype=str),
+             probs=np.zeros((0, 2)), classes=np.array(["a", "b"]))  # fmt: skip
+    with pytest.raises(SubmissionError, match="no test images, so nothing to submit"):
+        submit.run(_cfg(tmp_path, "tracking.enabled=false"), ensemble, str(data), str(tmp_path / "o"))
+    assert not (tmp_path / "o" / "submission.csv").exists()

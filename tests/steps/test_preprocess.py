@@ -201,3 +201,51 @@ def test_workers_see_storage_settings_set_after_the_fork_server_started(monkeypa
     with preprocess.worker_pool(2) as pool:
         seen = [pool.submit(os.getenv, key).result() for key in ("FINEGRAIN_S3_ENDPOINT", "AWS_ACCESS_KEY_ID")]
     assert seen == ["127.0.0.1:9", None]
+
+
+def _quiet_cfg():
+    cfg = _cfg("auto", workers=1)
+    cfg.tracking.enabled = False
+    return cfg
+
+
+def test_sample_config_reads_an_imagefolder_set_and_ignores_its_alias_pair(tmp_path: Path, capsys) -> None:
+    from tests.support.datasets import imagefolder
+
+    data = imagefolder(tmp_path / "data", {"cat": 3, "dog": 3}, n_test=2, size=(40, 32))
+    cfg = load_config("configs/sample.yaml", ["tracking.enabled=false", "preprocess.workers=1"])  # as shipped
+    summary = preprocess.run(cfg, str(data), str(tmp_path / "out"))
+    assert summary["layout"] == "imagefolder" and summary["classes"] == 2 and summary["test"] == 2
+    classes = json.loads((tmp_path / "out" / "classes.json").read_text("utf-8"))
+    assert classes["aliases"] == {} and classes["submission_columns"] == ["cat", "dog"]
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warning == ["warning: data.aliases: ignoring 1 pair(s) naming a class this dataset does not have: "
+                       "뉴_스포티지_2021_2023 -> 스포티지_5세대_2021_2023"]  # fmt: skip
+    assert "ignored, naming a class this dataset does not have" in (tmp_path / "out" / "report.md").read_text("utf-8")
+
+
+def test_a_dataset_without_test_images_fails_before_any_image_is_read(tmp_path: Path, monkeypatch) -> None:
+    from finegrain.data.layouts import DatasetError
+    from tests.support.datasets import imagefolder
+
+    data = imagefolder(tmp_path / "data", {"cat": 3, "dog": 3}, n_test=0)
+    monkeypatch.setattr(preprocess, "scan_table", lambda *a, **k: pytest.fail("scanned a dataset it must refuse"))
+    with pytest.raises(DatasetError, match="no test images"):
+        preprocess.run(_quiet_cfg(), str(data), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_classes_left_without_usable_images(tmp_path: Path) -> None:
+    from finegrain.data.layouts import DatasetError
+    from tests.support.datasets import imagefolder
+
+    data = imagefolder(tmp_path / "data", {"cat": 3, "dog": 3, "fox": 2}, n_test=1, size=(40, 32))
+    for i in range(2):
+        (data / "train" / "fox" / f"fox{i}.jpg").write_bytes(b"")  # every fox unusable
+    summary = preprocess.run(_quiet_cfg(), str(data), str(tmp_path / "out"))
+    assert summary["warnings"] == ["class 'fox' keeps no usable training image (each is corrupt, a duplicate or a "
+                                   "conflict): the model will never predict it"]  # fmt: skip
+    for i in range(3):
+        (data / "train" / "dog" / f"dog{i}.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"only 1 class\(es\) keep a usable training image .*\['cat'\]"):
+        preprocess.run(_quiet_cfg(), str(data), str(tmp_path / "out2"))

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from finegrain import storage
+from finegrain.data.links import links_message, refused_links
 
 __all__ = ["Dataset", "DatasetError", "detect_layout", "nfc", "read_dataset"]
 
@@ -70,8 +71,6 @@ class Dataset:
         return self.images[self.images["split"] == "test"]
 
 
-# ------------------------------------------------------------------------------------------------ listing
-
 
 def _root(uri: str) -> str:
     uri = str(uri)
@@ -84,6 +83,9 @@ def _list_files(root: str) -> dict[str, str]:
     if not storage.is_s3(root):
         if not Path(root).is_dir():
             raise DatasetNotFoundError(f"{root}: dataset root not found (no such directory)")
+        refused = refused_links(root)
+        if refused:
+            raise DatasetError(links_message(root, refused))
         return {Path(p).relative_to(root).as_posix(): p for p in storage.list_uris(root)}
     files = storage.list_uris(root)
     if not files:
@@ -121,8 +123,6 @@ def _without_ext(rel: str) -> str:
     head, _, name = rel.rpartition("/")
     return f"{head}/{_stem(name)}" if head else _stem(name)
 
-
-# ------------------------------------------------------------------------------------------------ train
 
 
 def _train_rows(
@@ -175,8 +175,6 @@ def _check_unique(ids: list[str], where: list[str], what: str) -> None:
             raise DatasetError(f"{w}: duplicate {what} {i!r} (also {seen[i]})")
         seen[i] = w
 
-
-# ------------------------------------------------------------------------------------------------ csv files
 
 
 def _read_csv(uri: str) -> tuple[list[str], list[list[str]]]:
@@ -248,8 +246,6 @@ def _hecto_columns(root: str, rels: dict[str, str], classes: list[str], test_ids
     return columns
 
 
-# ------------------------------------------------------------------------------------------------ entry point
-
 
 def _imagefolder_test(rels: dict[str, str], extensions: Sequence[str], skipped: list[str]) -> list[dict]:
     rows = []
@@ -277,6 +273,11 @@ def read_dataset(uri: str, layout: str = "auto", extensions: Sequence[str] = DEF
         )
     skipped: list[str] = []
     train, classes = _train_rows(root, rels, extensions, skipped)
+    if layout == "hecto" and _detect(rels, root) == "imagefolder":
+        raise DatasetError(
+            f"{root}: data.layout is 'hecto' but there is no test.csv or sample_submission.csv; this looks like an "
+            "ImageFolder set (train/<class>/, test/): set data.layout: auto (or --set data.layout=auto)"
+        )
     if layout == "hecto":
         test = _hecto_test(root, rels, skipped)
         test_ids = [r["image_id"] for r in test]

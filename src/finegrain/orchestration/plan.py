@@ -170,8 +170,11 @@ def plan_run(
     write=False plans without recording the run (what `finegrain run` prints before it starts)."""
     from finegrain.data.fingerprint import code_version as current_code_version
     from finegrain.data.fingerprint import dataset_fingerprint
+    from finegrain.models.weight_sources import check_backbones
 
     cfg = config_from_text(config_text, overrides, data_uri)
+    for note in check_backbones(cfg.train):  # a bad backbone fails here, not after preprocess on a GPU node
+        print(f"warning: {note}", flush=True)
     data_hash, code_version = dataset_fingerprint(cfg.data.uri), current_code_version()
     work = cfg.pipeline.work_root.rstrip("/")
     run = run_name(kfp_run_id)

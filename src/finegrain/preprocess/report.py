@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from finegrain.config import Config
+from finegrain.data.checks import dataset_aliases
 from finegrain.data.thumbnails import root_name
 from finegrain.preprocess.dedup import pair_check
 
@@ -133,7 +134,9 @@ def render_report(
         out.append(f"- group {c['dup_group']} ({' / '.join(c['classes'])}), {action}: "
                    + ", ".join(f"`{p}`" for p in c["paths"]))  # fmt: skip
 
-    out += ["", "## Class merges", "", f"Declared aliases: {dict(cfg.data.aliases) or 'none'}.", ""]
+    _, ignored = dataset_aliases(cfg.data.aliases, ds.classes)
+    unused = f"; ignored, naming a class this dataset does not have: {ignored}" if ignored else ""
+    out += ["", "## Class merges", "", f"Declared aliases: {dict(cfg.data.aliases) or 'none'}{unused}.", ""]
     if suggestions:
         applied = "applied" if pp.apply_suggested_merges else "not applied (preprocess.apply_suggested_merges=false)"
         out += [f"Suggested merges ({applied}):", "", _table(pd.DataFrame(suggestions))]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -27,9 +28,10 @@ import pyarrow.parquet as pq
 
 from finegrain import storage
 from finegrain.config import Config
+from finegrain.data.checks import check_dataset, dataset_aliases
 from finegrain.data.fingerprint import code_version as current_code_version
 from finegrain.data.fingerprint import dataset_fingerprint
-from finegrain.data.layouts import read_dataset
+from finegrain.data.layouts import DatasetError, read_dataset
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup.confirm import confirm_pairs
 from finegrain.preprocess.folds import assign_folds, fold_balance
@@ -168,6 +170,23 @@ def _mark_noisy(table: pd.DataFrame, classes: list[str], cfg: Config) -> list[di
     return found
 
 
+def _check_usable_classes(usable_labels: pd.Series, classes: list[str]) -> list[str]:
+    """DatasetError when fewer than 2 classes keep a training image; a warning per class that keeps none."""
+    usable = set(usable_labels)
+    if len(usable) < 2:
+        raise DatasetError(
+            f"only {len(usable)} class(es) keep a usable training image once corrupt files, duplicates and "
+            f"conflicts are set aside ({sorted(usable)[:10]}): a classifier needs at least 2; see the statuses "
+            "in the manifest, or add images"
+        )
+    return [
+        f"class {c!r} keeps no usable training image (each is corrupt, a duplicate or a conflict): the model "
+        "will never predict it"
+        for c in classes
+        if c not in usable
+    ]
+
+
 def _write_parquet(table: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     # Fixed writer settings and no index: a rerun on the same data gives byte-identical files.
@@ -184,9 +203,13 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
     pp = cfg.preprocess
     with worker_pool(pp.workers) as pool:
         ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+        # Before any image is read: a dataset that cannot train or make a submission fails in seconds.
+        notes = check_dataset(ds, cfg.data.folds, cfg.data.aliases)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
         table, thumbs = scan_table(ds.images.reset_index(drop=True), cfg, pool)
         _check_test_images(table)
-        aliases = {a: c for a, c in cfg.data.aliases.items() if a in set(ds.classes)}
+        aliases, _ = dataset_aliases(cfg.data.aliases, ds.classes)
         table["class_name"] = [
             aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)
         ]
@@ -211,6 +234,7 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
         table.loc[train_ok, "class_name"].tolist(), table.loc[train_ok, "dup_group"].tolist(), cfg.data.folds,
         cfg.data.seed,
     )  # fmt: skip
+    fold_warnings = _check_usable_classes(table.loc[train_ok, "class_name"], classes) + fold_warnings
     table["fold"] = -1
     table.loc[train_ok, "fold"] = folds
     manifest = table[COLUMNS].astype({"class_index": "int64", "dup_group": "int64", "fold": "int64",

@@ -21,6 +21,7 @@ import numpy as np
 
 from finegrain import storage
 from finegrain.config import Config, endpoint_problem
+from finegrain.data.checks import dataset_aliases
 from finegrain.data.layouts import read_dataset
 from finegrain.posthoc.members import load_npz
 from finegrain.posthoc.submission import (
@@ -68,7 +69,10 @@ def run(cfg: Config, ensemble: str, data: str, out: str, parent_run_id: str | No
     token = _token(cfg) if cfg.submit.endpoint else None
     probs, ids, classes = _test_probs(ensemble)
     ds = read_dataset(data, layout=cfg.data.layout, extensions=cfg.data.extensions)
+    if not ds.test_ids:  # preprocess refuses such a dataset; a file with no rows must never look submittable
+        raise SubmissionError(f"{data}: no test images, so nothing to submit (add the images to predict)")
     columns = list(ds.submission_columns)
+    aliases, _ = dataset_aliases(cfg.data.aliases, ds.classes)  # the pairs preprocess merged, by the same rule
     frame = build_submission(
         probs,
         classes,
@@ -76,7 +80,7 @@ def run(cfg: Config, ensemble: str, data: str, out: str, parent_run_id: str | No
         columns,
         ds.column_to_class(),
         ds.test_ids,
-        aliases=cfg.data.aliases,
+        aliases=aliases,
         alias_mode=cfg.submit.alias_mode,
     )
     alias_columns = frame.attrs.get("aliases", {})
