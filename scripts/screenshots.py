@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--classes", type=int, default=396, help="classes of the synthetic run (0: none)")
     parser.add_argument("--per-class", type=int, default=30, help="OOF images per class of the synthetic run")
-    parser.add_argument("--mlflow", default="sqlite:///mlruns.db", help="make run's MLflow store ('' to skip)")
+    parser.add_argument(
+        "--mlflow", default="sqlite:///mlruns.db", help="make run's MLflow store ('' to skip)"
+    )
     args = parser.parse_args(argv)
     if chromium() is None:
         print(f"make screenshots needs Chromium: {INSTALL_HINT}", file=sys.stderr)

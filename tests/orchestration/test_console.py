@@ -22,10 +22,14 @@ def _train_task(bar: str) -> None:
         print("    " + line)
     print(bar, end="")
     for step in (50, 100):
-        print(f"    convnext/fold1 epoch 2/6 step {step}/200 (25%): loss 1.2, lr 1.00e-03, 80.0 img/s, ETA 1m00s")
+        print(
+            f"    convnext/fold1 epoch 2/6 step {step}/200 (25%): loss 1.2, lr 1.00e-03, 80.0 img/s, ETA 1m00s"
+        )
     print('    {"epoch": 1, "train_loss": 1.0, "val_logloss": 0.912, "val_accuracy": 0.7}')
     for _ in range(2):  # said twice, shown once
-        print("    [KFP Executor 2026-12-07 04:12:00,000 WARNING]: MLflow http://x unavailable during log_metrics")
+        print(
+            "    [KFP Executor 2026-12-07 04:12:00,000 WARNING]: MLflow http://x unavailable during log_metrics"
+        )
     logging.info("Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m")
 
 
@@ -34,7 +38,9 @@ def test_a_line_per_task_and_every_output_in_its_log(tmp_path):
     logs = tmp_path / "logs"
     with TaskConsole(logs, out=out) as console:
         logging.info("Task preprocess cache hit (key=abc123); skipping execution.")
-        worker = threading.Thread(target=_train_task, args=("    validating:  10%|#   | 1/10\r    validating: 100%|",))
+        worker = threading.Thread(
+            target=_train_task, args=("    validating:  10%|#   | 1/10\r    validating: 100%|",)
+        )
         worker.start()
         worker.join()
         print("[finegrain] printed by the main thread")
@@ -73,7 +79,9 @@ def test_a_failed_task_shows_its_log_tail(tmp_path):
         worker.join()
     text = out.getvalue()
     assert "submit: FAILED after" in text and "01-submit.log" in text
-    assert "ValueError: the sample submission has 3 columns" in text and [t.name for t in console.failed] == ["submit"]
+    assert "ValueError: the sample submission has 3 columns" in text and [t.name for t in console.failed] == [
+        "submit"
+    ]
 
 
 def test_kfp_local_noise_is_not_shown(tmp_path, capsys):
@@ -102,3 +110,36 @@ def test_at_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path):
     assert "\r[finegrain] 00:00 running: train convnext/fold1 epoch 2/6 50%" in text  # the step line, read
     assert "running: train convnext/fold1 epoch 2 done, val LogLoss 0.912" in text  # then the epoch record
     assert text.count("\n") <= 4  # the progress line never adds a line of its own
+
+
+def _kfp_record(level: int, msg: str) -> None:
+    """A log record as kfp.local's own modules make them (their path is how the console knows them)."""
+    record = logging.makeLogRecord({"msg": msg, "levelno": level, "levelname": logging.getLevelName(level),
+                                    "pathname": "/venv/site-packages/kfp/local/task_dispatcher.py",
+                                    "thread": threading.get_ident()})  # fmt: skip
+    logging.getLogger().handle(record)
+
+
+def test_a_retried_task_says_so_once(tmp_path):
+    out = io.StringIO()
+
+    def failing_then_retried() -> None:
+        logging.info("Executing task 'train'")
+        print("    [KFP Executor 2026-12-07 04:10:14,769 INFO]: Got executor_input:")
+        for line in json.dumps(EXECUTOR_INPUT, indent=4).splitlines():
+            print("    " + line)
+        _kfp_record(logging.ERROR, "Task 'train' finished with status FAILURE")
+        _kfp_record(logging.INFO, "Task train failed (attempt 1/4). Retrying in 60.0s...")
+
+    with TaskConsole(tmp_path / "logs", out=out):
+        worker = threading.Thread(target=failing_then_retried)
+        worker.start()
+        worker.join()
+    text = out.getvalue()
+    assert "train convnext/fold1: FAILED after" in text
+    assert "[finegrain] train convnext/fold1: attempt 1 of 4 failed; kfp.local retries it in 60 s" in text
+    assert text.count("FAILURE") == 0  # kfp.local's own error record is not repeated, it is in the task's log
+    assert (
+        "ERROR Task 'train' finished with status FAILURE"
+        in next((tmp_path / "logs").glob("*.log")).read_text()
+    )

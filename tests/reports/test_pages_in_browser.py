@@ -34,12 +34,14 @@ def test_page_opens_without_errors(pages, name):
 @pytest.mark.parametrize("name", ["preprocess", "regroup", "ensemble"])
 def test_tables_become_sortable_filterable_and_paged(pages, name):
     shown = dom(pages[name])
-    assert "class=\"fg-pager\"" in shown and "class=\"fg-sort\"" in shown and "filter rows" in shown
+    assert 'class="fg-pager"' in shown and 'class="fg-sort"' in shown and "filter rows" in shown
 
 
 def test_the_check_catches_a_script_error_and_an_empty_page(tmp_path):
     broken = tmp_path / "broken.html"
-    broken.write_text("<!doctype html><html><body><p>text</p><script>noSuchFunction();</script></body></html>")
+    broken.write_text(
+        "<!doctype html><html><body><p>text</p><script>noSuchFunction();</script></body></html>"
+    )
     empty = tmp_path / "empty.html"
     empty.write_text("<!doctype html><html><body><script>var x = 1;</script></body></html>")
     assert any("Uncaught ReferenceError" in p for p in check_page(broken))

@@ -49,7 +49,9 @@ def test_svg_charts_escape_hover_texts_and_count_every_value():
     assert hist.startswith("<svg") and "images &lt;per&gt; class" in hist
     counts = [int(t.rsplit(": ", 1)[1]) for t in re.findall(r"<title>([^<]*)</title>", hist)]
     assert sum(counts) == 5
-    dots = svg.scatter(np.array([[0.0, 0.0], [1.0, 2.0]]), ["#f00", "#0f0"], [EVIL, "b"], labels=[("3", (1.0, 2.0))])
+    dots = svg.scatter(
+        np.array([[0.0, 0.0], [1.0, 2.0]]), ["#f00", "#0f0"], [EVIL, "b"], labels=[("3", (1.0, 2.0))]
+    )
     assert dots.count("<circle") == 2 and "&lt;b&gt;현대" in dots and ">3</text>" in dots
     assert svg.histogram([], "x") == "" and svg.scatter(np.zeros((0, 2)), [], []) == ""
 
@@ -62,7 +64,14 @@ def test_error_analysis_page_has_every_section_and_escapes_class_names():
                            "examples": ["img1"], "references": ["img2"]}])  # fmt: skip
     worst = pd.DataFrame([{"image_id": "img1", "true": EVIL, "predicted": "b", "p_true": 0.1, "p_predicted": 0.8,
                            "logloss": 2.3}])  # fmt: skip
-    summary = {"what": "OOF", "n_images": 5, "n_classes": 2, "accuracy": 0.8, "log_loss": 0.5, "pictures": "from x"}
+    summary = {
+        "what": "OOF",
+        "n_images": 5,
+        "n_classes": 2,
+        "accuracy": 0.8,
+        "log_loss": 0.5,
+        "pictures": "from x",
+    }
     page = error_analysis_page(summary, per_class, pairs, worst, {0: [EVIL, "c"]}, {"img1": JPEG},
                                {"img1": "train/b/img1.jpg"})  # fmt: skip
     assert "<b>" not in page and "&lt;b&gt;현대 &amp; co&lt;/b&gt;" in page

@@ -51,7 +51,9 @@ def check_page(page: Path) -> list[str]:
         if level == "ERROR" or message.startswith("Uncaught"):
             problems.append(f"{page.name}: console {level.lower()}: {message} ({source})")
     body = re.search(r"<body[^>]*>(.*)</body>", proc.stdout, re.S)
-    text = re.sub(r"<script.*?</script>|<style.*?</style>|<[^>]+>", " ", body.group(1) if body else "", flags=re.S)
+    text = re.sub(
+        r"<script.*?</script>|<style.*?</style>|<[^>]+>", " ", body.group(1) if body else "", flags=re.S
+    )
     if not text.strip():
         problems.append(f"{page.name}: empty body (exit {proc.returncode}) {proc.stderr[-300:]}")
     return problems
@@ -70,5 +72,7 @@ def screenshot(page: Path | str, png: Path, width: int = 1400, height: int = 160
     wait = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
     proc = _run(page, f"--screenshot={png.resolve()}", f"--window-size={width},{height}", *wait)
     if not png.exists():
-        raise RuntimeError(f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {proc.stderr[-500:]}")
+        raise RuntimeError(
+            f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {proc.stderr[-500:]}"
+        )
     return png

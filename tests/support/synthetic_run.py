@@ -90,7 +90,9 @@ def _manifest(root: Path, members: list[str], images: list[str]) -> Path:
     return out
 
 
-def synthetic_pages(root: Path, n_classes: int = 396, n_per_class: int = 30, folds: int = 5) -> dict[str, Path]:
+def synthetic_pages(
+    root: Path, n_classes: int = 396, n_per_class: int = 30, folds: int = 5
+) -> dict[str, Path]:
     """Run preprocess, regroup, calibrate and ensemble on synthetic data under `root`; returns
     {page name: HTML path} and prints how long each part took."""
     root = Path(root)
@@ -122,14 +124,17 @@ def synthetic_pages(root: Path, n_classes: int = 396, n_per_class: int = 30, fol
     member = load_member(members[0])
     paths = pd.read_parquet(manifest / "manifest.parquet").set_index("image_id")["path"].to_dict()
     page, _ = error_page(softmax(member.oof_logits), member.oof_labels, member.oof_ids.tolist(), member.classes,
-                         f"{member.key}: validation fold (synthetic)", paths=paths)  # fmt: skip
+                         f"{member.key}: validation fold (synthetic)", paths=paths,
+                         title=f"Error analysis: {member.key} (validation fold)")  # fmt: skip
     (root / "member").mkdir(exist_ok=True)
     (root / "member" / "errors.html").write_text(page, encoding="utf-8")
     times["member page"] = time.perf_counter() - t
     print(f"synthetic run, {n_classes} classes, {n_classes * n_per_class} OOF images: "
           + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)  # fmt: skip
     return {
-        "preprocess": root / "preprocess" / "report.html", "train": root / "member" / "errors.html",
-        "regroup": root / "regroup" / "tsne.html", "calibrate": root / "calibrate" / "calibration.html",
+        "preprocess": root / "preprocess" / "report.html",
+        "train": root / "member" / "errors.html",
+        "regroup": root / "regroup" / "tsne.html",
+        "calibrate": root / "calibrate" / "calibration.html",
         "ensemble": root / "ensemble" / "error_analysis.html",
     }

@@ -34,8 +34,13 @@ _CACHED = re.compile(r"^Task (\S+) cache hit")
 _BAR = re.compile(r"([A-Za-z][\w +/.-]*?):\s+(\d+)%\|")  # a tqdm bar: "validating + hashing:  45%|..."
 _STEP = re.compile(r"epoch (\d+)/(\d+) step (\d+)/(\d+)")  # training.epoch.StepLog
 _WARNING = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|\w+Warning: |^error: ")  # a failure shows its log's tail
-# Expected, and said once in the README: kfp.local ignores pod settings; MLflow's SQLAlchemy deprecations.
-_NOISE = re.compile(r"have no effect in the current local|SADeprecationWarning|configure_mappers|_warn_local_only_noops")
+# Expected and harmless: kfp.local ignoring pod settings; MLflow's SQLAlchemy deprecation warnings.
+# The registered model is a pyfunc without type hints, pickled with cloudpickle: MLflow says so on every run.
+_NOISE = re.compile(
+    r"have no effect in the current local|SADeprecationWarning|configure_mappers|_warn_local_only_noops"
+    r"|Add type hints to the `predict` method|serialized using CloudPickle"
+)
+_RETRY = re.compile(r"^Task (\S+) failed \(attempt (\d+)/(\d+)\)\. Retrying in ([\d.]+)s")
 _RULE = re.compile(r"^-{20,}\n?$")  # kfp.local's separator between tasks
 
 
@@ -83,7 +88,9 @@ class _Task:
         elif (stripped := line.strip()).startswith('{"epoch"'):
             try:
                 record = json.loads(stripped)
-                self.progress = f"epoch {int(record['epoch']) + 1} done, val LogLoss {record['val_logloss']:.3f}"
+                self.progress = (
+                    f"epoch {int(record['epoch']) + 1} done, val LogLoss {record['val_logloss']:.3f}"
+                )
             except (ValueError, KeyError, TypeError):
                 pass
         elif bars := _BAR.findall(line):
@@ -174,13 +181,20 @@ class TaskConsole(logging.Filter):
                 self._say(f"{m.group(1)}: reused from the kfp.local cache")
             elif (m := _FINISHED.match(msg)) and not self.verbose:
                 self._finished(self._tasks.get(record.thread), m.group(2))
+            elif (m := _RETRY.match(msg)) and not self.verbose:
+                task = self._tasks.get(record.thread)
+                name, attempt, attempts, delay = m.groups()
+                label = task.label if task is not None else name
+                self._say(
+                    f"{label}: attempt {attempt} of {attempts} failed; kfp.local retries it in {float(delay):.0f} s"
+                )
             if self.verbose or "/kfp/" not in record.pathname.replace("\\", "/"):
                 return True
             # kfp.local's own records (task inputs, outputs, pipeline header): into the task's log, or kfp's
             task = self._tasks.get(record.thread)
             target = task.file if task is not None and not task.file.closed else self._kfp_log()
             target.write(f"{record.levelname} {msg}\n")
-            if record.levelno >= logging.WARNING and not _NOISE.search(msg):
+            if record.levelno >= logging.WARNING and not (_NOISE.search(msg) or _FINISHED.match(msg)):
                 self._say(f"kfp.local: {msg.splitlines()[0][:300]}")
         return False
 

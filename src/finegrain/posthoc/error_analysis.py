@@ -32,12 +32,16 @@ class ErrorAnalysis:
     n_images: int
     accuracy: float
     log_loss: float
-    per_class: pd.DataFrame  # class, group, images, accuracy, logloss, mean_p_true, taken_for, taken_for_count
+    per_class: (
+        pd.DataFrame
+    )  # class, group, images, accuracy, logloss, mean_p_true, taken_for, taken_for_count
     # true, predicted, count, share_of_true, same_group, examples (the mistaken images' ids, worst first) and
     # references (ids of images of the predicted class it gets right most surely)
     pairs: pd.DataFrame
     worst: pd.DataFrame  # image_id, true, predicted, p_true, p_predicted, logloss
-    groups: dict[int, list[str]]  # regroup's multi-class groups by their number in groups.json ({}: none given)
+    groups: dict[
+        int, list[str]
+    ]  # regroup's multi-class groups by their number in groups.json ({}: none given)
 
 
 def _merged(
@@ -104,7 +108,12 @@ def _group_index(groups: Sequence[Sequence[str]] | None, names: list[str]) -> np
 
 
 def _per_class(
-    confusion: np.ndarray, y: np.ndarray, loss: np.ndarray, p_true: np.ndarray, names: list[str], group_of: np.ndarray
+    confusion: np.ndarray,
+    y: np.ndarray,
+    loss: np.ndarray,
+    p_true: np.ndarray,
+    names: list[str],
+    group_of: np.ndarray,
 ) -> pd.DataFrame:
     n_classes = len(names)
     count = np.bincount(y, minlength=n_classes)

@@ -139,4 +139,6 @@ def render_page(
         "folds": f"{cfg.data.folds} folds, seed {cfg.data.seed}",
     }  # fmt: skip
     pictures = {relative(ds.root, p): t for p, t in thumbs.items()}
-    return preprocess_page(info, shown, pairs, conflicts, suggestions, noisy, balance, fold_warnings, pictures)
+    return preprocess_page(
+        info, shown, pairs, conflicts, suggestions, noisy, balance, fold_warnings, pictures
+    )

@@ -19,10 +19,14 @@ CLASSES_PAGE = 50
 
 
 def _pictures(ids: Sequence[str], thumbs: Mapping[str, bytes], paths: Mapping[str, str]) -> str:
-    return gallery.strip([gallery.figure(thumbs.get(i), i, title=paths.get(i, i)) for i in ids], 90)
+    # Captioned with the id's last part (a Hecto id repeats its class folder); hovering gives the whole path.
+    figures = [gallery.figure(thumbs.get(i), i.rsplit("/", 1)[-1], title=paths.get(i, i)) for i in ids]
+    return gallery.strip(figures, 80, wrap=False)
 
 
-def _pairs_table(pairs: pd.DataFrame, thumbs: Mapping[str, bytes], paths: Mapping[str, str]) -> str:
+def _pairs_table(
+    pairs: pd.DataFrame, thumbs: Mapping[str, bytes], paths: Mapping[str, str], with_groups: bool
+) -> str:
     rows = [
         {
             "true class": r.true,
@@ -37,6 +41,8 @@ def _pairs_table(pairs: pd.DataFrame, thumbs: Mapping[str, bytes], paths: Mappin
     ]
     columns = ["true class", "predicted as", "images", "share of the true class", "same regroup group",
                "mistaken images (worst first)", "the predicted class"]  # fmt: skip
+    if not with_groups:  # a member's page: regroup has not run yet
+        columns.remove("same regroup group")
     return sortable_table(rows, columns, page_size=PAIRS_PAGE, decimals=3)
 
 
@@ -54,7 +60,16 @@ def _classes_table(per_class: pd.DataFrame) -> str:
         }
         for r in per_class.sort_values("logloss", ascending=False).to_dict("records")
     ]
-    columns = ["class", "group", "images", "accuracy", "LogLoss", "mean p(true)", "most often taken for", "times"]
+    columns = [
+        "class",
+        "group",
+        "images",
+        "accuracy",
+        "LogLoss",
+        "mean p(true)",
+        "most often taken for",
+        "times",
+    ]
     return sortable_table(rows, columns, page_size=CLASSES_PAGE)
 
 
@@ -105,15 +120,18 @@ def error_analysis_page(
         html.heading(f"Most confused pairs (top {len(pairs)})"),
         html.paragraph(
             "Images of the true class whose top prediction is the other class, beside images of that class it gets "
-            "right; hover a picture for its path. Click a column heading to sort, type to filter.", "fg-note",
+            "right; hover a picture for its path. Click a column heading to sort, type to filter.",
+            "fg-note",
         ),
-        _pairs_table(pairs, thumbs, paths) if len(pairs) else html.paragraph("No mistakes."),
+        _pairs_table(pairs, thumbs, paths, bool(groups)) if len(pairs) else html.paragraph("No mistakes."),
         html.heading("Per class (worst LogLoss first)"),
         _classes_table(per_class),
         html.heading(f"Worst-scored images (top {len(worst)} by LogLoss term)"),
         _worst(worst, thumbs, paths),
     ]
     if groups:
-        what = f"Regroup's {len(groups)} multi-class groups (the 'group' column above; accuracy of their images)"
+        what = (
+            f"Regroup's {len(groups)} multi-class groups (the 'group' column above; accuracy of their images)"
+        )
         body.append(html.details(what, _groups(groups, per_class)))
     return html.page(title, "".join(body))

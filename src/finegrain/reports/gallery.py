@@ -19,7 +19,12 @@ __all__ = ["figure", "strip"]
 
 
 def figure(
-    thumb: bytes | None, caption: str, note: str = "", missing: str = "no picture", bad: bool = False, title: str = ""
+    thumb: bytes | None,
+    caption: str,
+    note: str = "",
+    missing: str = "no picture",
+    bad: bool = False,
+    title: str = "",
 ) -> Markup:
     """One thumbnail (JPEG bytes) over its caption and an optional note (all escaped); None: a grey box saying
     `missing` (why there is no picture). `bad` shows the note in red; `title` is the hover text."""
@@ -29,10 +34,14 @@ def figure(
     else:
         picture = image(thumb, "image/jpeg", alt=caption, title=hover)
     extra = f"<br><span class='{'fg-bad' if bad else 'fg-note'}'>{html.escape(note)}</span>" if note else ""
-    return Markup(f"<figure class='fg-thumb'>{picture}<figcaption>{html.escape(caption)}{extra}</figcaption></figure>")
+    return Markup(
+        f"<figure class='fg-thumb'>{picture}<figcaption>{html.escape(caption)}{extra}</figcaption></figure>"
+    )
 
 
-def strip(figures: Sequence[str], width: int = 0) -> Markup:
-    """Figures side by side, wrapping; `width` > 0 sets the thumbnail width in CSS pixels (default 120)."""
-    style = f" style='--w:{int(width)}px'" if width else ""
+def strip(figures: Sequence[str], width: int = 0, wrap: bool = True) -> Markup:
+    """Figures side by side, wrapping unless `wrap` is False (a table cell's few pictures stay on one line);
+    `width` > 0 sets the thumbnail width in CSS pixels (default 120)."""
+    styles = ([f"--w:{int(width)}px"] if width else []) + ([] if wrap else ["flex-wrap:nowrap"])
+    style = f" style='{';'.join(styles)}'" if styles else ""
     return Markup(f"<div class='fg-thumbs'{style}>{''.join(figures)}</div>")

@@ -57,7 +57,9 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     Cells show str(value): a caller that wants fewer decimals formats its numbers first.
     """
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -74,7 +76,9 @@ def heading(text: str, level: int = 3) -> Markup:
 
 def details(summary: str, body_html: str, open_: bool = False) -> Markup:
     """A collapsible section: `summary` (escaped) always shown, `body_html` on click."""
-    return Markup(f"<details{' open' if open_ else ''}><summary>{html.escape(str(summary))}</summary>{body_html}</details>")
+    return Markup(
+        f"<details{' open' if open_ else ''}><summary>{html.escape(str(summary))}</summary>{body_html}</details>"
+    )
 
 
 def png_img(png: str | Path | bytes, alt: str = "") -> Markup:

@@ -66,7 +66,9 @@ def _groups(manifest: pd.DataFrame, thumbs: Mapping[str, bytes]) -> str:
         classes = sorted({c for c in members["class_name"] if c})
         rows.append({"group": int(g), "images": len(members), "classes": ", ".join(classes) or "(test only)",
                      "pictures (hover: why)": _pictures(members, thumbs)})  # fmt: skip
-    return sortable_table(rows, ["group", "images", "classes", "pictures (hover: why)"], page_size=GROUPS_PAGE)
+    return sortable_table(
+        rows, ["group", "images", "classes", "pictures (hover: why)"], page_size=GROUPS_PAGE
+    )
 
 
 def _rejected(manifest: pd.DataFrame, pairs: pd.DataFrame, thumbs: Mapping[str, bytes], shown: int) -> str:
@@ -95,7 +97,9 @@ def _conflicts(manifest: pd.DataFrame, conflicts: Sequence[dict], thumbs: Mappin
     return sortable_table(rows, ["group", "classes", "action", "pictures"], page_size=GROUPS_PAGE)
 
 
-def _merges(manifest: pd.DataFrame, suggestions: Sequence[dict], applied: bool, thumbs: Mapping[str, bytes]) -> str:
+def _merges(
+    manifest: pd.DataFrame, suggestions: Sequence[dict], applied: bool, thumbs: Mapping[str, bytes]
+) -> str:
     if not suggestions:
         return ""
     grouped = manifest[(manifest["dup_group"] >= 0) & (manifest["split"] == "train")]
@@ -103,7 +107,9 @@ def _merges(manifest: pd.DataFrame, suggestions: Sequence[dict], applied: bool, 
     rows = []
     for s in suggestions:
         pair = {s["alias"], s["canonical"]}
-        shared = [g for g, names in classes_of.items() if pair <= names][:3]  # three pictures both classes hold
+        shared = [g for g, names in classes_of.items() if pair <= names][
+            :3
+        ]  # three pictures both classes hold
         examples = grouped[grouped["dup_group"].isin(shared) & grouped["class_name"].isin(pair)]
         rows.append({"alias": s["alias"], "canonical": s["canonical"], "shared": s["shared"],
                      "alias images": s["alias_images"], "fraction": s["fraction"],
@@ -123,7 +129,10 @@ def _corrupt(manifest: pd.DataFrame, thumbs: Mapping[str, bytes]) -> str:
     bad = manifest[manifest["status"] == "corrupt"]
     if bad.empty:
         return html.paragraph("None.")
-    figures = [gallery.figure(thumbs.get(r.path), r.path, note=r.reason, missing=r.reason, bad=True) for r in bad.itertuples()]
+    figures = [
+        gallery.figure(thumbs.get(r.path), r.path, note=r.reason, missing=r.reason, bad=True)
+        for r in bad.itertuples()
+    ]
     text = "What decodes of each file is shown (a truncated JPEG shows its top); the reason is in red."
     return html.paragraph(text, "fg-note") + gallery.strip(figures, 160)
 
@@ -145,7 +154,9 @@ def preprocess_page(
     test = manifest[manifest["split"] == "test"]
     counts = [{"status": s, "train": int((train["status"] == s).sum()), "test": int((test["status"] == s).sum())}
               for s in STATUSES]  # fmt: skip
-    converted = manifest[(manifest["status"] != "corrupt") & manifest["reason"].str.contains("converted|flattened|EXIF|scaled")]
+    converted = manifest[
+        (manifest["status"] != "corrupt") & manifest["reason"].str.contains("converted|flattened|EXIF|scaled")
+    ]
     body = [
         html.paragraph(str(info["summary"])), html.table(counts, ["status", "train", "test"]),
         html.heading("Images per class"), _classes(train),
@@ -166,5 +177,7 @@ def preprocess_page(
     body += [html.paragraph(f"warning: {w}", "fg-bad") for w in fold_warnings]
     frame = balance.reset_index()
     frame.columns = [str(c) for c in frame.columns]
-    body.append(sortable_table(frame.to_dict("records"), list(frame.columns), page_size=CLASSES_PAGE, decimals=2))
+    body.append(
+        sortable_table(frame.to_dict("records"), list(frame.columns), page_size=CLASSES_PAGE, decimals=2)
+    )
     return html.page("Preprocess report", "".join(body))

@@ -22,7 +22,9 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def histogram(values: Sequence[float], xlabel: str, bins: int = 30, width: int = 720, height: int = 220) -> Markup:
+def histogram(
+    values: Sequence[float], xlabel: str, bins: int = 30, width: int = 720, height: int = 220
+) -> Markup:
     """Bars of how many `values` fall in each of `bins` equal-width bins (integer bins for small integer
     ranges); hovering a bar gives its range and count."""
     v = np.asarray(values, dtype=np.float64)

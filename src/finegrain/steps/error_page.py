@@ -49,6 +49,7 @@ def error_page(
     aliases: Mapping[str, str] | None = None,
     paths: Mapping[str, str] | None = None,
     no_paths: str = "",
+    title: str = "Error analysis (ensemble, out-of-fold)",
 ) -> tuple[str, ErrorAnalysis]:
     """(the page, the analysis) of predictions `probs` for `labels`; `paths` ({image_id: URI}) gives the
     thumbnails, `no_paths` says why there are none when it is None. `what` names the predictions."""
@@ -62,14 +63,17 @@ def error_page(
         shown = dict(zip(wanted, rel))
         pictures = make_thumbnails(paths[i] for i in wanted)
         thumbs = {i: pictures[paths[i]] for i in wanted if paths[i] in pictures}
-        note = f"Pictures: {len(thumbs)} of the {len(ids)} images named below, from {root_name(root) if root else 'their paths'}."
+        where = f"{root_name(root)}/" if root else "their paths"
+        note = f"Pictures: {len(thumbs)} of the {len(ids)} images named below, from {where}"
     else:
         note = f"No pictures: {no_paths}."
     summary = {
         "what": what, "n_images": errors.n_images, "n_classes": len(errors.classes), "accuracy": errors.accuracy,
         "log_loss": errors.log_loss, "pictures": note,
     }  # fmt: skip
-    page = error_analysis_page(summary, errors.per_class, errors.pairs, errors.worst, errors.groups, thumbs, shown)
+    page = error_analysis_page(
+        summary, errors.per_class, errors.pairs, errors.worst, errors.groups, thumbs, shown, title=title
+    )
     return page, errors
 
 
@@ -85,8 +89,14 @@ def write_error_page(
 ) -> ErrorAnalysis:
     """The ensemble's page: analyse its OOF predictions, write `local/error_analysis.html`; returns the analysis."""
     page, errors = error_page(
-        probs, labels, image_ids, classes, "Ensemble out-of-fold predictions (calibrated, weighted, post-processed)",
-        groups=groups, aliases=aliases, paths=manifest_paths(manifest) if manifest else None,
+        probs,
+        labels,
+        image_ids,
+        classes,
+        "Ensemble out-of-fold predictions (calibrated, weighted, post-processed)",
+        groups=groups,
+        aliases=aliases,
+        paths=manifest_paths(manifest) if manifest else None,
         no_paths="the step was given no preprocess manifest (--manifest), so image ids are all it knows",
     )
     (Path(local) / PAGE).write_text(page, encoding="utf-8")

@@ -127,6 +127,7 @@ def _errors_page(setup: TrainSetup, result: MemberResult) -> bytes:
         softmax(result.oof_logits), result.val_labels, ids, setup.data.classes,
         f"{setup.label}: validation fold {setup.fold} (final {result.weights} weights, TTA)",
         aliases=setup.data.aliases, paths=dict(zip(ids, rows["path"].astype(str))),
+        title=f"Error analysis: {setup.label} (validation fold)",
     )
     return page.encode("utf-8")
 

@@ -49,8 +49,10 @@ def group_colours(centres: np.ndarray, multi: list[int]) -> dict[int, str]:
         # Among the colours no neighbour has, the least used so far, so the whole palette shows; out of
         # colours (a crowded spot), the one its neighbours use least.
         free = [c for c in range(len(PALETTE)) if c not in taken]
-        colour[i] = min(free, key=lambda c: (used[c], c)) if free else min(
-            range(len(PALETTE)), key=lambda c: (taken.count(c), used[c], c)
+        colour[i] = (
+            min(free, key=lambda c: (used[c], c))
+            if free
+            else min(range(len(PALETTE)), key=lambda c: (taken.count(c), used[c], c))
         )
         used[colour[i]] += 1
     return {g: PALETTE[c] for g, c in zip(multi, colour.tolist())}

@@ -117,10 +117,8 @@ def _class_map(rg: Regrouper, colour_of: dict[int, str]) -> str:
     counts = np.bincount(rg.tsne_labels_, minlength=rg.n_classes_)
     shown = np.flatnonzero(~np.isnan(class_xy[:, 0]))
     group = rg.class_to_group_
-    titles = [
-        f"{rg.classes_[c]}: group {group[c]}" + ("" if group[c] in colour_of else " (alone)") + f", {counts[c]} images"
-        for c in shown
-    ]
+    alone = {c: "" if group[c] in colour_of else " (alone)" for c in shown}
+    titles = [f"{rg.classes_[c]}: group {group[c]}{alone[c]}, {counts[c]} images" for c in shown]
     colours = [colour_of.get(int(group[c]), SINGLETON) for c in shown]
     radius = 2.5 + 3.0 * np.sqrt(counts[shown] / max(counts.max(), 1))
     labels = [(str(g), xy) for g, xy in group_labels(rg)]
@@ -136,11 +134,17 @@ def groups_html(rg: Regrouper, png_path: str, title: str = "finegrain regroup") 
     table of multi-class groups, which is the plot's legend (colour, number drawn at the centroid, classes)."""
     colour_of = map_colours(rg)
     columns = ["colour", "group", "classes", "within-group confusion", "members"]
-    rows = [
-        dict(zip(columns, (_swatch(colour_of[gid]), gid, len(names), f"{conf:.4f}", ", ".join(str(n) for n in names))))
-        for gid, (names, conf) in enumerate(zip(rg.group_names_, rg.within_group_confusion()))
-        if len(names) > 1
-    ]
+    rows = []
+    for gid, (names, conf) in enumerate(zip(rg.group_names_, rg.within_group_confusion())):
+        if len(names) > 1:
+            values = (
+                _swatch(colour_of[gid]),
+                gid,
+                len(names),
+                f"{conf:.4f}",
+                ", ".join(str(n) for n in names),
+            )
+            rows.append(dict(zip(columns, values)))
     n_single = sum(len(g) == 1 for g in rg.groups_)
     body = [
         html.paragraph(f"{len(rows)} multi-class groups, {n_single} singleton classes."),
@@ -156,5 +160,8 @@ def groups_html(rg: Regrouper, png_path: str, title: str = "finegrain regroup") 
             html.heading("Class centroids (hover a dot for the class; size: number of images)"),
             _class_map(rg, colour_of),
         ]
-    body += [html.heading("Groups (type a class name to find its group)"), sortable_table(rows, columns, page_size=50)]
+    body += [
+        html.heading("Groups (type a class name to find its group)"),
+        sortable_table(rows, columns, page_size=50),
+    ]
     return html.page(title, "".join(body))
