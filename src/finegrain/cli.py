@@ -113,13 +113,16 @@ def make_sample(
 
     with _reported_errors():
         key = _make(out, seed=seed)
-    # The whole answer key is in <out>/answer_key.json; the terminal gets the counts.
+    # The whole answer key (per-class counts, what was planted where) is in <out>/answer_key.json; the terminal
+    # gets the totals, a few lines in `make run`'s output rather than one per class.
+    counts = key.get("counts", {})
     _print(
         {
             "out": out,
             "answer_key": f"{out}/answer_key.json",
             "classes": len(key.get("classes", [])),
-            **{k: v for k, v in key.items() if k == "counts"},
+            "train_files": counts.get("train_files"),
+            "test_files": counts.get("test_files"),
         }
     )
 

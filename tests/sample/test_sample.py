@@ -61,7 +61,8 @@ def test_deterministic_through_cli(sample_dir: Path, tmp_path: Path) -> None:
     key = json.loads((sample_dir / "answer_key.json").read_text(encoding="utf-8"))
     # tqdm's bar goes to stderr; stdout carries the CLI's JSON summary of the returned key.
     summary = json.loads(result.stdout)
-    assert summary["counts"] == key["counts"] and summary["classes"] == len(key["classes"])
+    assert summary["classes"] == len(key["classes"]) == key["counts"]["classes"]
+    assert (summary["train_files"], summary["test_files"]) == (key["counts"]["train_files"], key["counts"]["test_files"])
     assert _hashes(tmp_path / "again") == _hashes(sample_dir)
 
 
