@@ -1,6 +1,9 @@
-"""build_training: the backbone's learning-rate scale, the linear-probe warm-up (LP-FT) and SWA per group."""
+"""build_training: the backbone's learning-rate scale, the linear-probe warm-up (LP-FT) and SWA per group; the
+threads a member trained on CPU gets."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch.nn.functional as F
 from finegrain.config import BackboneSpec, HeadConfig, TrainConfig
 from finegrain.models import build_model
 from finegrain.training.build import build_training
+from finegrain.training.runtime import cpu_threads
 
 BATCHES = 4  # per epoch
 
@@ -70,3 +74,10 @@ def test_swa_keeps_the_backbone_scale() -> None:
     training.start_swa_schedule()
     swa = {g["name"]: g["swa_lr"] for g in training.optimizer.param_groups}
     assert swa["head"] == pytest.approx(4e-4) and swa["backbone"] == pytest.approx(1e-4)
+
+
+def test_cpu_members_share_the_cores_without_oversubscribing() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads(1) == cores
+    assert cpu_threads(2) == max(1, cores // 2)
+    assert cpu_threads(cores * 4) == 1  # never 0: every member gets a thread

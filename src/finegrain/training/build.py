@@ -30,7 +30,7 @@ from finegrain.data.loader import (
 )
 from finegrain.data.transforms import DeviceNormalizer, EvalPreset, TrainPreset
 from finegrain.training.loop import after_probe, warmup_cosine
-from finegrain.training.runtime import pick_device, seed_everything
+from finegrain.training.runtime import cpu_threads, pick_device, seed_everything
 from finegrain.training.swa import make_ema, make_swa, swa_start_epoch
 
 
@@ -113,6 +113,8 @@ def build_member(cfg: Config, table: pd.DataFrame, class_info: dict, fold: int, 
     spec = tc.backbone(backbone)
     image_size, batch_size, lr = spec.image_size or tc.image_size, spec.batch_size or tc.batch_size, spec.lr or tc.lr
     device = pick_device(tc.device)
+    if device.type == "cpu":  # pipeline.parallelism members train at once on this machine's cores
+        torch.set_num_threads(cpu_threads(cfg.pipeline.parallelism))
     seed_everything(tc.seed, tc.deterministic)
     classes = list(class_info["classes"])
     rows = fold_rows(table, fold)  # before the model: a fold missing from the manifest fails first
@@ -150,7 +152,8 @@ def load_fold_data(
         workers=max(2, tc.num_workers),
     )
     n_tr, n_val = len(train_rows), len(val_rows)
-    train_set = CachedImageDataset(cache, range(n_tr), train_rows["class_index"], TrainPreset(image_size, mean, std))
+    train_preset = TrainPreset(image_size, mean, std, scale=tc.crop_scale)
+    train_set = CachedImageDataset(cache, range(n_tr), train_rows["class_index"], train_preset)
     eval_preset = EvalPreset(image_size, mean, std, resize=tc.eval_resize)
     val_set = CachedImageDataset(cache, range(n_tr, n_tr + n_val), val_rows["class_index"], eval_preset)
     test_set = CachedImageDataset(cache, range(n_tr + n_val, len(cached)), None, eval_preset)
