@@ -220,3 +220,10 @@ def test_linear_probe_must_leave_epochs_to_fine_tune() -> None:
 def test_backbone_lr_scale_is_a_fraction() -> None:
     with pytest.raises(ConfigError, match="backbone_lr_scale"):
         config_from_dict({"train": {"backbone_lr_scale": 0}})
+
+
+def test_crop_scale_is_an_ordered_fraction_of_the_area() -> None:
+    assert config_from_dict({"train": {"crop_scale": [0.7, 1.0]}}).train.crop_scale == (0.7, 1.0)
+    for bad in ([0.8, 0.5], [0.0, 1.0], [0.5, 1.2]):
+        with pytest.raises(ConfigError, match="crop_scale"):
+            config_from_dict({"train": {"crop_scale": bad}})

@@ -54,6 +54,9 @@ class TrainConfig(_Section):
     )
     epochs: int = Field(3, ge=1)
     image_size: int = Field(128, ge=16)
+    # Training crops cover this fraction of the photo's area (RandomResizedCrop); a small, centred subject (a
+    # product shot) loses itself in the low end, a large photo with a small object needs it.
+    crop_scale: tuple[float, float] = (0.35, 1.0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
@@ -106,6 +109,14 @@ class TrainConfig(_Section):
         # Accept plain names (`--set train.backbones=[convnext_tiny]`) as well as full specs.
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError("crop_scale must be (low, high) with 0 < low <= high <= 1")
         return value
 
     @model_validator(mode="after")
