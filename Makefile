@@ -128,7 +128,7 @@ bench-decode: install ## the training cache's decode, PIL vs OpenCV
 
 # Real photos from a Debian package (Fashion-MNIST); installs nothing: without them it says the one line to run.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
-bench-quality: install ## test LogLoss of configs/small.yaml's pipeline vs baselines on real photos (~30 min)
+bench-quality: install ## test LogLoss of configs/small.yaml vs baselines on real photos, 3 splits (~15 min)
 	@test -d $(FASHION_MNIST) || { echo "make bench-quality needs Debian's Fashion-MNIST photos ($(FASHION_MNIST) \
 	not found): apt-get update && apt-get install -y dataset-fashion-mnist" >&2; exit 2; }
 	$(PY) -m bench.quality --config configs/small.yaml --json runs/bench/quality.json

@@ -82,7 +82,7 @@ SKIPPED = {
     "make bench-regroup": "a benchmark: minutes of CPU (30,000-point t-SNE against scikit-learn's)",
     "make bench-train": "a benchmark meant for a GPU (its CPU defaults only smoke-test the code path)",
     "make bench-decode": "a benchmark: minutes of decoding 600x450 and 1920x1440 JPEGs",
-    "make bench-quality": "a benchmark: three whole pipeline runs on Fashion-MNIST photos (about half an hour of "
+    "make bench-quality": "a benchmark: three whole pipeline runs on Fashion-MNIST photos (about 15 minutes of "
     "CPU; needs Debian's dataset-fashion-mnist); tests/bench/test_quality.py checks its split, writer and table",
     "bash bench/gpu_smoke.sh": "needs a CUDA GPU (nvidia-smi, train.device=cuda)",
     "make screenshots": "needs Debian's Chromium and takes ~15 min (a run, then every page rendered)",
