@@ -112,9 +112,11 @@ predict-pipeline-local: install ## the batch-prediction pipeline on this machine
 
 bench: bench-preprocess bench-regroup bench-train bench-decode ## run every benchmark in bench/
 
+# imagededup lives outside .venv, on PYTHONPATH for the bench only (bench/preprocess.py says how to install it)
+IMAGEDEDUP_DIR ?= /tmp/bench-imagededup
 bench-preprocess: install ## near-duplicate search, finegrain vs imagededup (needs imagededup)
-	$(PY) bench/preprocess.py --n 4000 --side 600
-	$(PY) bench/preprocess.py --n 4000
+	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) bench/preprocess.py --n 4000 --side 600
+	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) bench/preprocess.py --n 4000
 
 bench-regroup: install ## regroup, finegrain's Regrouper vs scikit-learn's TSNE
 	$(PY) bench/regroup.py

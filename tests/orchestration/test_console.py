@@ -137,7 +137,7 @@ def test_a_retried_task_says_so_once(tmp_path):
         worker.join()
     text = out.getvalue()
     assert "train convnext/fold1: FAILED after" in text
-    assert "[finegrain] train convnext/fold1: attempt 1 of 4 failed; kfp.local retries it in 60 s" in text
+    assert "[finegrain] train convnext/fold1: attempt 1 of 4 failed; kfp.local retries in 60 s" in text
     assert text.count("FAILURE") == 0  # kfp.local's own error record is not repeated, it is in the task's log
     assert (
         "ERROR Task 'train' finished with status FAILURE"
