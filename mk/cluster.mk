@@ -22,6 +22,10 @@
 REGISTRY ?=
 TAG ?= $(shell git rev-parse --short HEAD)
 GIT_SHA ?= $(shell git rev-parse HEAD)
+# Read the commit once per make run: `?=` alone re-runs git at every use, so a commit made while `make images`
+# builds would tag the CUDA and CPU images with different commits.
+TAG := $(TAG)
+GIT_SHA := $(GIT_SHA)
 PYTHON ?= .venv/bin/python
 # The top-level Makefile's PYTHON is the interpreter that *creates* the venv (python3); these targets need
 # the venv's tools, so they go through VENV_BIN rather than trusting PYTHON to point into .venv.
