@@ -81,7 +81,7 @@ SKIPPED = {
     "make bench-train": "a benchmark meant for a GPU (its CPU defaults only smoke-test the code path)",
     "make bench-decode": "a benchmark: minutes of decoding 600x450 and 1920x1440 JPEGs",
     "bash bench/gpu_smoke.sh": "needs a CUDA GPU (nvidia-smi, train.device=cuda)",
-    "make screenshots": "needs Debian's Chromium and takes ~15 min (a run, then every page rendered)",
+    "make screenshots": "needs Debian's Chromium and renders the pages of a finished `make run` (minutes of CPU)",
 }
 
 
