@@ -186,7 +186,8 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
         f"train x{member_count(cfg)}"
     ) in printed
     assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
-    assert "[finegrain] plan: ensemble: reuses its outputs (same inputs)" in printed  # and predicted up front
+    n_tasks = len(summary["why"])  # predicted up front, in one line as every task has the same reason
+    assert f"[finegrain] plan: all {n_tasks} tasks reuse their outputs (same inputs)" in printed
     assert f"  {MEMBER.format(0):32s} {CACHED}" in printed  # one line per task in the summary
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]
