@@ -25,7 +25,9 @@ def _train_task(bar: str) -> None:
         print(
             f"    convnext/fold1 epoch 2/6 step {step}/200 (25%): loss 1.2, lr 1.00e-03, 80.0 img/s, ETA 1m00s"
         )
-    print('    {"epoch": 1, "train_loss": 1.0, "val_logloss": 0.912, "val_logloss_raw": 4.78, "val_accuracy": 0.7}')
+    print(
+        '    {"epoch": 1, "train_loss": 1.0, "val_logloss": 0.912, "val_logloss_raw": 4.78, "val_accuracy": 0.7}'
+    )
     for _ in range(2):  # said twice, shown once
         print(
             "    [KFP Executor 2026-12-07 04:12:00,000 WARNING]: MLflow http://x unavailable during log_metrics"
