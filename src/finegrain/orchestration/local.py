@@ -216,13 +216,12 @@ def format_summary(s: dict) -> str:
             f"{m['member']:40s} {f(m['val_logloss']):>8s} {f(m.get('val_logloss_raw')):>8s} "
             f"{f(m['val_accuracy']):>7s} {f(m['nll_after_calibration']):>8s} {f(m['temperature']):>6s}"
         )
-    lines.append("  val LL: after one temperature fitted on the fold's validation rows; raw LL: the softmax as is; "
-                 "LL cal, T: the calibrate step's")  # fmt: skip
+    lines.append("  (val LL: after one temperature fitted on the fold's own validation rows; raw LL: the softmax as is)")
     e = s["ensemble"]
-    mix = e.get("prior_mix") or {}
+    eps = (e.get("prior_mix") or {}).get("eps")
     lines.append(f"ensemble ({e.get('method')}): OOF LogLoss {f(e.get('ensemble_oof_logloss'))} cross-fitted over "
                  f"folds (in-sample {f(e.get('ensemble_oof_logloss_in_sample'))}, uniform weights "
-                 f"{f(e.get('uniform_oof_logloss'))}), prior mix eps {f(mix.get('eps'))}")  # fmt: skip
+                 f"{f(e.get('uniform_oof_logloss'))}); prior mix eps {'-' if eps is None else f'{eps:g}'}")  # fmt: skip
     h = s.get("hierarchical") or {}
     if h.get("tried"):
         lines.append(
