@@ -84,10 +84,18 @@ def test_planted_problems_are_reported(local_run, dataset):
 
 
 def test_summary_reports_members_and_ensemble(local_run):
+    from finegrain.orchestration.local import format_summary
+
     cfg, _, summary = local_run
     assert len(summary["members"]) == len(cfg.train.backbones) * cfg.data.folds
     assert all(m["val_logloss"] is not None and m["temperature"] is not None for m in summary["members"])
-    assert summary["ensemble"]["ensemble_oof_logloss"] is not None
+    # the headline is after one temperature fitted on the fold's rows, never worse than the raw softmax's
+    assert all(m["val_logloss"] <= m["val_logloss_raw"] + 1e-9 for m in summary["members"])
+    ens = summary["ensemble"]
+    assert ens["ensemble_oof_logloss"] is not None and ens["ensemble_oof_logloss_in_sample"] is not None
+    assert 0 < ens["prior_mix"]["eps"] < 1
+    text = format_summary(summary)
+    assert "raw LL" in text and "cross-fitted over folds" in text and f"prior mix eps {ens['prior_mix']['eps']:g}" in text
 
 
 def test_registered_model_reproduces_the_submission(local_run, sample_dir):

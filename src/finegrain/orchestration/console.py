@@ -88,9 +88,9 @@ class _Task:
         elif (stripped := line.strip()).startswith('{"epoch"'):
             try:
                 record = json.loads(stripped)
-                self.progress = (
-                    f"epoch {int(record['epoch']) + 1} done, val LogLoss {record['val_logloss']:.3f}"
-                )
+                raw, ll = record.get("val_logloss_raw"), record["val_logloss"]  # raw: absent from older records
+                self.progress = f"epoch {int(record['epoch']) + 1} done, val LogLoss {ll:.3f}"
+                self.progress += f" (raw {raw:.3f})" if isinstance(raw, (int, float)) else ""
             except (ValueError, KeyError, TypeError):
                 pass
         elif bars := _BAR.findall(line):
