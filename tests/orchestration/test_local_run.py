@@ -96,6 +96,10 @@ def test_summary_reports_members_and_ensemble(local_run):
     assert 0 < ens["prior_mix"]["eps"] < 1
     text = format_summary(summary)
     assert "raw LL" in text and "cross-fitted over folds" in text and f"prior mix eps {ens['prior_mix']['eps']:g}" in text
+    # preprocess in words, not a Python dict: `preprocess: 417 ok, 6 duplicate, ...; 13 duplicate groups, ...`
+    (pre_line,) = [line for line in text.splitlines() if line.startswith("preprocess: ")]
+    assert "{" not in pre_line and f"{summary['preprocess']['training_rows']} training rows" in pre_line
+    assert f"{summary['preprocess']['status']['ok']} ok" in pre_line
 
 
 def test_registered_model_reproduces_the_submission(local_run, sample_dir):

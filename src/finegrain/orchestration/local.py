@@ -205,6 +205,14 @@ ENSEMBLE_KEYS = ("method", "ensemble_oof_logloss", "ensemble_oof_logloss_in_samp
                  "weights", "prior_mix")  # fmt: skip
 
 
+def _preprocess_line(pre: dict) -> str:
+    """`preprocess: 417 ok, 6 duplicate, 2 corrupt; 13 duplicate groups, 0 suggested merges, 353 training rows`."""
+    statuses = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in (pre.get("status") or {}).items() if n)
+    counts = [(pre.get("dup_groups"), "duplicate groups"), (pre.get("suggested_merges"), "suggested merges"),
+              (pre.get("training_rows"), "training rows")]  # fmt: skip
+    return f"preprocess: {statuses or 'no files'}; " + ", ".join(f"{n} {what}" for n, what in counts if n is not None)
+
+
 def format_summary(s: dict) -> str:
     def f(v):
         return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
@@ -228,7 +236,7 @@ def format_summary(s: dict) -> str:
             f"hierarchical inference: {'used' if h.get('used') else 'not used'} (cross-fitted OOF LogLoss "
             f"{f(h.get('oof_logloss_hier'))} vs flat {f(h.get('oof_logloss_flat'))}, {h.get('n_groups')} groups)"
         )
-    lines.append(f"preprocess: {s['preprocess']}")
+    lines.append(_preprocess_line(s["preprocess"]))
     if "tasks" in s:
         def counts(c: dict) -> str:
             return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in c.items()) or "none"
