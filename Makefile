@@ -9,7 +9,7 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots serve predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots serve predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode bench-quality clean
 
 # Every target a person runs carries a `## one line` after its prerequisites; `make help` lists exactly those,
 # so a new target shows up by writing its line (tests/test_makefile.py fails on a target without one).
@@ -110,7 +110,7 @@ predict-pipeline-local: install ## the batch-prediction pipeline on this machine
 	$(NEED_IMAGES)
 	$(PY) pipelines/predict.py $(PREDICT_ARGS) local
 
-bench: bench-preprocess bench-regroup bench-train bench-decode ## run every benchmark in bench/
+bench: bench-preprocess bench-regroup bench-train bench-decode bench-quality ## run every benchmark in bench/
 
 # imagededup lives outside .venv, on PYTHONPATH for the bench only (bench/preprocess.py says how to install it)
 IMAGEDEDUP_DIR ?= /tmp/bench-imagededup
@@ -127,6 +127,13 @@ bench-train: install ## the train step's data path + step vs bare timm (img/s)
 bench-decode: install ## the training cache's decode, PIL vs OpenCV
 	$(PY) bench/decode.py
 	$(PY) bench/decode.py --n 100 --side 1920
+
+# Real photos from a Debian package (Fashion-MNIST); installs nothing: without them it says the one line to run.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+bench-quality: install ## test LogLoss of configs/small.yaml's pipeline vs baselines on real photos (~30 min)
+	@test -d $(FASHION_MNIST) || { echo "make bench-quality needs Debian's Fashion-MNIST photos ($(FASHION_MNIST) \
+	not found): apt-get update && apt-get install -y dataset-fashion-mnist" >&2; exit 2; }
+	$(PY) -m bench.quality --config configs/small.yaml --json runs/bench/quality.json
 
 clean: ## delete local run outputs: runs/, the MLflow store, the compiled YAML
 	rm -rf runs local_outputs mlruns mlruns.db mlartifacts pipelines/training.yaml

@@ -17,7 +17,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["sample.yaml", "hecto.yaml"])
+@pytest.mark.parametrize("name", ["sample.yaml", "small.yaml", "hecto.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(REPO / "configs" / name)
     assert cfg.train.backbones and cfg.data.folds >= 2
@@ -209,3 +209,21 @@ def test_anchors_within_the_limits_still_work(tmp_path: Path) -> None:
            "regroup: {seed: &seed 7}\ncalibrate: {}\ndata: {seed: *seed}\n"  # fmt: skip
     cfg = load_config(_write(tmp_path, text))
     assert cfg.data.seed == 7 == cfg.regroup.seed and cfg.train.backbone("resnet18").image_size == 64
+
+
+def test_linear_probe_must_leave_epochs_to_fine_tune() -> None:
+    with pytest.raises(ConfigError, match="linear_probe_epochs"):
+        config_from_dict({"train": {"epochs": 2, "linear_probe_epochs": 2}})
+    assert config_from_dict({"train": {"epochs": 2, "linear_probe_epochs": 1.5}}).train.linear_probe_epochs == 1.5
+
+
+def test_backbone_lr_scale_is_a_fraction() -> None:
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):
+        config_from_dict({"train": {"backbone_lr_scale": 0}})
+
+
+def test_crop_scale_is_an_ordered_fraction_of_the_area() -> None:
+    assert config_from_dict({"train": {"crop_scale": [0.7, 1.0]}}).train.crop_scale == (0.7, 1.0)
+    for bad in ([0.8, 0.5], [0.0, 1.0], [0.5, 1.2]):
+        with pytest.raises(ConfigError, match="crop_scale"):
+            config_from_dict({"train": {"crop_scale": bad}})

@@ -6,7 +6,9 @@ so a typo in a 5-hour run's config fails in the first second rather than being s
 override values are parsed within size and alias-expansion limits (`finegrain.config.yaml_limits`).
 
 This package is the facade callers import from; the work is done in its modules:
-  schema       the pydantic models: Config and one model per section (DataConfig, TrainConfig, ...)
+  base         what every section shares: unknown keys are errors (_Section), ConfigError
+  schema       the pydantic models: Config and one model per section (DataConfig, EnsembleConfig, ...)
+  train        the train section: TrainConfig, BackboneSpec, HeadConfig, LossConfig, MixConfig, SwaConfig
   files        load_config, config_from_dict, config_to_text, flatten
   overrides    `--set key.path=value` parsing (parse_override)
   endpoints    endpoint_problem: where a bearer token may be sent
@@ -15,19 +17,15 @@ This package is the facade callers import from; the work is done in its modules:
 
 from __future__ import annotations
 
+from finegrain.config.base import ConfigError
 from finegrain.config.endpoints import endpoint_problem
 from finegrain.config.files import config_from_dict, config_to_text, flatten, load_config
 from finegrain.config.overrides import parse_override
 from finegrain.config.schema import (
-    BackboneSpec,
     CalibrateConfig,
     Config,
-    ConfigError,
     DataConfig,
     EnsembleConfig,
-    HeadConfig,
-    LossConfig,
-    MixConfig,
     PipelineConfig,
     PredictConfig,
     PreprocessConfig,
@@ -35,10 +33,9 @@ from finegrain.config.schema import (
     RegroupConfig,
     StorageConfig,
     SubmitConfig,
-    SwaConfig,
     TrackingConfig,
-    TrainConfig,
 )
+from finegrain.config.train import BackboneSpec, HeadConfig, LossConfig, MixConfig, SwaConfig, TrainConfig
 
 __all__ = [
     "BackboneSpec", "CalibrateConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig", "HeadConfig",

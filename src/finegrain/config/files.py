@@ -11,8 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from finegrain import storage
+from finegrain.config.base import ConfigError
 from finegrain.config.overrides import parse_override, set_dotted
-from finegrain.config.schema import Config, ConfigError
+from finegrain.config.schema import Config
 from finegrain.config.yaml_limits import MAX_BYTES, YamlLimitError, load_yaml
 
 

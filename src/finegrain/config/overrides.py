@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from finegrain.config.schema import ConfigError
+from finegrain.config.base import ConfigError
 from finegrain.config.yaml_limits import YamlLimitError, load_yaml
 
 MAX_OVERRIDE_BYTES = 64 * 1024  # one --set value

@@ -29,8 +29,8 @@ from finegrain.data.loader import (
     resolve_image_uris,
 )
 from finegrain.data.transforms import DeviceNormalizer, EvalPreset, TrainPreset
-from finegrain.training.loop import warmup_cosine
-from finegrain.training.runtime import pick_device, seed_everything
+from finegrain.training.loop import after_probe, warmup_cosine
+from finegrain.training.runtime import cpu_threads, pick_device, seed_everything
 from finegrain.training.swa import make_ema, make_swa, swa_start_epoch
 
 
@@ -78,7 +78,10 @@ class Training:
 
     def start_swa_schedule(self) -> SWALR:
         """SWALR on the optimizer; from then on the per-step base schedule is no longer stepped."""
-        self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.swa.lr, anneal_epochs=self.swa.anneal_epochs)
+        # Each group anneals to swa.lr in the proportion its base lr had (the backbone's scale holds under SWA).
+        top = max(g["initial_lr"] for g in self.optimizer.param_groups)
+        swa_lrs = [self.swa.lr * g["initial_lr"] / top for g in self.optimizer.param_groups]
+        self.swa_scheduler = SWALR(self.optimizer, swa_lr=swa_lrs, anneal_epochs=self.swa.anneal_epochs)
         return self.swa_scheduler
 
 
@@ -110,6 +113,8 @@ def build_member(cfg: Config, table: pd.DataFrame, class_info: dict, fold: int, 
     spec = tc.backbone(backbone)
     image_size, batch_size, lr = spec.image_size or tc.image_size, spec.batch_size or tc.batch_size, spec.lr or tc.lr
     device = pick_device(tc.device)
+    if device.type == "cpu":  # pipeline.parallelism members train at once on this machine's cores
+        torch.set_num_threads(cpu_threads(cfg.pipeline.parallelism))
     seed_everything(tc.seed, tc.deterministic)
     classes = list(class_info["classes"])
     rows = fold_rows(table, fold)  # before the model: a fold missing from the manifest fails first
@@ -147,7 +152,8 @@ def load_fold_data(
         workers=max(2, tc.num_workers),
     )
     n_tr, n_val = len(train_rows), len(val_rows)
-    train_set = CachedImageDataset(cache, range(n_tr), train_rows["class_index"], TrainPreset(image_size, mean, std))
+    train_preset = TrainPreset(image_size, mean, std, scale=tc.crop_scale)
+    train_set = CachedImageDataset(cache, range(n_tr), train_rows["class_index"], train_preset)
     eval_preset = EvalPreset(image_size, mean, std, resize=tc.eval_resize)
     val_set = CachedImageDataset(cache, range(n_tr, n_tr + n_val), val_rows["class_index"], eval_preset)
     test_set = CachedImageDataset(cache, range(n_tr + n_val, len(cached)), None, eval_preset)
@@ -169,11 +175,19 @@ def load_fold_data(
 
 
 def build_training(tc: TrainConfig, model: nn.Module, loss_fn, lr: float, train_batches: int) -> Training:
-    """AdamW + per-step warm-up/cosine; SWALR takes over (and the cosine stops) at swa_start; or an EMA."""
-    optimizer = torch.optim.AdamW(model.param_groups(lr, tc.weight_decay), lr=lr, weight_decay=tc.weight_decay)
+    """AdamW + per-step warm-up/cosine; SWALR takes over (and the cosine stops) at swa_start; or an EMA.
+
+    The backbone's groups learn at lr x backbone_lr_scale, and during the linear-probe warm-up
+    (`linear_probe_epochs`) at 0, then follow a warm-up/cosine over the remaining steps."""
+    groups = model.param_groups(lr, tc.weight_decay, tc.backbone_lr_scale)
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=tc.weight_decay)
     steps_per_epoch = min(train_batches, tc.max_steps_per_epoch or train_batches)
+    total, warmup = tc.epochs * steps_per_epoch, round(tc.warmup_epochs * steps_per_epoch)
+    head_factor = warmup_cosine(total, warmup)
+    probe = round(tc.linear_probe_epochs * steps_per_epoch)
+    backbone_factor = after_probe(probe, warmup_cosine(total - probe, warmup)) if probe else head_factor
     scheduler = LambdaLR(
-        optimizer, warmup_cosine(tc.epochs * steps_per_epoch, round(tc.warmup_epochs * steps_per_epoch))
+        optimizer, [backbone_factor if g["name"].startswith("backbone") else head_factor for g in groups]
     )
     swa_start = swa_start_epoch(tc.epochs, tc.swa.start_epoch) if tc.swa.enabled else None
     swa_model = make_swa(model) if swa_start is not None else None

@@ -31,6 +31,16 @@ def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> C
     return factor
 
 
+def after_probe(probe_steps: int, then: Callable[[int], float]) -> Callable[[int], float]:
+    """LambdaLR factor: 0 for the first `probe_steps` (a linear probe: that group does not move), then `then`
+    counted from the end of the probe."""
+
+    def factor(step: int) -> float:
+        return 0.0 if step < probe_steps else then(step - probe_steps)
+
+    return factor
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA; fp32 everywhere else (CPU bf16 is slow and changes numerics)."""
     if enabled and device.type == "cuda":

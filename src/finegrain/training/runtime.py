@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import resource
 import sys
@@ -17,6 +18,15 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device=cuda but no CUDA device is visible (set train.device=auto or cpu)")
     return torch.device(name)
+
+
+def cpu_threads(parallel_members: int) -> int:
+    """Intra-op threads for one member trained on CPU: this process's cores shared by the members that train at
+    once (`pipeline.parallelism` on one machine). More threads than free cores is not just no faster: PyTorch's
+    OpenMP workers spin while they wait; on the shared 2-core development machine a training image cost 11x the
+    CPU time with 2 threads as with 1 (docs/performance.md, "CPU threads per member")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, parallel_members))
 
 
 def derived_seed(*parts: object) -> int:
