@@ -76,7 +76,8 @@ def gate_set(cfg: Config, ensemble_dir: str, data_uri: str) -> GateSet:
         labels=[classes[int(oof["labels"][i])] for i in idx],
         description=(
             f"out-of-fold images of this run ({len(idx)} of {len(oof['image_id'])}): challenger by its out-of-fold "
-            "ensemble probabilities, champion predicted"
+            "ensemble probabilities, champion predicted (a champion that trained on some of these images scores "
+            "optimistically, so the gate leans towards keeping it; promotion.holdout_uri names a fair set)"
         ),
         oof_probs=np.asarray(oof["probs"], dtype=np.float64)[idx], oof_classes=classes,
     )  # fmt: skip
