@@ -57,7 +57,7 @@ test-fast: install ## the test suite without the tests marked slow
 # Not part of `make test`'s requirements: needs Debian's chromium (tests/reports/test_pages_in_browser.py skips
 # without it). Installs nothing: without chromium it says how to install it, in one line.
 CHROMIUM ?= chromium
-screenshots: install ## every page the pipeline writes, in headless Chromium -> docs/screenshots/*.png (~15 min)
+screenshots: install ## every page the pipeline writes, in headless Chromium -> docs/screenshots/*.png (~2 min after make run)
 	@command -v $(CHROMIUM) >/dev/null 2>&1 || { echo "make screenshots needs Chromium ($(CHROMIUM) not found): \
 	apt-get update && apt-get install -y chromium fonts-nanum (fonts-nanum draws the Korean class names)" >&2; exit 2; }
 	$(PY) -m scripts.screenshots --run $(OUT) --out docs/screenshots
@@ -112,9 +112,11 @@ predict-pipeline-local: install ## the batch-prediction pipeline on this machine
 
 bench: bench-preprocess bench-regroup bench-train bench-decode bench-quality ## run every benchmark in bench/
 
+# imagededup lives outside .venv, on PYTHONPATH for the bench only (bench/preprocess.py says how to install it)
+IMAGEDEDUP_DIR ?= /tmp/bench-imagededup
 bench-preprocess: install ## near-duplicate search, finegrain vs imagededup (needs imagededup)
-	$(PY) bench/preprocess.py --n 4000 --side 600
-	$(PY) bench/preprocess.py --n 4000
+	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) bench/preprocess.py --n 4000 --side 600
+	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) bench/preprocess.py --n 4000
 
 bench-regroup: install ## regroup, finegrain's Regrouper vs scikit-learn's TSNE
 	$(PY) bench/regroup.py

@@ -32,6 +32,6 @@ d = sys.argv[1]
 m = json.load(open(f"{d}/metrics.json"))
 oof, test = np.load(f"{d}/oof.npz"), np.load(f"{d}/test.npz")
 blob = torch.load(f"{d}/model.pt", map_location="cpu", weights_only=True)
-print({k: m[k] for k in ("device", "val_logloss", "val_accuracy", "epochs", "train_img_per_s", "peak_memory_mb") if k in m})
+print({k: m[k] for k in ("device", "val_logloss", "val_logloss_raw", "val_accuracy", "epochs", "train_img_per_s", "peak_memory_mb") if k in m})
 print("oof", oof["logits"].shape, "test", test["logits"].shape, "model.pt tensors", len(blob["state_dict"]))
 PY

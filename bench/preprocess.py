@@ -5,7 +5,8 @@
 
 imagededup pulls torch/tensorflow-era pins; keep it out of .venv. Install it beside the benchmark only:
     pip install --no-deps --target /tmp/bench-imagededup imagededup==0.3.3.post2 PyWavelets==1.9.0
-and pass --imagededup-path /tmp/bench-imagededup (its hashing only needs numpy/scipy/PIL/pywt, already here).
+and put that directory on PYTHONPATH (`make bench-preprocess` does: IMAGEDEDUP_DIR, default /tmp/bench-imagededup;
+its hashing only needs numpy/scipy/PIL/pywt, already here).
 
 Planted: a fraction of originals get a copy (re-encoded q60, resized 0.7, or cropped 3-6 % per edge) and another
 fraction get a look-alike (same car and pose, other decal/background/wheel angle) that must NOT be merged.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -149,15 +149,18 @@ def run_imagededup(root: Path, workers: int, distance: int) -> dict:
             "search s": t2 - t1}  # fmt: skip
 
 
-def import_imagededup(path: str) -> None:
-    """Import imagededup from `path` (or the environment), or exit with the one line that installs it there."""
-    sys.path.append(path)
+IMAGEDEDUP_DIR = "/tmp/bench-imagededup"  # the Makefile's default; PYTHONPATH says where it really is
+
+
+def import_imagededup() -> None:
+    """Import imagededup from the environment (PYTHONPATH), or exit with the one line that installs it."""
     try:
         import imagededup.methods  # noqa: F401
     except ImportError as err:
         raise SystemExit(
             f"bench/preprocess.py needs imagededup ({err}); install it beside the benchmark: "
-            f"pip install --no-deps --target {path} imagededup==0.3.3.post2 PyWavelets==1.9.0"
+            f"pip install --no-deps --target {IMAGEDEDUP_DIR} imagededup==0.3.3.post2 PyWavelets==1.9.0 "
+            f"(make bench-preprocess puts IMAGEDEDUP_DIR={IMAGEDEDUP_DIR} on PYTHONPATH)"
         ) from None
 
 
@@ -172,13 +175,12 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=3, help="timed runs per method, alternating; median reported"
     )
-    ap.add_argument("--imagededup-path", default="/tmp/bench-imagededup")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", module="imagededup")
     logging.disable(logging.INFO)  # imagededup logs every phase at INFO
     # Import both libraries before any clock starts: imagededup's import pulls in torch (~4 s), which is a fixed
     # cost of the process, not of hashing images; timing it would flatter finegrain.
-    import_imagededup(args.imagededup_path)
+    import_imagededup()
     import finegrain.steps.preprocess  # noqa: F401
 
     methods = {"finegrain": run_finegrain, "imagededup PHash": run_imagededup}

@@ -7,7 +7,11 @@
 #       `pip config list` (the [install] section before [global], as `pip install` reads them). Prints
 #       nothing when nothing is configured: pip's own default then applies inside the build too. Indexes
 #       that are paths on this host (file:// or a bare directory) cannot be seen from inside a build: they
-#       are left out, with a note on stderr.
+#       are left out (`pip left-out` names them).
+#   images/host-index.sh pip left-out
+#       One line naming this host's pip settings that the builds do not get, and why: index URLs that are
+#       paths on this host, and find-links, constraint, no-index and proxy (the builds take only index-url,
+#       extra-index-url and trusted-host). Nothing when every setting that picks packages is passed.
 #   images/host-index.sh debian-mirror
 #       $DEBIAN_MIRROR when set, else the first mirror of this host's apt sources that serves $SUITE
 #       (default bookworm), else the first one that serves another Debian suite: one-line `deb URL suite
@@ -27,30 +31,40 @@ SUITE=${SUITE:-bookworm}
 DEBIAN_SUITES="buster bullseye bookworm trixie forky duke sid oldoldstable oldstable stable testing unstable"
 
 log() { echo "host-index.sh: $*" >&2; }
-usage() { log "usage: host-index.sh pip index-url|extra-index-url|trusted-host | debian-mirror"; exit 2; }
+usage() { log "usage: host-index.sh pip index-url|extra-index-url|trusted-host|left-out | debian-mirror"; exit 2; }
 # The URL without user:password@, for messages.
 redact() { sed -E 's#://[^/@]*@#://***@#' <<<"$1"; }
 
-pip_setting() {  # $1: index-url | extra-index-url | trusted-host
-    local key=$1 env_name value="" listing section word words kept=()
+# `pip config list` prints section.key='value' lines; no pip at all is the same as nothing configured. Read
+# once, in the pip branch below, so that `pip left-out` asks pip once for all its settings.
+PIP_LISTING=""
+load_pip_listing() { PIP_LISTING=$($PIP config list 2>/dev/null) || PIP_LISTING=""; }
+
+pip_value() {  # $1: a pip setting; its value as `pip install` reads it: $PIP_<SETTING>, [install], [global]
+    local key=$1 env_name value="" section
     env_name=PIP_$(tr 'a-z-' 'A-Z_' <<<"$key")
     value=${!env_name:-}
     if [ -z "$value" ]; then
-        # `pip config list` prints section.key='value' lines; no pip at all is the same as nothing configured.
-        listing=$($PIP config list 2>/dev/null) || listing=""
         for section in install global; do
-            value=$(sed -n "s/^$section\.$key=//p" <<<"$listing" | tail -n 1)
+            value=$(sed -n "s/^$section\.$key=//p" <<<"$PIP_LISTING" | tail -n 1)
             value=${value#[\'\"]}
             value=${value%[\'\"]}
             value=${value//\\n/ }  # a value over several lines is listed as 'a\nb'
             [ -n "$value" ] && break
         done
     fi
-    read -ra words <<<"$value"
+    echo "$value"
+}
+
+# A location only this host can read: a file: URL, or no URL at all (a directory, a file).
+host_path() { [[ "$1" =~ ^[Ff][Ii][Ll][Ee]: || ! "$1" =~ ^[A-Za-z][A-Za-z0-9+.-]*://[^/] ]]; }
+
+pip_setting() {  # $1: index-url | extra-index-url | trusted-host
+    local key=$1 word words kept=()
+    read -ra words <<<"$(pip_value "$key")"
     for word in "${words[@]}"; do
-        if [ "$key" != trusted-host ] && [[ ! "$word" =~ ^[A-Za-z][A-Za-z0-9+.-]*://[^/] ]]; then
-            log "pip $key $(redact "$word") is a path on this host, which the build cannot see; left out"
-            continue
+        if [ "$key" != trusted-host ] && host_path "$word"; then
+            continue  # `pip left-out` says so
         fi
         if [[ "$word" =~ ://[^/@]*@ ]]; then
             log "pip $key $(redact "$word") carries credentials: build arguments show in the build log and \`docker history\`"
@@ -58,6 +72,30 @@ pip_setting() {  # $1: index-url | extra-index-url | trusted-host
         kept+=("$word")
     done
     echo "${kept[*]}"
+}
+
+pip_left_out() {
+    local key value word words paths left=""
+    for key in index-url extra-index-url find-links constraint no-index proxy; do
+        value=$(pip_value "$key")
+        case "$key" in
+            index-url | extra-index-url)
+                paths=""
+                read -ra words <<<"$value"
+                for word in "${words[@]}"; do
+                    host_path "$word" && paths+=" $(redact "$word")"
+                done
+                value=${paths# } ;;
+            no-index)
+                case "${value,,}" in 0 | false | no | off) value="" ;; esac ;;
+            *) value=$(redact "$value") ;;
+        esac
+        [ -n "$value" ] && left+="${left:+; }$key $value"
+    done
+    if [ -n "$left" ]; then
+        echo "this host's pip settings not passed to the image builds: $left (a build cannot see paths on this" \
+            "host, and takes only pip's index-url, extra-index-url and trusted-host)"
+    fi
 }
 
 apt_entries() {  # "URL SUITE" for every deb (not deb-src) entry of the host's apt sources, in apt's order
@@ -126,7 +164,11 @@ debian_mirror() {
 
 case "${1:-}" in
     pip)
-        case "${2:-}" in index-url | extra-index-url | trusted-host) pip_setting "$2" ;; *) usage ;; esac ;;
+        case "${2:-}" in
+            index-url | extra-index-url | trusted-host) load_pip_listing; pip_setting "$2" ;;
+            left-out) load_pip_listing; pip_left_out ;;
+            *) usage ;;
+        esac ;;
     debian-mirror) debian_mirror ;;
     *) usage ;;
 esac

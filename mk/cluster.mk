@@ -22,6 +22,10 @@
 REGISTRY ?=
 TAG ?= $(shell git rev-parse --short HEAD)
 GIT_SHA ?= $(shell git rev-parse HEAD)
+# Read the commit once per make run: `?=` alone re-runs git at every use, so a commit made while `make images`
+# builds would tag the CUDA and CPU images with different commits.
+TAG := $(TAG)
+GIT_SHA := $(GIT_SHA)
 PYTHON ?= .venv/bin/python
 # The top-level Makefile's PYTHON is the interpreter that *creates* the venv (python3); these targets need
 # the venv's tools, so they go through VENV_BIN rather than trusting PYTHON to point into .venv.
@@ -47,6 +51,10 @@ endif
 ifeq ($(PIP_TRUSTED_HOST),)
 PIP_TRUSTED_HOST = $(call host_pip,PIP_TRUSTED_HOST,trusted-host)
 endif
+# One line, once per make run and only when a build runs: what of this machine's pip configuration the
+# builds do not get, and why (images/host-index.sh pip left-out; paths on this host, find-links, ...).
+pip_left_out = $(eval pip_left_out :=)$(call _note,$(shell images/host-index.sh pip left-out))
+_note = $(if $1,$(info host-index.sh: $1))
 CUDA_TORCH_INDEX ?=
 CPU_TORCH_INDEX ?=
 DOCKER_NETWORK ?= host
@@ -59,7 +67,7 @@ MLFLOW_IMAGE = $(if $(REGISTRY),$(REGISTRY)/)finegrain-mlflow
 # Docker without the buildx plugin (Debian's docker.io) cannot use BuildKit; the classic builder caches too.
 DOCKER_BUILDKIT ?= $(shell $(DOCKER) buildx version >/dev/null 2>&1 && echo 1 || echo 0)
 # base.sh runs first on its own so that a failure to get a base stops the recipe with its message.
-DOCKER_BUILD = base="$$(images/base.sh $(BASE_IMAGE))" && DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) \
+DOCKER_BUILD = $(pip_left_out)base="$$(images/base.sh $(BASE_IMAGE))" && DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) \
   $(DOCKER) build --network $(DOCKER_NETWORK) --build-arg BASE_IMAGE="$$base" --build-arg GIT_SHA=$(GIT_SHA) \
   --build-arg PIP_INDEX_URL="$(PIP_INDEX_URL)" --build-arg PIP_EXTRA_INDEX_URL="$(PIP_EXTRA_INDEX_URL)" \
   --build-arg PIP_TRUSTED_HOST="$(PIP_TRUSTED_HOST)"

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from finegrain.metrics import ece, log_loss, merge_alias_columns, reliability_bins, softmax
+from finegrain.metrics import (
+    accuracy,
+    ece,
+    log_loss,
+    merge_alias_columns,
+    reliability_bins,
+    softmax,
+    tempered_log_loss,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -78,3 +86,20 @@ def test_softmax_is_stable_and_tempered() -> None:
     np.testing.assert_allclose(
         softmax(np.array([[2.0, 0.0]]), temperature=2.0), softmax(np.array([[1.0, 0.0]]))
     )
+
+
+def test_tempered_log_loss_reads_a_margin_head_as_the_classifier_it_is() -> None:
+    # s * cos logits (s = 64) of a head that ranks the true class first ~70% of the time: its raw softmax is
+    # near one-hot, so every miss costs tens of nats and the raw LogLoss is worse than uniform (log 10 = 2.30).
+    rng = np.random.default_rng(0)
+    n, c = 600, 10
+    y = rng.integers(0, c, n)
+    cos = 0.3 + 0.15 * rng.normal(size=(n, c))
+    cos[np.arange(n), y] += 0.3
+    logits = 64.0 * cos
+    raw = log_loss(y, softmax(logits))
+    tempered, temperature = tempered_log_loss(y, logits)
+    assert 0.5 < accuracy(y, logits) < 0.95
+    assert raw > math.log(c) and tempered < math.log(c) < raw
+    assert temperature > 1  # it undoes over-confidence; argmax (accuracy) is unchanged by construction
+    assert tempered == pytest.approx(log_loss(y, softmax(logits, temperature)))

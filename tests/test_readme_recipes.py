@@ -85,7 +85,7 @@ SKIPPED = {
     "make bench-quality": "a benchmark: three whole pipeline runs on Fashion-MNIST photos (about 15 minutes of "
     "CPU; needs Debian's dataset-fashion-mnist); tests/bench/test_quality.py checks its split, writer and table",
     "bash bench/gpu_smoke.sh": "needs a CUDA GPU (nvidia-smi, train.device=cuda)",
-    "make screenshots": "needs Debian's Chromium and takes ~15 min (a run, then every page rendered)",
+    "make screenshots": "needs Debian's Chromium and renders the pages of a finished `make run` (minutes of CPU)",
 }
 
 

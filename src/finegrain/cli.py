@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from typing import List, Optional
 
-import click
 import typer
 
-from finegrain.config import Config, ConfigError
+from finegrain.cli_errors import reported_errors
+from finegrain.config import Config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -25,41 +24,12 @@ ConfigOpt = typer.Option("configs/sample.yaml", "--config", "-c", help="YAML con
 SetOpt = typer.Option(None, "--set", "-s", help="Override: key.path=value (YAML value). Repeatable.")
 
 
-def one_line(exc: BaseException) -> str:
-    """The exception as one line naming the file or URI (OSError's own filename when it has one)."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc) or type(exc).__name__
-    head, *rest = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
-    return " ".join([head, "; ".join(rest)]) if rest else head
-
-
-@contextlib.contextmanager
-def _reported_errors(refusals: tuple[type[Exception], ...] = (ValueError,)) -> Iterator[None]:
-    """Turn expected failures into `error: <one line>` and an exit code (2: input/storage, 1: step refused).
-
-    refusals: how a step says it refuses its input (exit 1); anything else unexpected keeps its traceback.
-    """
-    try:
-        yield
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-        raise
-    # UnicodeDecodeError and ConfigError are ValueErrors: they must be caught before the step's ValueError.
-    except (ConfigError, UnicodeDecodeError, OSError) as exc:
-        typer.echo(f"error: {one_line(exc)}", err=True)
-        raise typer.Exit(2) from None
-    except refusals as exc:
-        typer.echo(f"error: {one_line(exc)}", err=True)
-        raise typer.Exit(1) from None
-
-
 def _config(config: str, overrides: Optional[List[str]], backbones: bool = False) -> Config:
     """The validated config; with `backbones`, also every backbone's timm name and weights (for the commands
     that lead to training: a bad one fails here, before any step works)."""
     from finegrain.orchestration.plan import config_from_file
 
-    with _reported_errors():
+    with reported_errors():
         cfg = config_from_file(config, overrides or [])
         if backbones:
             from finegrain.models.weight_sources import check_backbones
@@ -95,7 +65,7 @@ def _run_step(step: str, config: str, overrides: Optional[List[str]], **kwargs) 
     if "data" in kwargs and kwargs["data"] is None:
         kwargs["data"] = cfg.data.uri
     out = kwargs["out"]
-    with _reported_errors():
+    with reported_errors():
         module = importlib.import_module(f"finegrain.steps.{step}")
         with contextlib.ExitStack() as held:
             if step not in SELF_LOCKING + FILE_OUTPUT:
@@ -111,7 +81,7 @@ def make_sample(
     """Generate the small synthetic fine-grained dataset (Hecto layout) with planted problems and an answer key."""
     from finegrain.sample.generate import make_sample as _make
 
-    with _reported_errors():
+    with reported_errors():
         key = _make(out, seed=seed)
     # The whole answer key (per-class counts, what was planted where) is in <out>/answer_key.json; the terminal
     # gets the totals, a few lines in `make run`'s output rather than one per class.
@@ -267,7 +237,7 @@ def run(
     from finegrain.storage.locks import LOCK_NAME, hold_lock
 
     # kfp.local has already printed a failing task's own traceback; this adds the one-line reason.
-    with _reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError
+    with reported_errors(refusals=(ValueError, RuntimeError)):  # a failed kfp.local task is a RuntimeError
         # One `finegrain run` per --out: two would interleave every step's outputs (each member also has its own).
         with hold_lock(storage.join(out, LOCK_NAME), f"finegrain run --out {out}"):
             # The dataset's shape is checked here, in one line, rather than inside a task's traceback.
@@ -298,7 +268,7 @@ def gc(
     from finegrain.storage.locks import LOCK_NAME, hold_lock
 
     work, run_dir = collector.work_root_of(out)
-    with _reported_errors():
+    with reported_errors():
         with contextlib.ExitStack() as stack:
             if run_dir is not None:  # no `finegrain run` on it meanwhile: none of its runs is in flight
                 stack.enter_context(hold_lock(storage.join(out, LOCK_NAME), f"finegrain gc --out {out}"))

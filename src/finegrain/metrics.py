@@ -1,12 +1,22 @@
-"""The one competition metric (multi-class LogLoss with alias pairs merged) and ECE, used by every step."""
+"""The one competition metric (multi-class LogLoss with alias pairs merged) and ECE, used by every step.
+
+Also the one-parameter temperature fit (`fit_temperature`) and the LogLoss after it (`tempered_log_loss`): a
+member's headline validation LogLoss is measured after that fit, since a margin head's raw logits (s * cos,
+s = 64) score far worse than uniform while ranking the classes well; see docs/design.md.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
 
 EPS = 1e-15
+# Margin heads emit s*cos logits with s = 64, so an undertrained member can need T well above 20.
+T_MIN, T_MAX = 0.05, 200.0
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -110,3 +120,55 @@ def ece(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
     b = reliability_bins(y_true, probs, n_bins)
     n = b["count"].sum()
     return float(np.sum(b["count"] / n * np.abs(b["accuracy"] - b["confidence"])))
+
+
+def check_logits(logits: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits as float64, labels as int64) after checking shapes, finiteness and the label range."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits must be 2-D [n, C], got shape {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or inf")
+    if y is None:
+        return z, None
+    y = np.asarray(y).astype(np.int64)
+    if y.shape != (len(z),):
+        raise ValueError(f"{len(y)} labels for {len(z)} logit rows")
+    if len(y) and (y.min() < 0 or y.max() >= z.shape[1]):
+        raise ValueError(f"labels outside [0, {z.shape[1]})")
+    return z, y
+
+
+def temperature_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of softmax(logits / temperature) at the true labels."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature in [T_MIN, T_MAX] that minimises the NLL of softmax(logits / T) on (logits, y)."""
+    z, y = check_logits(logits, y)
+    if len(y) == 0:
+        raise ValueError("cannot fit a temperature on zero rows")
+    res = minimize_scalar(
+        lambda log_t: temperature_nll(z, y, math.exp(log_t)),
+        bounds=(math.log(T_MIN), math.log(T_MAX)),
+        method="bounded",
+        options={"xatol": 1e-7},
+    )
+    return float(math.exp(res.x))
+
+
+def tempered_log_loss(
+    y_true: np.ndarray,
+    logits: np.ndarray,
+    classes: Sequence[str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[float, float]:
+    """(LogLoss of softmax(logits / T), T) with T fitted on these same rows: an in-sample one-parameter fit.
+
+    One temperature cannot change which class a row ranks first; it only undoes a head's over- or
+    under-confidence, so this is what the logits score once calibrated, optimistic by about one parameter.
+    """
+    temperature = fit_temperature(logits, y_true)
+    return log_loss(y_true, softmax(logits, temperature), classes, aliases), temperature

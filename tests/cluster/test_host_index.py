@@ -21,9 +21,8 @@ def test_host_index_reports_the_pip_configuration(pip_config, tmp_path):
     assert all(proc.returncode == 0 for proc in got.values()), {k: p.stderr for k, p in got.items()}
     assert got["index-url"].stdout == "https://mirror.test/pypi/simple\n"
     assert got["trusted-host"].stdout == "mirror.test\n"
-    # a path on this host is no index for the build: left out, and said so
+    # a path on this host is no index for the build: left out (`pip left-out` says so)
     assert got["extra-index-url"].stdout == "https://extra.test/simple\n"
-    assert "file:///srv/wheels/simple" in got["extra-index-url"].stderr
     # the environment wins over the config files, as for pip itself; [install] over [global]
     proc = run_host_index("pip", "index-url", **pip_config, PIP_INDEX_URL="https://env.test/simple")
     assert proc.stdout == "https://env.test/simple\n"
@@ -37,12 +36,38 @@ def test_host_index_reports_the_pip_configuration(pip_config, tmp_path):
     assert "s3cret" not in proc.stderr
 
 
+def test_host_index_names_the_pip_settings_the_builds_do_not_get(pip_config):
+    """One line: the host's index paths, and the settings that pick packages but are not build arguments."""
+    with open(pip_config["PIP_CONFIG_FILE"], "a") as config:  # still [global]
+        config.write(
+            "find-links = /srv/wheels\nconstraint = /srv/constraints.txt\nproxy = http://me:s3cret@proxy.test:3128\n"
+        )
+    proc = run_host_index("pip", "left-out", **pip_config)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1, proc.stdout + proc.stderr
+    assert (
+        "extra-index-url file:///srv/wheels/simple; find-links /srv/wheels; constraint /srv/constraints.txt; "
+        "proxy http://***@proxy.test:3128 (a build cannot see paths on this host" in proc.stdout
+    )
+    # what the builds do get is not named; nor is a password
+    assert (
+        "extra.test" not in proc.stdout and "mirror.test" not in proc.stdout and "s3cret" not in proc.stdout
+    )
+    # the environment wins here too; no-index only when it is on
+    proc = run_host_index(
+        "pip", "left-out", **pip_config, PIP_FIND_LINKS="https://links.test/", PIP_NO_INDEX="1"
+    )
+    assert "find-links https://links.test/; constraint /srv/constraints.txt; no-index 1; proxy" in proc.stdout
+    assert "no-index" not in run_host_index("pip", "left-out", **pip_config, PIP_NO_INDEX="false").stdout
+
+
 def test_host_index_reports_nothing_when_pip_is_not_configured(pip_config):
     """No configuration (or no pip at all): empty values, so pip's own default applies inside the build."""
     for env in ({**pip_config, "PIP_CONFIG_FILE": os.devnull}, {"PIP": "/nonexistent/pip"}):
         for key in ("index-url", "extra-index-url", "trusted-host"):
             proc = run_host_index("pip", key, **env)
             assert (proc.returncode, proc.stdout) == (0, "\n"), (env, key, proc.stderr)
+        proc = run_host_index("pip", "left-out", **env)
+        assert (proc.returncode, proc.stdout) == (0, ""), (env, proc.stderr)
     assert run_host_index("pip", "no-such-key").returncode == 2
 
 
@@ -96,11 +121,15 @@ Components: main
     [
         {"sources.list": ONE_LINE_SOURCES},
         # a vendor's repository sorts first; deb822 only, as on Debian 12+
-        {"sources.list.d/aaa-vendor.list": "deb https://vendor.test/apt nodistro main\n",
-         "sources.list.d/debian.sources": DEB822_SOURCES},
-        {"sources.list.d/debian.sources": DEB822_SOURCES.replace("Types: deb deb-src", "Types: deb"),
-         "sources.list.d/vendor.sources": "Types: deb\nURIs: https://vendor.test/apt\nSuites: nodistro\n",
-         "sources.list.d/old.list.disabled": "deb http://old.test/debian bookworm main\n"},
+        {
+            "sources.list.d/aaa-vendor.list": "deb https://vendor.test/apt nodistro main\n",
+            "sources.list.d/debian.sources": DEB822_SOURCES,
+        },
+        {
+            "sources.list.d/debian.sources": DEB822_SOURCES.replace("Types: deb deb-src", "Types: deb"),
+            "sources.list.d/vendor.sources": "Types: deb\nURIs: https://vendor.test/apt\nSuites: nodistro\n",
+            "sources.list.d/old.list.disabled": "deb http://old.test/debian bookworm main\n",
+        },
     ],
     ids=["one-line", "deb822", "deb822-and-others"],
 )
@@ -129,7 +158,7 @@ def test_base_script_prefers_an_existing_image_and_fails_clearly_without_one(tmp
     """images/base.sh with a fake docker: present -> used; pullable -> used; neither and no debootstrap -> error."""
     fake = tmp_path / "docker"
     fake.write_text(
-        '#!/bin/sh\n'
+        "#!/bin/sh\n"
         'if [ "$1 $2" = "image inspect" ]; then [ -n "$HAVE" ] && [ "$3" = "$HAVE" ] && exit 0; exit 1; fi\n'
         'if [ "$1" = pull ]; then [ -n "$PULLABLE" ] && [ "$2" = "$PULLABLE" ] && exit 0; exit 1; fi\n'
         "exit 1\n"
@@ -140,8 +169,14 @@ def test_base_script_prefers_an_existing_image_and_fails_clearly_without_one(tmp
     path = f"{tmp_path}:/usr/bin:/bin"
 
     def run(have: str = "", pullable: str = "") -> subprocess.CompletedProcess:
-        env = {**os.environ, "DOCKER": str(fake), "PULL_TIMEOUT": "5", "HAVE": have, "PULLABLE": pullable,
-               "PATH": path}
+        env = {
+            **os.environ,
+            "DOCKER": str(fake),
+            "PULL_TIMEOUT": "5",
+            "HAVE": have,
+            "PULLABLE": pullable,
+            "PATH": path,
+        }
         return subprocess.run([script, "py:1"], env=env, capture_output=True, text=True, timeout=60)
 
     if shutil.which("debootstrap", path=path):

@@ -70,6 +70,8 @@ def test_make_images_passes_the_host_pip_configuration_to_every_build(pip_config
     if shutil.which("make") is None:
         pytest.skip("make not installed")
 
+    notes: list[str] = []
+
     def builds(*args: str, **env: str) -> list[str]:
         proc = subprocess.run(["make", "-n", "-f", "mk/cluster.mk", "images", *args], cwd=ROOT,
                               env=env_without_index_settings(**env), capture_output=True, text=True,
@@ -77,15 +79,19 @@ def test_make_images_passes_the_host_pip_configuration_to_every_build(pip_config
         assert proc.returncode == 0, proc.stderr
         found = _builds(proc.stdout)
         assert len(found) == 3, proc.stdout
+        notes[:] = [line for line in proc.stdout.splitlines() if "not passed to the image builds" in line]
         return found
 
     for build in builds(**pip_config):
         assert '--build-arg PIP_INDEX_URL="https://mirror.test/pypi/simple"' in build
         assert '--build-arg PIP_EXTRA_INDEX_URL="https://extra.test/simple"' in build
         assert '--build-arg PIP_TRUSTED_HOST="mirror.test"' in build
+    # the host path among the extra indexes is named once, however many images are built
+    assert len(notes) == 1 and "extra-index-url file:///srv/wheels/simple" in notes[0], notes
     for build in builds(**{**pip_config, "PIP_CONFIG_FILE": os.devnull}):
         assert all(f'--build-arg {name}=""' in build for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
                                                                    "PIP_TRUSTED_HOST"))  # fmt: skip
+    assert notes == []
     # given to make, a setting beats the host's; an empty one too (pip's default whatever the host says)
     for build in builds("PIP_INDEX_URL=https://other.test/simple", **pip_config):
         assert '--build-arg PIP_INDEX_URL="https://other.test/simple"' in build

@@ -103,6 +103,7 @@ def test_jobs_run_in_order_on_the_same_commit(workflow):
     # The build's pip uses the runner's package index (images/host-index.sh), never one named here.
     index = next(s for s in jobs["build-and-push"]["steps"] if s.get("id") == "index")
     assert "images/host-index.sh pip index-url" in index["run"]
+    assert "images/host-index.sh pip left-out" in index["run"]  # the runner's settings it does not pass
     assert set(index["env"]) == {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"}
     for name, key in (("PIP_INDEX_URL", "index-url"), ("PIP_EXTRA_INDEX_URL", "extra-index-url")):
         assert f"{name}=${{{{ steps.index.outputs.{key} }}}}" in build["with"]["build-args"]

@@ -257,6 +257,8 @@ def test_post_training_components_fill_the_ui_artifacts(config_text, members, tm
     ensemble.python_func(_spec(planned, "ensemble"), members, cal, groups, ens, report, ens_metrics, errors)
     assert (Path(ens.path) / "test_probs.npz").exists()
     assert ens_metrics.metadata["ensemble_oof_logloss"] <= ens_metrics.metadata["uniform_oof_logloss"] + 1e-9
+    # the cross-fitted headline beside the in-sample figure and the prior mix's eps, named as in ensemble.json
+    assert {"ensemble_oof_logloss_in_sample", "prior_mix_eps"} <= set(ens_metrics.metadata)
     assert json.loads(Path(ens_metrics.path).read_text()) == ens_metrics.metadata
     assert "weight" in Path(report.path).read_text(encoding="utf-8").lower()
     assert ens.metadata["why"] == "ran: first run"

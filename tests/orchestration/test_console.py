@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 
-from finegrain.orchestration.console import TaskConsole
+from finegrain.orchestration.console import TaskConsole, _Task
 
 EXECUTOR_INPUT = {"inputs": {"parameterValues": {"fold": 1.0, "backbone": "convnext"}}, "outputs": {}}
 
@@ -25,7 +25,9 @@ def _train_task(bar: str) -> None:
         print(
             f"    convnext/fold1 epoch 2/6 step {step}/200 (25%): loss 1.2, lr 1.00e-03, 80.0 img/s, ETA 1m00s"
         )
-    print('    {"epoch": 1, "train_loss": 1.0, "val_logloss": 0.912, "val_accuracy": 0.7}')
+    print(
+        '    {"epoch": 1, "train_loss": 1.0, "val_logloss": 0.912, "val_logloss_raw": 4.78, "val_accuracy": 0.7}'
+    )
     for _ in range(2):  # said twice, shown once
         print(
             "    [KFP Executor 2026-12-07 04:12:00,000 WARNING]: MLflow http://x unavailable during log_metrics"
@@ -108,7 +110,8 @@ def test_at_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path):
         worker.join()
     text = out.getvalue()
     assert "\r[finegrain] 00:00 running: train convnext/fold1 epoch 2/6 50%" in text  # the step line, read
-    assert "running: train convnext/fold1 epoch 2 done, val LogLoss 0.912" in text  # then the epoch record
+    # then the epoch record, headline first (the raw LogLoss after it is cut at this 80-column terminal)
+    assert "running: train convnext/fold1 epoch 2 done, val LogLoss 0.912" in text
     assert text.count("\n") <= 4  # the progress line never adds a line of its own
 
 
@@ -137,9 +140,17 @@ def test_a_retried_task_says_so_once(tmp_path):
         worker.join()
     text = out.getvalue()
     assert "train convnext/fold1: FAILED after" in text
-    assert "[finegrain] train convnext/fold1: attempt 1 of 4 failed; kfp.local retries it in 60 s" in text
+    assert "[finegrain] train convnext/fold1: attempt 1 of 4 failed; kfp.local retries in 60 s" in text
     assert text.count("FAILURE") == 0  # kfp.local's own error record is not repeated, it is in the task's log
     assert (
         "ERROR Task 'train' finished with status FAILURE"
         in next((tmp_path / "logs").glob("*.log")).read_text()
     )
+
+
+def test_the_epoch_progress_says_which_logloss_is_which(tmp_path):
+    task = _Task("train", tmp_path, 1)
+    task.progress_from('{"epoch": 1, "val_logloss": 0.912, "val_logloss_raw": 4.78, "val_accuracy": 0.7}')
+    assert task.progress == "epoch 2 done, val LogLoss 0.912 (raw 4.780)"
+    task.progress_from('{"epoch": 2, "val_logloss": 0.9}')  # a record from before the raw figure was written
+    assert task.progress == "epoch 3 done, val LogLoss 0.900"

@@ -84,10 +84,22 @@ def test_planted_problems_are_reported(local_run, dataset):
 
 
 def test_summary_reports_members_and_ensemble(local_run):
+    from finegrain.orchestration.local import format_summary
+
     cfg, _, summary = local_run
     assert len(summary["members"]) == len(cfg.train.backbones) * cfg.data.folds
     assert all(m["val_logloss"] is not None and m["temperature"] is not None for m in summary["members"])
-    assert summary["ensemble"]["ensemble_oof_logloss"] is not None
+    # the headline is after one temperature fitted on the fold's rows, never worse than the raw softmax's
+    assert all(m["val_logloss"] <= m["val_logloss_raw"] + 1e-9 for m in summary["members"])
+    ens = summary["ensemble"]
+    assert ens["ensemble_oof_logloss"] is not None and ens["ensemble_oof_logloss_in_sample"] is not None
+    assert 0 < ens["prior_mix"]["eps"] < 1
+    text = format_summary(summary)
+    assert "raw LL" in text and "cross-fitted over folds" in text and f"prior mix eps {ens['prior_mix']['eps']:g}" in text
+    # preprocess in words, not a Python dict: `preprocess: 417 ok, 6 duplicate, ...; 13 duplicate groups, ...`
+    (pre_line,) = [line for line in text.splitlines() if line.startswith("preprocess: ")]
+    assert "{" not in pre_line and f"{summary['preprocess']['training_rows']} training rows" in pre_line
+    assert f"{summary['preprocess']['status']['ok']} ok" in pre_line
 
 
 def test_registered_model_reproduces_the_submission(local_run, sample_dir):
@@ -186,7 +198,8 @@ def test_unchanged_rerun_is_served_from_the_cache(local_run, dataset, reruns, ca
         f"train x{member_count(cfg)}"
     ) in printed
     assert "[finegrain] preprocess: reused from the kfp.local cache" in printed  # said as it happens, too
-    assert "[finegrain] plan: ensemble: reuses its outputs (same inputs)" in printed  # and predicted up front
+    n_tasks = len(summary["why"])  # predicted up front, in one line as every task has the same reason
+    assert f"[finegrain] plan: all {n_tasks} tasks reuse their outputs (same inputs)" in printed
     assert f"  {MEMBER.format(0):32s} {CACHED}" in printed  # one line per task in the summary
     # a new parent run, ended FINISHED by the exit handler alone (no step ran to touch it)
     assert summary["parent_run_id"] and summary["parent_run_id"] != first["parent_run_id"]

@@ -10,7 +10,7 @@ import pytest
 
 from finegrain.config import config_to_text, load_config
 from finegrain.orchestration import layout
-from finegrain.orchestration.plan import REUSED, plan_run, plan_tasks
+from finegrain.orchestration.plan import REUSED, describe_plan, plan_run, plan_tasks
 from finegrain.orchestration.records import PlannedTask, list_runs
 
 BACKBONES = "train.backbones=[{name: a}, {name: b}]"
@@ -139,6 +139,13 @@ def test_finished_outputs_are_reused_and_say_why_not_otherwise(tmp_path):
     assert why["train/c/fold0"] == "not in the previous run"
     assert why["train/a/fold0"] == why["preprocess"] == REUSED
     assert changed["tasks"]["train/a/fold0"]["made_in"] == first["run"]
+    # what `finegrain run` prints up front: one line when every task has the same reason, else one per task
+    n = len(first["tasks"])
+    assert describe_plan(first) == [f"all {n} tasks run (first run)"]
+    assert describe_plan(same) == [f"all {n} tasks reuse their outputs ({REUSED})"]
+    lines = describe_plan(changed)
+    assert len(lines) == len(changed["tasks"]) and "submit: runs (input ensemble changed)" in lines
+    assert f"preprocess: reuses its outputs ({REUSED})" in lines
 
 
 def test_remade_outputs_change_their_dependants_specs(tmp_path):

@@ -10,9 +10,12 @@ import pytest
 from finegrain import storage
 from finegrain.config import config_from_dict
 from finegrain.metrics import log_loss, softmax
+from finegrain.posthoc.calibration import scaler_from_dict
 from finegrain.posthoc.ensembling import HierarchicalTempering, WeightedEnsemble, groups_to_index
 from finegrain.posthoc.members import load_members, load_npz
 from finegrain.steps import calibrate, ensemble
+from finegrain.tracking.pyfunc import apply_post
+from finegrain.tracking.registry import post_spec
 from tests.support.synthetic_members import make_members
 
 
@@ -141,17 +144,23 @@ def test_ensemble_step_end_to_end(tmp_path) -> None:
     summary = ensemble.run(cfg, uris, str(tmp_path / "cal"), str(out), groups=_write_groups(tmp_path / "rg"))
     result = json.loads((out / "ensemble.json").read_text())
     assert summary["ensemble_oof_logloss"] == pytest.approx(result["ensemble_oof_logloss"])
-    by_method = result["ensemble_oof_logloss_by_method"]
+    by_method = result["ensemble_oof_logloss_in_sample_by_method"]
     assert by_method["optimized"] <= min(result["backbone_oof_logloss"].values()) + 1e-12
-    assert by_method["optimized"] <= result["uniform_oof_logloss"] + 1e-12
+    assert by_method["optimized"] <= result["uniform_oof_logloss_in_sample"] + 1e-12
     assert sum(result["weights"].values()) == pytest.approx(1.0)
     assert sum(result["member_weights"].values()) == pytest.approx(1.0)
     for k, v in result["member_oof_logloss"].items():
         assert v < result["member_oof_logloss_uncalibrated"][k]  # members were over-confident
     h = result["hierarchical"]
     assert h["tried"] and h["oof_logloss_hier"] is not None
-    assert result["ensemble_oof_logloss"] <= by_method["optimized"] + 1e-9
+    # the headline is cross-fitted: another number than the in-sample one, and the one oof_probs.npz holds
+    assert result["ensemble_oof_logloss"] != pytest.approx(result["ensemble_oof_logloss_in_sample"], abs=1e-6)
+    assert result["cross_fit"]["folds"] == 3 and 0 < result["prior_mix_eps"] < 1
+    assert f"eps = {result['prior_mix_eps']:g}" in (out / "report.md").read_text()
     oof = load_npz(str(out / "oof_probs.npz"))
+    assert log_loss(oof["labels"], oof["probs_in_sample"]) == pytest.approx(
+        result["ensemble_oof_logloss_in_sample"]
+    )
     test = load_npz(str(out / "test_probs.npz"))
     assert oof["probs"].shape == (360, 12) and test["probs"].shape == (60, 12)
     np.testing.assert_allclose(test["probs"].sum(1), 1.0)
@@ -209,3 +218,28 @@ def test_ensemble_step_requires_member_temperature(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="no temperature for member 'a/fold1'"):
         ensemble.run(_cfg(tmp_path), uris, str(tmp_path / "cal"), str(tmp_path / "ens"))
+
+
+@pytest.mark.parametrize("hierarchical", [True, False])
+def test_served_model_applies_what_made_the_submission(tmp_path, hierarchical) -> None:
+    # The registered model rebuilds the ensemble from ensemble.json (post_spec) and calibration.json; on the
+    # members' test logits it must give test_probs.npz, which the submission is written from: prior mix included.
+    uris = make_members(tmp_path, backbones=("a", "b"), overconfidence=6.0)
+    cfg = _cfg(tmp_path, hierarchical=hierarchical)
+    calibrate.run(cfg, members=uris, out=str(tmp_path / "cal"))
+    out = tmp_path / "ens"
+    ensemble.run(cfg, uris, str(tmp_path / "cal"), str(out), groups=_write_groups(tmp_path / "rg"))
+    ens = json.loads((out / "ensemble.json").read_text())
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    post = post_spec(ens)
+    assert post["prior_mix"]["eps"] == ens["prior_mix_eps"] > 0
+    members = load_members(uris)
+    order = np.argsort(members[0].test_ids)
+    weighted = sum(
+        ens["member_weights"][m.key] * scaler_from_dict(cal[m.key]).transform(m.test_logits[order])
+        for m in members
+    )
+    served = apply_post(post, weighted, members[0].classes)
+    np.testing.assert_allclose(served, load_npz(str(out / "test_probs.npz"))["probs"], rtol=1e-9, atol=1e-12)
+    prior = np.asarray(ens["prior_mix"]["prior"])
+    assert np.all(served >= ens["prior_mix_eps"] * prior - 1e-15)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from finegrain.config import Config, config_from_dict
 from finegrain.data.loader import CachedImageDataset, build_image_cache, fold_rows, load_manifest, make_loader
 from finegrain.data.transforms import DeviceNormalizer, EvalPreset
+from finegrain.metrics import log_loss, softmax
 from finegrain.steps import train
 from finegrain.training.loop import predict
 from tests.support.manifest_factory import make_manifest
@@ -41,6 +43,12 @@ def test_outputs_follow_the_contract_and_manifest_order(member):
     assert "Per class" in errors and "data:image/jpeg;base64," in errors and str(member["prep"]) not in errors
     for key in ("backbone", "fold", "val_logloss", "val_accuracy", "epochs", "train_img_per_s", "peak_memory_mb"):
         assert key in metrics
+    # the headline val_logloss is after one temperature fitted on the fold's validation rows; raw beside it
+    logits, labels = oof["logits"].astype(np.float64), oof["labels"]
+    assert metrics["val_logloss_raw"] == pytest.approx(log_loss(labels, softmax(logits)))
+    assert metrics["val_logloss"] == pytest.approx(log_loss(labels, softmax(logits, metrics["val_temperature"])))
+    assert metrics["val_logloss"] <= metrics["val_logloss_raw"] + 1e-9
+    assert all(h["val_logloss"] <= h["val_logloss_raw"] + 1e-9 and h["val_temperature"] > 0 for h in metrics["history"])
     assert metrics["backbone"] == BACKBONE and metrics["fold"] == 0 and metrics["epochs"] == EPOCHS
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert config_from_dict(__import__("yaml").safe_load((out / "config.yaml").read_text())) == member["cfg"]

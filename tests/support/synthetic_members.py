@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finegrain.metrics import accuracy, log_loss, softmax
+from finegrain.metrics import accuracy, log_loss, softmax, tempered_log_loss
 from finegrain.posthoc.members import save_npz
 
 
@@ -124,7 +124,9 @@ def make_members(
             metrics = {
                 "backbone": backbone,
                 "fold": k,
-                "val_logloss": log_loss(y, probs),
+                # as the train step writes them: after one temperature fitted on these rows, and raw
+                "val_logloss": tempered_log_loss(y, oof_logits)[0],
+                "val_logloss_raw": log_loss(y, probs),
                 "val_accuracy": accuracy(y, probs),
                 "epochs": 1,
             }

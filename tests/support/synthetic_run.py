@@ -50,12 +50,14 @@ def _picture(rng: np.random.Generator, size: tuple[int, int] = (128, 96)) -> byt
     return out.getvalue()
 
 
-def make_dataset(root: Path, classes: list[str], seed: int = 0, max_per_class: int = 12) -> Path:
-    """An ImageFolder dataset (train/<class>/, test/) with planted problems; returns its root."""
+def make_dataset(root: Path, classes: list[str], seed: int = 0, max_per_class: int = 12, min_per_class: int = 3) -> Path:
+    """An ImageFolder dataset (train/<class>/, test/) with planted problems; returns its root.
+
+    min_per_class: at least data.folds, or preprocess refuses the set (every fold must see every class)."""
     rng = np.random.default_rng(seed)
     files: dict[str, bytes] = {}
     for name in classes:
-        for j in range(int(rng.integers(3, max_per_class + 1))):
+        for j in range(int(rng.integers(min_per_class, max(max_per_class, min_per_class) + 1))):
             files[f"train/{name}/{name}_{j:03d}.jpg"] = _picture(rng)
     keys = list(files)
     for j in range(min(8, len(classes))):  # copies inside a class
@@ -103,7 +105,7 @@ def synthetic_pages(
     })  # fmt: skip
     times = {}
     t = time.perf_counter()
-    data = make_dataset(root / "data", classes)
+    data = make_dataset(root / "data", classes, min_per_class=folds)
     preprocess.run(cfg, str(data), str(root / "preprocess"))
     times["preprocess"] = time.perf_counter() - t
     t = time.perf_counter()

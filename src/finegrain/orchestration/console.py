@@ -88,9 +88,9 @@ class _Task:
         elif (stripped := line.strip()).startswith('{"epoch"'):
             try:
                 record = json.loads(stripped)
-                self.progress = (
-                    f"epoch {int(record['epoch']) + 1} done, val LogLoss {record['val_logloss']:.3f}"
-                )
+                raw, ll = record.get("val_logloss_raw"), record["val_logloss"]  # raw: absent from older records
+                self.progress = f"epoch {int(record['epoch']) + 1} done, val LogLoss {ll:.3f}"
+                self.progress += f" (raw {raw:.3f})" if isinstance(raw, (int, float)) else ""
             except (ValueError, KeyError, TypeError):
                 pass
         elif bars := _BAR.findall(line):
@@ -128,8 +128,6 @@ class TaskConsole(logging.Filter):
         self._kfp: TextIO | None = None
         self._after_rule = False
 
-    # ------------------------------------------------------------------------------------ setup
-
     def __enter__(self) -> TaskConsole:
         root = logging.getLogger()
         self._saved = [root.level, sys.stdout]
@@ -162,8 +160,6 @@ class TaskConsole(logging.Filter):
             if self._kfp is not None:
                 self._kfp.close()
 
-    # ------------------------------------------------------------------------------------ kfp.local's records
-
     def filter(self, record: logging.LogRecord) -> bool:
         msg = _ANSI.sub("", record.getMessage())
         with self._lock:
@@ -185,9 +181,7 @@ class TaskConsole(logging.Filter):
                 task = self._tasks.get(record.thread)
                 name, attempt, attempts, delay = m.groups()
                 label = task.label if task is not None else name
-                self._say(
-                    f"{label}: attempt {attempt} of {attempts} failed; kfp.local retries it in {float(delay):.0f} s"
-                )
+                self._say(f"{label}: attempt {attempt} of {attempts} failed; kfp.local retries in {float(delay):.0f} s")
             if self.verbose or "/kfp/" not in record.pathname.replace("\\", "/"):
                 return True
             # kfp.local's own records (task inputs, outputs, pipeline header): into the task's log, or kfp's
@@ -217,8 +211,6 @@ class TaskConsole(logging.Filter):
         self._say(f"{task.label}: FAILED after {took:.0f} s; its log: {task.path}")
         for line in tail:
             self._write_line("    " + line.strip())
-
-    # ------------------------------------------------------------------------------------ stdout
 
     def write(self, text: str) -> int:
         thread = threading.get_ident()
@@ -260,8 +252,6 @@ class TaskConsole(logging.Filter):
             if shown not in self._seen_warnings:
                 self._seen_warnings.add(shown)
                 self._say(f"{task.label}: {shown}")
-
-    # ------------------------------------------------------------------------------------ the lines shown
 
     def _elapsed(self) -> str:
         return _clock(time.monotonic() - self._started)

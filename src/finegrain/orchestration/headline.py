@@ -2,7 +2,8 @@
 
 A person opening the parent run in the MLflow UI should see what the run was (backbones, folds, epochs, image
 size, the data hash; the whole resolved config as `config.yaml`) and what it gave (the ensemble's OOF LogLoss,
-the best member, whether the submission validated, how many images) without opening a child run. The headline
+cross-fitted over folds, beside its in-sample figure; the best member, whether the submission validated, how
+many images) without opening a child run. The headline
 is read from the step outputs the run's plan names (`runs/<run>/run.json`: every task's output URI), whether
 a step ran or its outputs were reused, so a run that reused its ensemble still shows its LogLoss.
 """
@@ -57,6 +58,8 @@ def headline(run_root: str) -> tuple[dict[str, object], dict[str, float]]:
         members = ens.get("member_oof_logloss") or {}
         metrics.update(
             ensemble_oof_logloss=ens.get("ensemble_oof_logloss"), uniform_oof_logloss=ens.get("uniform_oof_logloss"),
+            ensemble_oof_logloss_in_sample=ens.get("ensemble_oof_logloss_in_sample"),
+            prior_mix_eps=ens.get("prior_mix_eps"),
             ensemble_oof_accuracy=ens_summary.get("ensemble_oof_accuracy"), n_members=len(members),
             hierarchical_used=float(bool((ens.get("hierarchical") or {}).get("used"))),
         )  # fmt: skip

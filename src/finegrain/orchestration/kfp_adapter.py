@@ -36,6 +36,12 @@ from finegrain.storage.locks import LOCK_NAME, hold_lock
 HEAVY = {"checkpoint.pt", "model.pt"}
 SOURCE_FILE = "source.json"
 SMALL_CONFUSION_MATRIX = 40  # the KFP UI's confusion matrix is unreadable beyond a few dozen classes
+# The Metrics artifacts carry the headline LogLoss beside what it is measured against (docs/design.md: which
+# LogLoss is which): a member's after one fitted temperature and raw; the ensemble's cross-fitted and in-sample.
+MEMBER_METRICS = ("val_logloss", "val_logloss_raw", "val_temperature", "val_accuracy", "train_img_per_s")
+ENSEMBLE_METRICS = (
+    "ensemble_oof_logloss", "ensemble_oof_logloss_in_sample", "uniform_oof_logloss", "prior_mix_eps",
+)  # fmt: skip
 
 
 def mirror(src_uri: str, dst_dir: str | Path, skip: set[str] = HEAVY) -> list[str]:
@@ -187,7 +193,7 @@ def run_train(
     print(f"{task.name}: {why}", flush=True)
     _published(task, why, out_dir, metadata)
     metadata.update({"backbone": backbone, "fold": fold})
-    fill_metrics(metrics_artifact, {k: result.get(k) for k in ("val_logloss", "val_accuracy", "train_img_per_s")})
+    fill_metrics(metrics_artifact, {k: result.get(k) for k in MEMBER_METRICS})
     if confusion_artifact is not None:
         confusion = json.loads(storage.read_text(storage.join(task.out, "confusion.json")))
         if len(confusion["classes"]) <= SMALL_CONFUSION_MATRIX:
@@ -242,7 +248,7 @@ def run_ensemble(
     copy_page(task.out, "report.md", report_path, note=_note(task, why))
     if errors_path:
         copy_page(task.out, "error_analysis.html", errors_path, note=_note(task, why))
-    fill_metrics(metrics_artifact, {k: summary[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")})
+    fill_metrics(metrics_artifact, {k: summary.get(k) for k in ENSEMBLE_METRICS})
     return json.dumps(summary, default=str)
 
 

@@ -179,6 +179,7 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
                 {
                     "member": key,
                     "val_logloss": m.get("val_logloss"),
+                    "val_logloss_raw": m.get("val_logloss_raw"),
                     "val_accuracy": m.get("val_accuracy"),
                     "nll_after_calibration": c.get("nll_after"),
                     "temperature": c.get("temperature"),
@@ -192,7 +193,7 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
         "submission": step_file("submit", "submission.csv"),
         "submission_valid": bool(check.get("valid", check.get("ok", False))) if check else False,
         "members": members,
-        "ensemble": {k: ens.get(k) for k in ("method", "ensemble_oof_logloss", "uniform_oof_logloss", "weights")},
+        "ensemble": {k: ens.get(k) for k in ENSEMBLE_KEYS},
         "hierarchical": ens.get("hierarchical"),
         "preprocess": {k: pre.get(k) for k in ("status", "dup_groups", "suggested_merges", "training_rows")},
         "registered_model": registration.get("registered_model"),
@@ -200,27 +201,42 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
     }
 
 
+ENSEMBLE_KEYS = ("method", "ensemble_oof_logloss", "ensemble_oof_logloss_in_sample", "uniform_oof_logloss",
+                 "weights", "prior_mix")  # fmt: skip
+
+
+def _preprocess_line(pre: dict) -> str:
+    """`preprocess: 417 ok, 6 duplicate, 2 corrupt; 13 duplicate groups, 0 suggested merges, 353 training rows`."""
+    statuses = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in (pre.get("status") or {}).items() if n)
+    counts = [(pre.get("dup_groups"), "duplicate groups"), (pre.get("suggested_merges"), "suggested merges"),
+              (pre.get("training_rows"), "training rows")]  # fmt: skip
+    return f"preprocess: {statuses or 'no files'}; " + ", ".join(f"{n} {what}" for n, what in counts if n is not None)
+
+
 def format_summary(s: dict) -> str:
     def f(v):
         return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
     lines = ["", "finegrain run summary", "=" * 72]
-    lines.append(f"{'member':40s} {'val LL':>8s} {'acc':>7s} {'LL cal':>8s} {'T':>6s}")
+    lines.append(f"{'member':40s} {'val LL':>8s} {'raw LL':>8s} {'acc':>7s} {'LL cal':>8s} {'T':>6s}")
     for m in s["members"]:
         lines.append(
-            f"{m['member']:40s} {f(m['val_logloss']):>8s} {f(m['val_accuracy']):>7s} "
-            f"{f(m['nll_after_calibration']):>8s} {f(m['temperature']):>6s}"
+            f"{m['member']:40s} {f(m['val_logloss']):>8s} {f(m.get('val_logloss_raw')):>8s} "
+            f"{f(m['val_accuracy']):>7s} {f(m['nll_after_calibration']):>8s} {f(m['temperature']):>6s}"
         )
+    lines.append("  (val LL: after one temperature fitted on the fold's own validation rows; raw LL: the softmax as is)")
     e = s["ensemble"]
-    lines.append(f"ensemble ({e.get('method')}): OOF LogLoss {f(e.get('ensemble_oof_logloss'))} "
-                 f"(uniform {f(e.get('uniform_oof_logloss'))})")
+    eps = (e.get("prior_mix") or {}).get("eps")
+    lines.append(f"ensemble ({e.get('method')}): OOF LogLoss {f(e.get('ensemble_oof_logloss'))} cross-fitted over "
+                 f"folds (in-sample {f(e.get('ensemble_oof_logloss_in_sample'))}, uniform weights "
+                 f"{f(e.get('uniform_oof_logloss'))}); prior mix eps {'-' if eps is None else f'{eps:g}'}")  # fmt: skip
     h = s.get("hierarchical") or {}
     if h.get("tried"):
         lines.append(
             f"hierarchical inference: {'used' if h.get('used') else 'not used'} (cross-fitted OOF LogLoss "
             f"{f(h.get('oof_logloss_hier'))} vs flat {f(h.get('oof_logloss_flat'))}, {h.get('n_groups')} groups)"
         )
-    lines.append(f"preprocess: {s['preprocess']}")
+    lines.append(_preprocess_line(s["preprocess"]))
     if "tasks" in s:
         def counts(c: dict) -> str:
             return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in c.items()) or "none"

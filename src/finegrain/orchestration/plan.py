@@ -222,7 +222,12 @@ def plan_markdown(plan: dict) -> str:
 
 
 def describe_plan(plan: dict) -> list[str]:
-    """One line per task: `ensemble: runs (ensemble.method changed 'optimized' -> 'uniform')`."""
+    """One line per task: `ensemble: runs (ensemble.method changed 'optimized' -> 'uniform')`; one line in all
+    when every task has the same reason (a first run, an unchanged rerun), which the run's summary details."""
+    whys = {t["why"] for t in plan["tasks"].values()}
+    if len(plan["tasks"]) > 1 and len(whys) == 1:
+        (why,) = whys
+        return [f"all {len(plan['tasks'])} tasks {'reuse their outputs' if why == REUSED else 'run'} ({why})"]
     return [
         f"{name}: {'reuses its outputs' if t['why'] == REUSED else 'runs'} ({t['why']})"
         for name, t in plan["tasks"].items()

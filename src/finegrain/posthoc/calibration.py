@@ -4,8 +4,8 @@
     probs = scaler.transform(test_logits)          # softmax(logits / temperature_)
 
 Temperatures are fitted by minimising the mean negative log-likelihood over log T (bounded Brent search on
-[log 0.05, log 20]) in float64 with a stable log-softmax. Dividing a row of logits by a positive number never
-changes its argmax, so calibration leaves accuracy untouched.
+[log 0.05, log 200]: finegrain.metrics.fit_temperature) in float64 with a stable log-softmax. Dividing a row of
+logits by a positive number never changes its argmax, so calibration leaves accuracy untouched.
 """
 
 from __future__ import annotations
@@ -13,49 +13,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 
-from finegrain.metrics import softmax
+# fit_temperature lives with the metric so that training can report a tempered LogLoss without importing posthoc.
+from finegrain.metrics import T_MAX, T_MIN, fit_temperature, softmax, temperature_nll
+from finegrain.metrics import check_logits as _check
 
-# Margin heads emit s*cos logits with s = 64, so an undertrained member can need T well above 20.
-T_MIN, T_MAX = 0.05, 200.0
-
-
-def _check(logits: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"logits must be 2-D [n, C], got shape {z.shape}")
-    if not np.all(np.isfinite(z)):
-        raise ValueError("logits contain NaN or inf")
-    if y is None:
-        return z, None
-    y = np.asarray(y).astype(np.int64)
-    if y.shape != (len(z),):
-        raise ValueError(f"{len(y)} labels for {len(z)} logit rows")
-    if len(y) and (y.min() < 0 or y.max() >= z.shape[1]):
-        raise ValueError(f"labels outside [0, {z.shape[1]})")
-    return z, y
-
-
-def temperature_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    """Mean negative log-likelihood of softmax(logits / temperature) at the true labels."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature in [0.05, 20] that minimises the NLL of softmax(logits / T) on (logits, y)."""
-    z, y = _check(logits, y)
-    if len(y) == 0:
-        raise ValueError("cannot fit a temperature on zero rows")
-    res = minimize_scalar(
-        lambda log_t: temperature_nll(z, y, math.exp(log_t)),
-        bounds=(math.log(T_MIN), math.log(T_MAX)),
-        method="bounded",
-        options={"xatol": 1e-7},
-    )
-    return float(math.exp(res.x))
+__all__ = [
+    "T_MAX",
+    "T_MIN",
+    "BinnedTemperatureScaler",
+    "TemperatureScaler",
+    "fit_temperature",
+    "make_scaler",
+    "scaler_from_dict",
+    "temperature_nll",
+]
 
 
 class TemperatureScaler:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -155,3 +156,80 @@ def load_members(uris: Sequence[str]) -> list[Member]:
             raise ValueError(f"{m.uri}: member key {m.key!r} also used by {seen[m.key]}")
         seen[m.key] = m.uri
     return sorted(members, key=lambda m: m.key)
+
+
+def align_backbone_oof(
+    members: list[Member], probs: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Stack each backbone's folds' OOF rows and align backbones by image_id.
+
+    Returns (image_ids sorted, labels, {backbone: probs [n, C]}). Errors if a backbone's folds overlap or if
+    backbones do not cover the same images with the same labels.
+    """
+    by_backbone: dict[str, list[Member]] = defaultdict(list)
+    for m in members:
+        by_backbone[m.backbone].append(m)
+    ref_ids = ref_labels = ref_name = None
+    stacked: dict[str, np.ndarray] = {}
+    for backbone, ms in sorted(by_backbone.items()):
+        ids = np.concatenate([m.oof_ids for m in ms])
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(
+                f"backbone {backbone!r}: image_id {uniq[counts > 1][0]!r} is in the OOF rows of more than one fold "
+                f"({[m.key for m in ms]}); each train image must be out-of-fold for exactly one fold"
+            )
+        order = np.argsort(ids)
+        labels = np.concatenate([m.oof_labels for m in ms])[order]
+        p = np.concatenate([probs[m.key] for m in ms])[order]
+        ids = ids[order]
+        if ref_ids is None:
+            ref_ids, ref_labels, ref_name = ids, labels, backbone
+        elif not np.array_equal(ids, ref_ids):
+            missing = np.setdiff1d(ref_ids, ids)
+            extra = np.setdiff1d(ids, ref_ids)
+            raise ValueError(
+                f"OOF image_ids of backbone {backbone!r} differ from backbone {ref_name!r}: {len(missing)} missing "
+                f"(e.g. {missing[:3].tolist()}), {len(extra)} extra (e.g. {extra[:3].tolist()}); "
+                "every backbone must be trained on the same folds"
+            )
+        elif not np.array_equal(labels, ref_labels):
+            bad = ids[labels != ref_labels][:3].tolist()
+            raise ValueError(
+                f"OOF labels of backbone {backbone!r} differ from {ref_name!r} for image_ids {bad}"
+            )
+        stacked[backbone] = p
+    return ref_ids, ref_labels, stacked
+
+
+def average_test_by_backbone(
+    members: list[Member], probs: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per backbone, the mean of its folds' test probabilities, rows ordered by sorted image_id."""
+    ref = np.sort(members[0].test_ids)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for m in members:
+        order = np.argsort(m.test_ids)
+        if not np.array_equal(m.test_ids[order], ref):
+            raise ValueError(f"{m.uri}: test image_ids differ from {members[0].uri}")
+        sums[m.backbone] = sums.get(m.backbone, 0.0) + probs[m.key][order]
+        counts[m.backbone] += 1
+    return ref, {b: s / counts[b] for b, s in sums.items()}
+
+
+def fold_of_rows(members: list[Member], ids: np.ndarray) -> np.ndarray:
+    """The fold whose validation rows hold each of `ids` (the rows `align_backbone_oof` returns).
+
+    Every backbone must have held each image out in the same fold: cross-fitting scores a fold's rows with
+    recipes fitted on the other folds, which is out-of-sample only if no backbone trained on those rows."""
+    fold_of: dict[str, tuple[int, str]] = {}
+    for m in members:
+        for image_id in m.oof_ids:
+            fold, key = fold_of.setdefault(str(image_id), (m.fold, m.key))
+            if fold != m.fold:
+                raise ValueError(
+                    f"image_id {image_id!r} is out-of-fold in fold {fold} for {key} but in fold {m.fold} for "
+                    f"{m.key}; every backbone must be trained on the same folds"
+                )
+    return np.array([fold_of[str(i)][0] for i in ids], dtype=np.int64)

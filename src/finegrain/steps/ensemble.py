@@ -5,9 +5,12 @@
 
 Each train image has an out-of-fold prediction from exactly one fold model per backbone, so weights are fitted
 per backbone on the backbones' stacked OOF rows (aligned by image_id). On test, the folds of a backbone are
-averaged, then backbones combined with those weights. Writes ensemble.json, test_probs.npz, oof_probs.npz,
-report.md, error_analysis.html (where the ensemble's OOF predictions go wrong, with thumbnails of the images when
-given the preprocess manifest: finegrain.steps.error_page), summary.json and config.yaml.
+averaged, then backbones combined with those weights, post-processed, and mixed with the class prior
+(finegrain.posthoc.prior_mix: eps chosen on cross-fitted OOF LogLoss). The headline `ensemble_oof_logloss` is
+cross-fitted over folds (finegrain.posthoc.crossfit); `ensemble_oof_logloss_in_sample` fits and scores the same
+rows. Writes ensemble.json, test_probs.npz, oof_probs.npz (`probs` cross-fitted, `probs_in_sample`), report.md,
+error_analysis.html (where the ensemble's cross-fitted OOF predictions go wrong, with thumbnails of the images
+when given the preprocess manifest: finegrain.steps.error_page), summary.json and config.yaml.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ from finegrain import storage
 from finegrain.config import Config
 from finegrain.data.layouts import nfc
 from finegrain.metrics import log_loss, softmax
-from finegrain.posthoc.calibration import scaler_from_dict
-from finegrain.posthoc.ensembling import METHODS, HierarchicalTempering, WeightedEnsemble, groups_to_index
-from finegrain.posthoc.members import Member, load_members, save_npz
+from finegrain.posthoc.calibration import make_scaler, scaler_from_dict
+from finegrain.posthoc.crossfit import Recipe, cross_fit, fit_recipe, scores
+from finegrain.posthoc.ensembling import METHODS, WeightedEnsemble, groups_to_index
+from finegrain.posthoc.members import (
+    align_backbone_oof,
+    average_test_by_backbone,
+    fold_of_rows,
+    load_members,
+    save_npz,
+)
+from finegrain.posthoc.prior_mix import PriorMix, class_prior
 from finegrain.steps.error_page import PAGE, write_error_page
 from finegrain.steps.outputs import write_step_files
 from finegrain.tracking import Tracker
@@ -59,85 +70,36 @@ def load_groups(groups: str, classes: list[str]) -> tuple[str, list[list[str]]]:
     return uri, out
 
 
-def align_backbone_oof(
-    members: list[Member], probs: dict[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Stack each backbone's folds' OOF rows and align backbones by image_id.
-
-    Returns (image_ids sorted, labels, {backbone: probs [n, C]}). Errors if a backbone's folds overlap or if
-    backbones do not cover the same images with the same labels.
-    """
-    by_backbone: dict[str, list[Member]] = defaultdict(list)
-    for m in members:
-        by_backbone[m.backbone].append(m)
-    ref_ids = ref_labels = ref_name = None
-    stacked: dict[str, np.ndarray] = {}
-    for backbone, ms in sorted(by_backbone.items()):
-        ids = np.concatenate([m.oof_ids for m in ms])
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(
-                f"backbone {backbone!r}: image_id {uniq[counts > 1][0]!r} is in the OOF rows of more than one fold "
-                f"({[m.key for m in ms]}); each train image must be out-of-fold for exactly one fold"
-            )
-        order = np.argsort(ids)
-        labels = np.concatenate([m.oof_labels for m in ms])[order]
-        p = np.concatenate([probs[m.key] for m in ms])[order]
-        ids = ids[order]
-        if ref_ids is None:
-            ref_ids, ref_labels, ref_name = ids, labels, backbone
-        elif not np.array_equal(ids, ref_ids):
-            missing = np.setdiff1d(ref_ids, ids)
-            extra = np.setdiff1d(ids, ref_ids)
-            raise ValueError(
-                f"OOF image_ids of backbone {backbone!r} differ from backbone {ref_name!r}: {len(missing)} missing "
-                f"(e.g. {missing[:3].tolist()}), {len(extra)} extra (e.g. {extra[:3].tolist()}); "
-                "every backbone must be trained on the same folds"
-            )
-        elif not np.array_equal(labels, ref_labels):
-            bad = ids[labels != ref_labels][:3].tolist()
-            raise ValueError(
-                f"OOF labels of backbone {backbone!r} differ from {ref_name!r} for image_ids {bad}"
-            )
-        stacked[backbone] = p
-    return ref_ids, ref_labels, stacked
-
-
-def average_test_by_backbone(
-    members: list[Member], probs: dict[str, np.ndarray]
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per backbone, the mean of its folds' test probabilities, rows ordered by sorted image_id."""
-    ref = np.sort(members[0].test_ids)
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = defaultdict(int)
-    for m in members:
-        order = np.argsort(m.test_ids)
-        if not np.array_equal(m.test_ids[order], ref):
-            raise ValueError(f"{m.uri}: test image_ids differ from {members[0].uri}")
-        sums[m.backbone] = sums.get(m.backbone, 0.0) + probs[m.key][order]
-        counts[m.backbone] += 1
-    return ref, {b: s / counts[b] for b, s in sums.items()}
-
-
 def _report(result: dict) -> str:
-    h = result["hierarchical"]
+    h, mix, cf = result["hierarchical"], result["prior_mix"], result["cross_fit"]
     lines = [
         "# Ensemble",
         "",
         (
-            f"Method `{result['method']}`; ensemble OOF LogLoss **{result['ensemble_oof_logloss']:.5f}** "
-            f"(uniform {result['uniform_oof_logloss']:.5f})."
+            f"Method `{result['method']}`; ensemble OOF LogLoss **{result['ensemble_oof_logloss']:.5f}**, "
+            f"cross-fitted over {cf['folds']} folds (each fold's rows scored by temperatures, weights, "
+            f"post-processing and prior mix fitted on the other folds). Fitted and scored on the same rows it is "
+            f"{result['ensemble_oof_logloss_in_sample']:.5f} (in-sample, optimistic). Uniform weights, "
+            f"cross-fitted: {result['uniform_oof_logloss']:.5f}."
         ),
         "",
-        "| backbone | weight | OOF LogLoss (calibrated) |",
+        (
+            f"Prior mix: p = (1 - eps) p + eps prior with **eps = {mix['eps']:g}**, chosen from "
+            f"{[float(e) for e in mix['oof_logloss_by_eps']]} on cross-fitted OOF LogLoss "
+            f"({result['ensemble_oof_logloss_unmixed']:.5f} without it). Applied to the submission and the "
+            f"registered model alike: a confident wrong answer costs at most "
+            f"{result['prior_mix_max_cost']:.2f} nats instead of 34.5."
+        ),
+        "",
+        "| backbone | weight | OOF LogLoss (calibrated, in-sample T) |",
         "|---|---:|---:|",
     ]
     lines += [
         f"| {b} | {w:.4f} | {result['backbone_oof_logloss'][b]:.5f} |" for b, w in result["weights"].items()
     ]
-    lines += ["", "| method | OOF LogLoss |", "|---|---:|"]
-    lines += [f"| {k} | {v:.5f} |" for k, v in result["ensemble_oof_logloss_by_method"].items()]
-    lines += ["", "| member | OOF LogLoss raw | calibrated |", "|---|---:|---:|"]
+    lines += ["", "| weighting method | OOF LogLoss (in-sample) |", "|---|---:|"]
+    lines += [f"| {k} | {v:.5f} |" for k, v in result["ensemble_oof_logloss_in_sample_by_method"].items()]
+    lines += ["", "| member | OOF LogLoss raw | calibrated (in-sample T) |", "|---|---:|---:|"]
     raw = result["member_oof_logloss_uncalibrated"]
     lines += [f"| {k} | {raw[k]:.5f} | {v:.5f} |" for k, v in result["member_oof_logloss"].items()]
     lines += ["", "## Hierarchical inference", ""]
@@ -155,10 +117,34 @@ def _report(result: dict) -> str:
         "",
         (
             f"Post-processing chosen: **{result['post_processing']}** (flat power {t['power']:.3f}, "
-            f"cross-fitted OOF LogLoss {t['oof_logloss_cv']:.5f})."
+            f"cross-fitted OOF LogLoss {t['oof_logloss_cv']:.5f}); chosen per cross-fitted fold: "
+            f"{cf['post_processing_by_fold']}, prior-mix eps per fold: {cf['prior_mix_eps_by_fold']}."
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _post_records(
+    recipe: Recipe, y, classes, aliases, groups_uri: str | None, reason: str | None
+) -> tuple[dict, dict]:
+    """ensemble.json's `hierarchical` and `post_tempering` entries for the full-data recipe."""
+    power, model, flat = recipe.power, recipe.hierarchical, recipe.flat_oof
+    tempering = {
+        "power": power.beta_, "oof_logloss_cv": power.cv_logloss_,
+        "oof_logloss_in_sample": log_loss(y, power.transform(flat), classes, aliases),
+        "used": recipe.post_name == "tempered",
+    }  # fmt: skip
+    hier: dict = {"tried": model is not None, "used": recipe.post_name == "hierarchical",
+                  "oof_logloss_flat": recipe.candidates["flat"], "oof_logloss_hier": None}  # fmt: skip
+    if model is None:
+        hier["reason"] = reason
+    else:
+        hier.update(
+            oof_logloss_hier=model.cv_logloss_, oof_logloss_flat_tempered=power.cv_logloss_,
+            oof_logloss_hier_in_sample=log_loss(y, model.transform(flat), classes, aliases),
+            alpha=model.alpha_, beta=model.beta_, n_groups=int(model.group_of.max()) + 1, groups=groups_uri,
+        )  # fmt: skip
+    return hier, tempering
 
 
 def run(
@@ -170,7 +156,8 @@ def run(
     parent_run_id: str | None = None,
     manifest: str | None = None,
 ) -> dict:
-    """Calibrate members, fit backbone weights on OOF, optionally add hierarchical tempering; write outputs.
+    """Calibrate members, fit backbone weights on OOF, optionally add hierarchical tempering, mix with the class
+    prior; score the whole recipe cross-fitted over folds; write outputs.
 
     groups: regroup's output (hierarchical inference, and context on the error page); manifest: preprocess's
     output, for the error page's thumbnails."""
@@ -189,57 +176,36 @@ def run(
         cal_ll[m.key] = log_loss(m.oof_labels, oof_p[m.key], classes, aliases)
 
     ids, y, oof_by_backbone = align_backbone_oof(loaded, oof_p)
+    _, _, raw_by_backbone = align_backbone_oof(loaded, {m.key: m.oof_logits for m in loaded})
     test_ids, test_by_backbone = average_test_by_backbone(loaded, test_p)
-    fitted = {
-        method: WeightedEnsemble(method, classes=classes, aliases=aliases).fit(oof_by_backbone, y)
+    reason = None if cfg.ensemble.hierarchical and groups else (
+        "ensemble.hierarchical is false" if not cfg.ensemble.hierarchical else "no groups given (--groups)")  # fmt: skip
+    group_of = groups_to_index(group_lists, classes) if reason is None else None
+    recipe = fit_recipe(oof_by_backbone, y, cfg.ensemble.method, group_of, classes, aliases)
+    in_sample_by_method = {
+        method: WeightedEnsemble(method, classes=classes, aliases=aliases)
+        .fit(oof_by_backbone, y)
+        .oof_logloss_
         for method in METHODS
     }
-    ens = fitted[cfg.ensemble.method]
-    oof_final, test_final = ens.predict_proba(oof_by_backbone), ens.predict_proba(test_by_backbone)
-
-    # Averaging calibrated members leaves the mixture under-confident, so a single power on the flat
-    # ensemble (one group holding every class) is the baseline that hierarchical tempering must beat; otherwise
-    # "hierarchical helps" could be nothing but that global sharpening.
-    flat_ll = ens.oof_logloss_
-    power = HierarchicalTempering(np.zeros(len(classes), dtype=np.int64), classes, aliases).fit(oof_final, y)
-    tempering = {
-        "power": power.beta_,
-        "oof_logloss_cv": power.cv_logloss_,
-        "oof_logloss_in_sample": log_loss(y, power.transform(oof_final), classes, aliases),
-    }
-    hier: dict = {"tried": False, "used": False, "oof_logloss_flat": flat_ll, "oof_logloss_hier": None}
-    candidates = {"flat": (flat_ll, None), "tempered": (power.cv_logloss_, power)}
-    if not cfg.ensemble.hierarchical:
-        hier["reason"] = "ensemble.hierarchical is false"
-    elif not groups:
-        hier["reason"] = "no groups given (--groups)"
-    else:
-        group_of = groups_to_index(group_lists, classes)
-        model = HierarchicalTempering(group_of, classes=classes, aliases=aliases).fit(oof_final, y)
-        candidates["hierarchical"] = (model.cv_logloss_, model)
-        hier.update(
-            tried=True,
-            oof_logloss_hier=model.cv_logloss_,
-            oof_logloss_flat_tempered=power.cv_logloss_,
-            oof_logloss_hier_in_sample=log_loss(y, model.transform(oof_final), classes, aliases),
-            alpha=model.alpha_,
-            beta=model.beta_,
-            n_groups=int(group_of.max()) + 1,
-            groups=groups_uri,
-        )
-    # Chosen on cross-fitted OOF LogLoss (in-sample fits never lose to the identity they contain).
-    chosen = min(candidates, key=lambda k: candidates[k][0])
-    hier["used"] = chosen == "hierarchical"
-    tempering["used"] = chosen == "tempered"
-    post = candidates[chosen][1]
-    if post is not None:
-        oof_final, test_final = post.transform(oof_final), post.transform(test_final)
-    oof_final = oof_final / oof_final.sum(axis=1, keepdims=True)
-    test_final = test_final / test_final.sum(axis=1, keepdims=True)
+    crossfit = cross_fit(
+        raw_by_backbone, oof_by_backbone, fold_of_rows(loaded, ids), y,
+        lambda: make_scaler(cfg.calibrate.method, cfg.calibrate.n_temperature_bins),
+        cfg.ensemble.method, group_of, classes, aliases,
+    )  # fmt: skip
+    # eps for the submission: chosen on every cross-fitted row (the in-sample rows rarely show the confident
+    # mistakes the mix guards against), then applied to the full-data recipe's test probabilities.
+    mix = PriorMix(classes=classes, aliases=aliases).fit(crossfit.unmixed, y, class_prior(y, len(classes)))
+    oof_in_sample, test_final = (
+        mix.transform(recipe.predict(oof_by_backbone)),
+        mix.transform(recipe.predict(test_by_backbone)),
+    )
+    hier, tempering = _post_records(recipe, y, classes, aliases, groups_uri, reason)
 
     n_folds = defaultdict(int)
     for m in loaded:
         n_folds[m.backbone] += 1
+    ens = recipe.weights
     result = {
         "method": cfg.ensemble.method,
         "weights": ens.weights_,
@@ -247,12 +213,21 @@ def run(
         "member_oof_logloss": cal_ll,
         "member_oof_logloss_uncalibrated": raw_ll,
         "backbone_oof_logloss": ens.member_logloss_,
-        "ensemble_oof_logloss": log_loss(y, oof_final, classes, aliases),
-        "ensemble_oof_logloss_by_method": {k: e.oof_logloss_ for k, e in fitted.items()},
-        "uniform_oof_logloss": ens.uniform_logloss_,
+        **scores(crossfit, y, classes, aliases),
+        "ensemble_oof_logloss_in_sample": log_loss(y, oof_in_sample, classes, aliases),
+        "ensemble_oof_logloss_in_sample_by_method": in_sample_by_method,
+        "uniform_oof_logloss_in_sample": ens.uniform_logloss_,
+        "prior_mix": mix.to_dict(),
+        "prior_mix_eps": mix.eps_,
+        "prior_mix_max_cost": float(-np.log(mix.eps_ * mix.prior_.min() / mix.prior_.sum())),
+        "cross_fit": {
+            "folds": len(crossfit.post_by_fold),
+            "post_processing_by_fold": crossfit.post_by_fold,
+            "prior_mix_eps_by_fold": crossfit.eps_by_fold,
+        },
         "hierarchical": hier,
         "post_tempering": tempering,
-        "post_processing": chosen,
+        "post_processing": recipe.post_name,
         "calibration": cal_uri,
         "n_oof": len(y),
         "n_test": len(test_ids),
@@ -260,10 +235,7 @@ def run(
     }
     summary = {
         "ensemble": storage.join(out, "ensemble.json"),
-        "method": result["method"],
-        "weights": result["weights"],
-        "ensemble_oof_logloss": result["ensemble_oof_logloss"],
-        "uniform_oof_logloss": result["uniform_oof_logloss"],
+        **{k: result[k] for k in SUMMARY_KEYS},
         "hierarchical_used": hier["used"],
     }
     with storage.output_dir(out) as local:
@@ -271,21 +243,26 @@ def run(
             json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8"
         )
         save_npz(str(local / "test_probs.npz"), image_id=test_ids, probs=test_final, classes=classes)
-        save_npz(str(local / "oof_probs.npz"), image_id=ids, probs=oof_final, labels=y, classes=classes)
+        save_npz(str(local / "oof_probs.npz"), image_id=ids, probs=crossfit.probs, probs_in_sample=oof_in_sample,
+                 labels=y, classes=classes)  # fmt: skip
         (local / "report.md").write_text(_report(result), encoding="utf-8")
-        errors = write_error_page(local, oof_final, y, ids, classes, group_lists, aliases, manifest)
+        errors = write_error_page(local, crossfit.probs, y, ids, classes, group_lists, aliases, manifest)
         summary["ensemble_oof_accuracy"] = errors.accuracy
         write_step_files(local, cfg, summary)
         with Tracker(cfg.tracking, "ensemble", parent_run_id=parent_run_id, local_dir=out) as tracker:
             tracker.log_params({"ensemble": cfg.ensemble.model_dump(), "members": [m.key for m in loaded]})
-            metrics = {k: result[k] for k in ("ensemble_oof_logloss", "uniform_oof_logloss")}
+            metrics = {k: v for k, v in summary.items() if isinstance(v, float)}
             metrics.update({f"weight.{b}": w for b, w in ens.weights_.items()})
-            metrics.update(
-                {f"oof_logloss.{k}": v for k, v in result["ensemble_oof_logloss_by_method"].items()}
-            )
+            metrics.update({f"in_sample_oof_logloss.{k}": v for k, v in in_sample_by_method.items()})
             metrics["hierarchical_used"] = float(hier["used"])
-            metrics["ensemble_oof_accuracy"] = errors.accuracy
             tracker.log_metrics(metrics)
             for name in ("ensemble.json", "report.md", PAGE):
                 tracker.log_artifact(local / name)
     return summary
+
+
+# What summary.json, MLflow and the KFP Metrics artifact carry: the headline beside what it is compared with.
+SUMMARY_KEYS = (
+    "method", "weights", "ensemble_oof_logloss", "ensemble_oof_logloss_in_sample", "uniform_oof_logloss",
+    "prior_mix_eps",
+)  # fmt: skip

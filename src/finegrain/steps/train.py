@@ -108,7 +108,7 @@ def _train(
 
         result = finish(setup)
         metrics = member_metrics(setup, result, provenance, getattr(tracker, "run_id", None))
-        final = {"final_val_logloss": metrics["val_logloss"], "final_val_accuracy": metrics["val_accuracy"]}
+        final = {f"final_{k}": metrics[k] for k in ("val_logloss", "val_logloss_raw", "val_temperature", "val_accuracy")}
         tracker.log_metrics(final, step=cfg.train.epochs)
         files = member_files(setup, result, metrics, pages={ERRORS_PAGE: _errors_page(setup, result)})
         lock.check()

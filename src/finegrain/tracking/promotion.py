@@ -7,10 +7,11 @@ Which images (`GateSet.description` says which; so do the version's tags and reg
 - `promotion.holdout_uri`: a labelled set no member trained on (ImageFolder layout, `train/<class>/*`). Both
   versions predict it through their registered pyfunc, so what is scored is what is served.
 - otherwise this run's out-of-fold images (the ensemble step's oof_probs.npz). The challenger is scored by
-  its out-of-fold ensemble probabilities (each image predicted only by members that did not train on it; its
-  full ensemble would be scoring its own training images), the champion by predicting the images. A
-  champion's own out-of-fold score is never used: scores on different data versions are not comparable. A
-  champion that trained on some of these images scores optimistically, so this gate leans towards keeping it.
+  its out-of-fold ensemble probabilities (each image predicted only by members that did not train on it, and
+  cross-fitted: weights and post-processing fitted on the other folds; its full ensemble would be scoring its
+  own training images), the champion by predicting the images. A champion's own out-of-fold score is never
+  used: scores on different data versions are not comparable. A champion that trained on some of these images
+  scores optimistically, so this gate leans towards keeping it.
 Both are scored as the scorer sees the submission (alias columns counted with their class), on the images
 both could use, at most promotion.max_images of them (a sample seeded by data.seed). The decision, both
 scores, the margin and the image set become tags `finegrain.promotion.*` on the new version.
@@ -75,7 +76,8 @@ def gate_set(cfg: Config, ensemble_dir: str, data_uri: str) -> GateSet:
         labels=[classes[int(oof["labels"][i])] for i in idx],
         description=(
             f"out-of-fold images of this run ({len(idx)} of {len(oof['image_id'])}): challenger by its out-of-fold "
-            "ensemble probabilities, champion predicted"
+            "ensemble probabilities, champion predicted (a champion that trained on some of these images scores "
+            "optimistically, so the gate leans towards keeping it; promotion.holdout_uri names a fair set)"
         ),
         oof_probs=np.asarray(oof["probs"], dtype=np.float64)[idx], oof_classes=classes,
     )  # fmt: skip

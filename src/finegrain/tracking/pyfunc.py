@@ -15,8 +15,8 @@ Server-side files are never read, unless the deployment sets FINEGRAIN_SERVE_PAT
 then a row may carry `path` (relative to that directory, or absolute inside it) instead of `image`.
 
 Inside, `predict` repeats what the pipeline did for the test set: each member's eval preset and TTA views, its
-calibration, the backbone weights, the chosen post-processing (flat power or hierarchical tempering) and the
-alias split. Logged and registered by finegrain.tracking.registry (the register step).
+calibration, the backbone weights, the chosen post-processing (flat power or hierarchical tempering), the mix
+with the class prior (ensemble.json's prior_mix, the eps the submission was made with) and the alias split. Logged and registered by finegrain.tracking.registry (the register step).
 """
 
 from __future__ import annotations
@@ -95,22 +95,10 @@ class EnsembleModel(_PythonModel):
 
     def predict_proba(self, images: list[np.ndarray]) -> np.ndarray:
         """Ensemble probabilities over the canonical classes, [n, C]."""
-        from finegrain.posthoc.ensembling import HierarchicalTempering, groups_to_index
-
         probs = np.zeros((len(images), len(self.classes)))
         for entry, blob, model, scaler in self.members:
             probs += entry["weight"] * scaler.transform(self._member_logits(blob, model, images))
-        post = self.spec["post"]
-        if post["kind"] in ("tempered", "hierarchical"):
-            group_of = (
-                np.zeros(len(self.classes), dtype=np.int64)
-                if post["groups"] is None
-                else groups_to_index(post["groups"], self.classes)
-            )
-            tempering = HierarchicalTempering(group_of)
-            tempering.alpha_, tempering.beta_ = post["alpha"], post["beta"]
-            probs = tempering.transform(probs)
-        return probs / probs.sum(axis=1, keepdims=True)
+        return apply_post(self.spec["post"], probs, self.classes)
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
@@ -150,6 +138,27 @@ class EnsembleModel(_PythonModel):
         if len(images) < len(blobs):
             out[ERROR] = errors
         return out
+
+
+def apply_post(post: dict, probs: np.ndarray, classes: list[str]) -> np.ndarray:
+    """The ensemble step's post-processing, then its prior mix (finegrain.tracking.registry.post_spec), on the
+    weighted sum of calibrated members: what the step did to make the submission's test_probs.npz."""
+    from finegrain.posthoc.ensembling import HierarchicalTempering, groups_to_index
+    from finegrain.posthoc.prior_mix import PriorMix
+
+    if post["kind"] in ("tempered", "hierarchical"):
+        group_of = (
+            np.zeros(len(classes), dtype=np.int64)
+            if post["groups"] is None
+            else groups_to_index(post["groups"], classes)
+        )
+        tempering = HierarchicalTempering(group_of)
+        tempering.alpha_, tempering.beta_ = post["alpha"], post["beta"]
+        probs = tempering.transform(probs)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    if post.get("prior_mix"):
+        probs = PriorMix.from_dict(post["prior_mix"], "the model's spec").transform(probs)
+    return probs
 
 
 def row_bytes(frame, path_root: str | None) -> tuple[list[bytes | None], list[str]]:

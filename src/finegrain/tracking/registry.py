@@ -61,15 +61,9 @@ def build_spec(
         name = f"member{i}"
         models[name] = storage.join(member_dir, "model.pt")
         entries.append({"key": key, "artifact": name, "weight": ens["member_weights"][key], "calibration": cal[key]})
-    post = {"kind": ens.get("post_processing", "flat")}
-    if post["kind"] == "tempered":
-        post.update(alpha=1.0, beta=ens["post_tempering"]["power"], groups=None)
-    elif post["kind"] == "hierarchical":
-        groups = _read_json(ens["hierarchical"]["groups"])["groups"]
-        post.update(alpha=ens["hierarchical"]["alpha"], beta=ens["hierarchical"]["beta"], groups=groups)
     spec = {
         "members": entries,
-        "post": post,
+        "post": post_spec(ens, where=storage.join(ensemble_dir, "ensemble.json")),
         "tta": list(cfg.train.tta),
         "columns": list(dataset.submission_columns),
         "column_to_class": dataset.column_to_class(),
@@ -80,6 +74,23 @@ def build_spec(
         "min_side": cfg.preprocess.min_side,
     }
     return spec, models
+
+
+def post_spec(ens: dict, where: str = "ensemble.json") -> dict:
+    """What the served model applies after the weighted sum, from ensemble.json: the chosen post-processing and
+    the prior mix, read from the same record the submission's test_probs.npz was made with."""
+    from finegrain.posthoc.prior_mix import PriorMix
+
+    post = {"kind": ens.get("post_processing", "flat")}
+    if post["kind"] == "tempered":
+        post.update(alpha=1.0, beta=ens["post_tempering"]["power"], groups=None)
+    elif post["kind"] == "hierarchical":
+        groups = _read_json(ens["hierarchical"]["groups"])["groups"]
+        post.update(alpha=ens["hierarchical"]["alpha"], beta=ens["hierarchical"]["beta"], groups=groups)
+    if ens.get("prior_mix") is not None:  # absent from ensembles made before the mix existed
+        PriorMix.from_dict(ens["prior_mix"], where)  # a broken record fails here, not in the server
+        post["prior_mix"] = {k: ens["prior_mix"][k] for k in ("eps", "prior")}
+    return post
 
 
 def model_signature(columns: list[str]):

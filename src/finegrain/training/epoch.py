@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from finegrain.metrics import accuracy, log_loss, softmax
+from finegrain.metrics import accuracy, log_loss, softmax, tempered_log_loss
 from finegrain.training.build import TrainSetup
 from finegrain.training.loop import predict, train_one_epoch
 from finegrain.training.runtime import derived_seed
@@ -51,11 +51,13 @@ def run_epoch(setup: TrainSetup, epoch: int) -> dict:
     watched = t.ema_model.module if t.ema_model is not None else t.model
     val_logits, _ = predict(watched, data.val_loader, data.prepare, amp=tc.amp)
     val_labels = data.val_rows["class_index"].to_numpy()
+    val_logloss, val_temperature = tempered_log_loss(val_labels, val_logits)
     record = {
         "epoch": epoch, "train_loss": stats["train_loss"], "lr": stats["lr"], "img_per_s": stats["img_per_s"],
         "train_images": stats["images"], "train_seconds": stats["seconds"],
-        "val_logloss": log_loss(val_labels, softmax(val_logits)),
-        "val_accuracy": accuracy(val_labels, val_logits),
+        # headline after one temperature fitted on these rows; the raw softmax beside it (docs/design.md)
+        "val_logloss": val_logloss, "val_logloss_raw": log_loss(val_labels, softmax(val_logits)),
+        "val_temperature": val_temperature, "val_accuracy": accuracy(val_labels, val_logits),
     }  # fmt: skip
     t.history.append(record)
     print(json.dumps(record))

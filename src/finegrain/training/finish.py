@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from finegrain.metrics import accuracy, log_loss, softmax
+from finegrain.metrics import accuracy, log_loss, softmax, tempered_log_loss
 from finegrain.training.build import TrainSetup
 from finegrain.training.loop import autocast, predict
 from finegrain.training.runtime import peak_memory_mb
@@ -66,12 +66,18 @@ def final_weights(setup: TrainSetup) -> tuple[nn.Module, str]:
 
 
 def member_metrics(setup: TrainSetup, result: MemberResult, provenance: dict, mlflow_run_id: str | None) -> dict:
-    """metrics.json of the member: final validation scores, throughput, sizes, history and provenance."""
+    """metrics.json of the member: final validation scores, throughput, sizes, history and provenance.
+
+    val_logloss is the LogLoss after one temperature fitted on this fold's validation rows (val_temperature; an
+    in-sample one-parameter fit, as the calibrate step makes), val_logloss_raw that of the softmax as it is."""
     tc, data, history = setup.cfg.train, setup.data, setup.training.history
     train_seconds = sum(h["train_seconds"] for h in history)
+    tempered, temperature = tempered_log_loss(result.val_labels, result.oof_logits, data.classes, data.aliases)
     return {
         "backbone": setup.backbone, "fold": setup.fold, "weights": result.weights,
-        "val_logloss": log_loss(result.val_labels, softmax(result.oof_logits), data.classes, data.aliases),
+        "val_logloss": tempered,
+        "val_logloss_raw": log_loss(result.val_labels, softmax(result.oof_logits), data.classes, data.aliases),
+        "val_temperature": temperature,
         "val_accuracy": accuracy(result.val_labels, result.oof_logits),
         "epochs": tc.epochs, "global_step": setup.training.global_step,
         "train_img_per_s": sum(h["train_images"] for h in history) / max(train_seconds, 1e-9),
