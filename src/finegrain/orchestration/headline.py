@@ -3,9 +3,9 @@
 A person opening the parent run in the MLflow UI should see what the run was (backbones, folds, epochs, image
 size, the data hash; the whole resolved config as `config.yaml`) and what it gave (the ensemble's OOF LogLoss,
 cross-fitted over folds, beside its in-sample figure; the best member, whether the submission validated, how
-many images) without opening a child run. The headline
-is read from the step outputs the run's plan names (`runs/<run>/run.json`: every task's output URI), whether
-a step ran or its outputs were reused, so a run that reused its ensemble still shows its LogLoss.
+many images) without opening a child run. The headline is read from the step outputs the run's plan names
+(`runs/<run>/run.json`: every task's output URI), whether a step ran or its outputs were reused, so a run that
+reused its ensemble still shows its LogLoss.
 """
 
 from __future__ import annotations

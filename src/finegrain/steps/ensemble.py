@@ -182,12 +182,14 @@ def run(
         "ensemble.hierarchical is false" if not cfg.ensemble.hierarchical else "no groups given (--groups)")  # fmt: skip
     group_of = groups_to_index(group_lists, classes) if reason is None else None
     recipe = fit_recipe(oof_by_backbone, y, cfg.ensemble.method, group_of, classes, aliases)
+    # every weighting method's in-sample score, for the report; the configured one is the recipe's own fit
     in_sample_by_method = {
-        method: WeightedEnsemble(method, classes=classes, aliases=aliases)
-        .fit(oof_by_backbone, y)
-        .oof_logloss_
+        method: (
+            recipe.weights if method == cfg.ensemble.method
+            else WeightedEnsemble(method, classes=classes, aliases=aliases).fit(oof_by_backbone, y)
+        ).oof_logloss_
         for method in METHODS
-    }
+    }  # fmt: skip
     crossfit = cross_fit(
         raw_by_backbone, oof_by_backbone, fold_of_rows(loaded, ids), y,
         lambda: make_scaler(cfg.calibrate.method, cfg.calibrate.n_temperature_bins),

@@ -16,7 +16,8 @@ then a row may carry `path` (relative to that directory, or absolute inside it) 
 
 Inside, `predict` repeats what the pipeline did for the test set: each member's eval preset and TTA views, its
 calibration, the backbone weights, the chosen post-processing (flat power or hierarchical tempering), the mix
-with the class prior (ensemble.json's prior_mix, the eps the submission was made with) and the alias split. Logged and registered by finegrain.tracking.registry (the register step).
+with the class prior (ensemble.json's prior_mix, the eps the submission was made with) and the alias split.
+Logged and registered by finegrain.tracking.registry (the register step).
 """
 
 from __future__ import annotations
