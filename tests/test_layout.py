@@ -82,7 +82,7 @@ def test_no_import_cycle_in_the_package():
     for name in files:
         parent = name.rpartition(".")[0]
         while parent:
-            graph[name].add(parent) if parent != name else None
+            graph[name].add(parent)
             parent = parent.rpartition(".")[0]
     cycles, state = [], {}
 
