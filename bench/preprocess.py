@@ -111,18 +111,18 @@ def run_finegrain(root: Path, workers: int, distance: int) -> dict:
     from finegrain.steps.preprocess import confirm_candidates, find_candidates, scan_table, worker_pool
 
     cfg = Config()
-    cfg.preprocess.workers, cfg.preprocess.near_dup_distance = workers, distance
+    cfg.preprocess.workers = workers  # the search ranks neighbours: no distance to set (imagededup's only)
     paths = sorted(str(p) for p in root.glob("*.jpg"))
     names = [Path(p).name for p in paths]
     t0 = time.perf_counter()
     with worker_pool(workers) as pool:
         table, thumbs = scan_table(pd.DataFrame({"path": paths}), cfg, pool)
         t1 = time.perf_counter()
-        edges, candidates = find_candidates(table, cfg)
+        edges, candidates = find_candidates(table, cfg, thumbs)
         t2 = time.perf_counter()
         groups, _ = confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
     t3 = time.perf_counter()
-    searched = _pairs_of(connected_groups(len(paths), edges + candidates), names)
+    searched = _pairs_of(connected_groups(len(paths), edges + [(i, j) for i, j, _ in candidates]), names)
     return {
         "searched": searched, "confirmed": _pairs_of(groups, names), "hash s": t1 - t0, "search s": t2 - t1,
         "confirm s": t3 - t2, "candidates": len(candidates),
@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=3, help="timed runs per method, alternating; median reported"
     )
+    ap.add_argument("--photos", action="store_true", help="real photos, recall per kind of copy (dedup_table.py)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", module="imagededup")
     logging.disable(logging.INFO)  # imagededup logs every phase at INFO
@@ -183,6 +184,22 @@ def main() -> None:
     import_imagededup()
     import finegrain.steps.preprocess  # noqa: F401
 
+    if args.photos:
+        from bench.dedup_photos import INSTALL, missing
+        from bench.dedup_table import run_table
+
+        if missing():
+            raise SystemExit(f"bench-dedup needs real photos from Debian packages ({', '.join(missing())} "
+                             f"missing): {INSTALL}")  # fmt: skip
+
+        def timed(fn, key):
+            return lambda root, workers, distance: (lambda r: {"pairs": r[key], "seconds": sum(
+                v for k, v in r.items() if k.endswith(" s"))})(fn(root, workers, distance))  # fmt: skip
+
+        run_table({"finegrain (hash + search + confirmation)": timed(run_finegrain, "confirmed"),
+                   "imagededup PHash (hash + search)": timed(run_imagededup, "searched")},
+                  args.workers, args.distance, args.repeat)  # fmt: skip
+        return
     methods = {"finegrain": run_finegrain, "imagededup PHash": run_imagededup}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

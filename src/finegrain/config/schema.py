@@ -28,16 +28,19 @@ class DataConfig(_Section):
 
 
 class PreprocessConfig(_Section):
-    # Hamming distance on the 64-bit pHash under which two images are near-duplicate *candidates*.
-    near_dup_distance: int = Field(10, ge=0, le=64)
-    # Candidates are confirmed by a finer check (256-bit hash distance and pixel similarity).
-    confirm_distance: int = Field(40, ge=0, le=256)
-    confirm_min_similarity: float = Field(0.90, ge=0.0, le=1.0)
-    # ...and when no 3x3-pixel block of the aligned pair differs by more than this (mean |z-score| difference): a
-    # look-alike (another decal, background or wheel angle) fails here while JPEG/resize noise stays far below
-    # (bench: copies <= 0.12, look-alikes >= 0.30). Pairs only the general search aligns use 6x6 blocks and
-    # 5/6 of this bar (pair_check.SEARCH_BLOCK, SEARCH_BAR).
-    confirm_max_local_diff: float = Field(0.18, gt=0.0)
+    # The near-duplicate search (dedup/search.py): each picture's closest neighbours by the correlation of 8x8
+    # tiny pictures (whole, mirrored, inner crop), this many per picture, at least this correlated.
+    near_dup_neighbours: int = Field(2, ge=0, le=16)
+    near_dup_min_correlation: float = Field(0.6, ge=-1.0, le=1.0)
+    # The check of each candidate (dedup/match.py), on 128-px thumbnails after alignment and grey-level matching:
+    # the whole overlap must correlate at least this well...
+    confirm_min_similarity: float = Field(0.75, ge=0.0, le=1.0)
+    # ...and at most this share of 8x8 blocks may differ (copies of real photos: 95th percentile 0.02; other
+    # pictures of the same scene: 0.05 and up)...
+    confirm_max_changed: float = Field(0.04, ge=0.0, le=1.0)
+    # ...unless the differing blocks form one compact blob covering at most this share of the frame: a local
+    # edit (watermark, logo, decal: kind `overlay`).
+    confirm_max_edit: float = Field(0.12, ge=0.0, le=1.0)
     max_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
     min_side: int = Field(16, ge=1)
     drop_cross_class_conflicts: bool = True

@@ -43,6 +43,7 @@ class CheckedImage:
     width: int = 0  # after EXIF rotation; 0 when the header could not be read
     height: int = 0
     image: Image.Image | None = None
+    orientation: int = 1  # the EXIF orientation applied to the stored pixels (1: none)
 
 
 def _corrupt(reason: str, width: int = 0, height: int = 0) -> CheckedImage:
@@ -164,7 +165,7 @@ def check_image(
             out = out.convert("L") if gray else out
     except Exception as exc:  # noqa: BLE001
         return _corrupt(f"cannot convert {img.mode} image to RGB: {type(exc).__name__}: {exc}", width, height)
-    return CheckedImage("ok", "; ".join(notes), width, height, out)
+    return CheckedImage("ok", "; ".join(notes), width, height, out, orientation if orientation in range(2, 9) else 1)
 
 
 def decode_image(

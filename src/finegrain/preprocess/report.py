@@ -10,7 +10,6 @@ import pandas as pd
 from finegrain.config import Config
 from finegrain.data.checks import dataset_aliases
 from finegrain.data.thumbnails import root_name
-from finegrain.preprocess.dedup import pair_check
 
 STATUSES = ("ok", "duplicate", "near_duplicate", "corrupt", "cross_class_conflict", "noisy")
 SMALL = 40  # classes (and duplicate groups) listed in full here; beyond, the Markdown summarises
@@ -112,18 +111,18 @@ def render_report(
     rejected = pairs[~pairs["same"]] if len(pairs) else pairs
     out += [
         "",
-        f"Near-duplicate candidates (pHash distance <= {pp.near_dup_distance}): {len(pairs)}; confirmed "
-        f"{int(pairs['same'].sum()) if len(pairs) else 0}; rejected as different pictures {len(rejected)} "
-        f"(need NCC >= {pp.confirm_min_similarity}, 256-bit DCT distance <= {pp.confirm_distance}, local block "
-        f"difference <= {pp.confirm_max_local_diff} on 3x3 blocks when aligned by the geometry the sizes imply, "
-        f"<= {pp.confirm_max_local_diff * pair_check.SEARCH_BAR:.3f} on 6x6 blocks after the general search).",
+        f"Near-duplicate pairs checked ({pp.near_dup_neighbours} closest pictures each, tiny-picture correlation "
+        f">= {pp.near_dup_min_correlation}): {len(pairs)}; confirmed {int(pairs['same'].sum()) if len(pairs) else 0}; "
+        f"rejected as different pictures {len(rejected)} (a copy correlates >= {pp.confirm_min_similarity} after "
+        f"alignment and differs in <= {pp.confirm_max_changed:.0%} of its blocks, or in one blob <= "
+        f"{pp.confirm_max_edit:.0%} of the frame: a local edit).",
     ]
     if len(rejected):
-        shown = rejected.sort_values("ncc", ascending=False).head(20)
+        shown = rejected.sort_values("similarity", ascending=False).head(20)
         out += ["", "Closest rejected candidates:", ""]
         out.append(_table(pd.DataFrame({
             "a": [manifest.at[a, "path"] for a in shown.a], "b": [manifest.at[b, "path"] for b in shown.b],
-            "ncc": shown.ncc.round(3), "dct_distance": shown.dct_distance, "local_diff": shown.local_diff.round(3),
+            "similarity": shown.similarity.round(3), "changed": shown.changed.round(3),
         })))  # fmt: skip
 
     out += ["", "## Cross-class conflicts", ""]

@@ -52,7 +52,7 @@ def pictured_rows(manifest: pd.DataFrame, pairs: pd.DataFrame, suggestions: list
     rows += grouped.index[grouped["class_name"].isin(merged)].tolist()
     rows += grouped.sort_values(["dup_group"]).index.tolist()
     if len(pairs):
-        closest = pairs[~pairs["same"]].sort_values("ncc", ascending=False).head(REJECTED_SHOWN)
+        closest = pairs[~pairs["same"]].sort_values("similarity", ascending=False).head(REJECTED_SHOWN)
         rows += [int(i) for ab in zip(closest["a"], closest["b"]) for i in ab]
     return list(dict.fromkeys(rows))[:MAX_PICTURES]
 
@@ -125,9 +125,10 @@ def render_page(
     n_pairs = len(pairs)
     confirmed = int(pairs["same"].sum()) if n_pairs else 0
     candidates = (
-        f"Near-duplicate candidates (pHash distance <= {pp.near_dup_distance}): {n_pairs}; confirmed {confirmed}, "
-        f"rejected as different pictures {n_pairs - confirmed} (need NCC >= {pp.confirm_min_similarity}, 256-bit "
-        f"DCT distance <= {pp.confirm_distance}, local block difference <= {pp.confirm_max_local_diff})."
+        f"Near-duplicate pairs checked ({pp.near_dup_neighbours} closest pictures each): {n_pairs}; confirmed "
+        f"{confirmed}, rejected as different pictures {n_pairs - confirmed} (a copy correlates >= "
+        f"{pp.confirm_min_similarity} after alignment and differs in <= {pp.confirm_max_changed:.0%} of its blocks, "
+        f"or in one blob <= {pp.confirm_max_edit:.0%} of the frame: a local edit)."
     )
     if not pp.noise_oof:
         noise = "Not checked (preprocess.noise_oof not set)."

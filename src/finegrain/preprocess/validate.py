@@ -1,4 +1,4 @@
-"""Read and validate the dataset's files for the preprocess scan: sha256, verdict, size, pHashes, thumbnail.
+"""Read and validate the dataset's files for the preprocess scan: sha256, verdict, size, pHash, thumbnail.
 
 Validity is decided by finegrain.data.decode (the decoder training and serving use): `check_image` there
 never raises on bad input; it returns status "ok" or "corrupt" and a reason. A file whose bytes cannot be
@@ -51,22 +51,24 @@ def read_file(uri: str) -> tuple[bytes | None, str]:
 
 
 def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
-    """Everything preprocess needs from each file: sha256, status/reason, size, pHashes and thumbnail.
+    """Everything preprocess needs from each file: sha256, status/reason, size, pHash and the near-duplicate
+    check's picture (dedup.normalize.Picture: thumbnail, tiny features, trim, orientation).
 
-    Runs in worker processes on a chunk of files at a time (the pHashes of a chunk are one vectorised DCT), so it
-    takes and returns plain picklable values. A file that cannot be read for good gets status "unread" (the
-    caller fails the step on it: never a manifest status); one whose read may pass later raises
+    Runs in worker processes on a chunk of files at a time (the hashes and tiny features of a chunk are computed
+    together), so it takes and returns plain picklable values. A file that cannot be read for good gets status
+    "unread" (the caller fails the step on it: never a manifest status); one whose read may pass later raises
     TransientReadError for the whole chunk.
     """
-    from finegrain.preprocess.dedup.hashing import THUMB, hash_hex, phashes, small_grays
+    from finegrain.preprocess.dedup.hashing import hash_hex
+    from finegrain.preprocess.dedup.normalize import DETAIL, Picture, thumb_phashes, thumbnail, tiny_features
 
-    out, smalls = [], []
+    out, seen = [], []
     for uri in uris:
         data, read_error = read_file(uri)  # a transient failure raises: the whole batch is rerun later
-        # The pHashes (32 px) and the thumbnail (THUMB px) need no more than THUMB pixels a side, and no colour: a
-        # JPEG is decoded at a reduced DCT scale, luma only (the pair check decodes its candidates again, in full).
+        # The thumbnail (DETAIL px) needs no more pixels than that a side, and no colour: a JPEG is decoded at a
+        # reduced DCT scale, luma only. Every later near-duplicate step works from it: no file is read again.
         checked = (
-            check_image(data, max_pixels=max_pixels, min_side=min_side, draft_size=THUMB, gray=True)
+            check_image(data, max_pixels=max_pixels, min_side=min_side, draft_size=DETAIL, gray=True)
             if data is not None
             else CheckedImage("unread", read_error)
         )
@@ -78,17 +80,19 @@ def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
             "width": checked.width,
             "height": checked.height,
             "phash": "",
-            "phash_inner": "",
             "thumb": None,
         }
         if checked.image is not None:
-            small, row["thumb"] = small_grays(checked.image)
-            smalls.append((row, small))
+            thumb, trim = thumbnail(np.asarray(checked.image))
+            seen.append((row, thumb, trim, checked.orientation))
         out.append(row)
-    if smalls:
-        hashes = phashes(np.stack([small for _, small in smalls]))
-        for (row, _), (whole, inner) in zip(smalls, hashes.tolist()):
-            row["phash"], row["phash_inner"] = hash_hex(whole), hash_hex(inner)
+    if seen:
+        thumbs = np.stack([thumb for _, thumb, _, _ in seen])
+        hashes, tiny = thumb_phashes(thumbs), tiny_features(thumbs)
+        for k, (row, thumb, trim, orientation) in enumerate(seen):
+            row["phash"] = hash_hex(int(hashes[k]))
+            size = (row["width"], row["height"])
+            row["thumb"] = Picture(thumb, tiny[k], size, trim, orientation)
     return out
 
 

@@ -76,11 +76,11 @@ def _rejected(manifest: pd.DataFrame, pairs: pd.DataFrame, thumbs: Mapping[str, 
     if not len(rejected):
         return ""
     rows = [
-        {"pair (hover: why)": _pictures(manifest.loc[[int(r.a), int(r.b)]], thumbs, False), "ncc": float(r.ncc),
-         "dct distance": int(r.dct_distance), "local diff": float(r.local_diff)}
-        for r in rejected.sort_values("ncc", ascending=False).head(shown).itertuples()
+        {"pair (hover: why)": _pictures(manifest.loc[[int(r.a), int(r.b)]], thumbs, False),
+         "similarity": float(r.similarity), "blocks changed": float(r.changed)}
+        for r in rejected.sort_values("similarity", ascending=False).head(shown).itertuples()
     ]  # fmt: skip
-    body = sortable_table(rows, ["pair (hover: why)", "ncc", "dct distance", "local diff"], decimals=3)
+    body = sortable_table(rows, ["pair (hover: why)", "similarity", "blocks changed"], decimals=3)
     return html.details(f"The {len(rows)} closest candidates rejected as different pictures", body)
 
 

@@ -34,6 +34,7 @@ from finegrain.data.fingerprint import dataset_fingerprint
 from finegrain.data.layouts import DatasetError, read_dataset
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup.confirm import confirm_pairs
+from finegrain.preprocess.dedup.search import candidate_pairs
 from finegrain.preprocess.folds import assign_folds, fold_balance
 from finegrain.preprocess.noise import find_noisy_labels, load_oof
 from finegrain.preprocess.report import render_report
@@ -63,8 +64,8 @@ def scan_table(
 ) -> tuple[pd.DataFrame, list]:
     """Validate + hash every row's `path` (one read and one reduced-scale decode per file).
 
-    Returns the table with sha256/nbytes/status/reason/width/height/phash/phash_inner columns added, and the
-    per-row grayscale thumbnails (None for corrupt rows) that the near-duplicate confirmation starts from.
+    Returns the table with sha256/nbytes/status/reason/width/height/phash columns added, and per row what the
+    near-duplicate search and check work from (dedup.normalize.Picture; None for corrupt rows).
     A file whose bytes cannot be read is UnreadableFilesError, after storage_rounds(cfg) reruns for failures
     that may pass (an S3 outage): only bytes that were read can be called corrupt.
     """
@@ -86,9 +87,7 @@ def scan_table(
                                "(a storage problem, not a data problem: nothing was marked corrupt):")
         )  # fmt: skip
     thumbs = [s.pop("thumb") for s in scans]
-    inner = [s.pop("phash_inner") for s in scans]
     table = pd.concat([images.reset_index(drop=True), pd.DataFrame(scans)], axis=1)
-    table["phash_inner"] = inner
     return table, thumbs
 
 
@@ -102,15 +101,18 @@ def _check_test_images(table: pd.DataFrame) -> None:
         )
 
 
-def find_candidates(table: pd.DataFrame, cfg: Config) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Exact-duplicate links (same sha256) and near-duplicate candidate pairs (pHashes within near_dup_distance).
+def find_candidates(
+    table: pd.DataFrame, cfg: Config, thumbs: list
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, float]]]:
+    """Exact-duplicate links (same sha256) and near-duplicate candidate pairs (dedup.search: each picture's
+    near_dup_neighbours closest pictures by tiny-picture correlation, at least near_dup_min_correlation).
 
-    Candidates are (row, row) pairs between distinct file contents, sorted by first row (confirmation batches
-    then share pictures); they still need confirm_candidates to become duplicates.
+    Candidates are (row, row, score) between distinct file contents, best first; they still need
+    confirm_candidates to become duplicates.
     """
     pp = cfg.preprocess
     usable = np.nonzero((table["status"] != "corrupt").to_numpy())[0]
-    shas, phashes, inners = (table[c].tolist() for c in ("sha256", "phash", "phash_inner"))
+    shas = table["sha256"].tolist()
     edges: list[tuple[int, int]] = []
     first_of_sha: dict[str, int] = {}
     for i in usable.tolist():
@@ -119,28 +121,27 @@ def find_candidates(table: pd.DataFrame, cfg: Config) -> tuple[list[tuple[int, i
         else:
             first_of_sha[shas[i]] = i
     reps = np.array(sorted(first_of_sha.values()), dtype=np.int64)  # one row per distinct file content
-    full = np.array([dedup.hex_to_hash(phashes[i]) for i in reps], dtype=np.uint64)
-    inner = np.array([dedup.hex_to_hash(inners[i]) for i in reps], dtype=np.uint64)
-    by_full = dedup.find_candidate_pairs(full, pp.near_dup_distance)
-    by_inner = dedup.find_candidate_pairs(full, pp.near_dup_distance, other=inner)  # a crop of the other
-    cand = np.unique(np.concatenate([by_full, by_inner]), axis=0)
-    return edges, [(int(reps[a]), int(reps[b])) for a, b in cand]
+    if len(reps) < 2:
+        return edges, []
+    features = np.stack([thumbs[i].tiny for i in reps])
+    found = candidate_pairs(features, pp.near_dup_min_correlation, pp.near_dup_neighbours)
+    return edges, [(int(reps[a]), int(reps[b]), s) for a, b, s in found]
 
 
 def confirm_candidates(
     table: pd.DataFrame,
     thumbs: list,
     edges: list[tuple[int, int]],
-    candidates: list[tuple[int, int]],
+    candidates: list[tuple[int, int, float]],
     cfg: Config,
     pool: ProcessPoolExecutor | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """dup_group per row (-1 = unique) from the exact links plus the candidates the pixel check confirms."""
-    results = confirm_pairs(table, thumbs, candidates, cfg, pool)
-    pairs = pd.DataFrame(
-        [(i, j, *r) for (i, j), r in zip(candidates, results)],
-        columns=["a", "b", "same", "ncc", "dct_distance", "local_diff"],
-    )
+    """dup_group per row (-1 = unique) from the exact links plus the candidates the check confirms, and the
+    table of checked pairs (a, b, same, rule, similarity, changed; pairs whose pictures were already linked
+    through other pairs are not checked)."""
+    checked = confirm_pairs(thumbs, candidates, edges, cfg, pool)
+    pairs = pd.DataFrame(checked, columns=["a", "b", "same", "rule", "similarity", "changed"])
+    pairs["same"] = pairs["same"].astype(bool)
     edges = edges + [(int(r.a), int(r.b)) for r in pairs.itertuples() if r.same]
     return dedup.connected_groups(len(table), edges), pairs
 
@@ -149,7 +150,7 @@ def find_duplicates(
     table: pd.DataFrame, thumbs: list, cfg: Config, pool: ProcessPoolExecutor | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """dup_group per row (-1 = unique) and a table of the confirmed/rejected near-duplicate candidate pairs."""
-    edges, candidates = find_candidates(table, cfg)
+    edges, candidates = find_candidates(table, cfg, thumbs)
     return confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
 
 

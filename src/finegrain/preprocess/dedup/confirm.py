@@ -1,109 +1,102 @@
-"""The strict pixel check of near-duplicate candidate pairs, batched for worker processes.
+"""The near-duplicate check of candidate pairs, in rounds over the worker pool, from the scan's thumbnails.
 
-    results = confirm_pairs(table, thumbs, [(i, j), ...], cfg, pool)  # [(same, ncc, dct_distance, local_diff)]
+    checked = confirm_pairs(pictures, candidates, linked, cfg, pool)  # [(i, j, same, rule, similarity, changed)]
 
-Each batch (confirm_job) decodes a picture once however many of its candidates it holds, and never decodes one
-whose thumbnails already tell it apart (pair_check.coarse_match). Runs in the preprocess step's worker pool.
+No file is read again: each pair is judged from the two scan-time pictures (normalize.Picture), so a storage
+outage after the scan cannot touch the verdicts, and a batch costs pickling its thumbnails, not decoding them.
+
+Rounds spare the checks that cannot change the grouping: round one checks each picture's best candidate; later
+rounds only pairs whose two pictures are not yet in one group (already linked, directly or through a chain of
+confirmed pairs or identical files), at most one pair per two groups a round. An original with eleven copies
+then costs about eleven checks, not the 66 pairs among the twelve.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
-import pandas as pd
-
 from finegrain.config import Config
-from finegrain.preprocess.dedup import pair_check
-from finegrain.preprocess.validate import check_image, read_file
-from finegrain.preprocess.workers import UnreadableFilesError, map_batches, storage_rounds
+from finegrain.preprocess.dedup.match import match_thumbs
+from finegrain.preprocess.dedup.normalize import Picture
+from finegrain.preprocess.dedup.rules import copy_rule
+from finegrain.preprocess.workers import map_batches
+
+Checked = tuple[int, int, bool, str, float, float]  # (i, j, same, rule, similarity, changed)
 
 
-def confirm_job(job: tuple) -> list[tuple[bool, float, int, float]]:
-    """Run the strict same-picture check on a batch of candidate pairs, decoding each picture once per scale.
-
-    job = (images {key: (uri, (w, h), thumb)}, pairs [(key_a, key_b)], params). Pairs are batched by their first
-    image, so a picture with several candidates (common: a car model shot the same way) is decoded once, and a
-    pair whose thumbnails already differ (stage one) is never decoded at all.
-    """
-    images, pairs, params = job
-    decoded: dict[int, tuple[np.ndarray, int] | None] = {}  # key -> (float32 luma, JPEG draft reduction 1/2/4/8)
-    grays: dict[tuple, np.ndarray | None] = {}
-
-    def pixels(key: int) -> tuple[np.ndarray, int] | None:
-        if key not in decoded:
-            uri, (w, h), _ = images[key]
-            # Draft only down to twice the working size: a DCT-scaled decode samples each file on its own 8x8 block
-            # grid, which a crop does not share with its original, and drafted close to the working size that
-            # misaligned crops (600x450 copies, drafted to >= 256: recall 1.00 -> 0.71; 1200x900 drafted to
-            # >= 256: 1.00 -> 0.97; both decode in full at >= 512 and score 1.00). Only photos over ~1024 px on
-            # the short side are drafted, by 1/2 or more, and then area-averaged down by 2x or more. Luma only:
-            # a colour JPEG's Y channel is its gray, without chroma upsampling and colour conversion.
-            data, why = read_file(uri)  # a transient failure raises: map_batches reruns the batch
-            if data is None:  # read by the scan a moment ago, gone now
-                raise UnreadableFilesError(f"{uri}: {why}")
-            checked = check_image(data, max_pixels=params["max_pixels"],
-                                  draft_size=2 * pair_check.WORK_SIDE, gray=True)  # fmt: skip
-            img = checked.image
-            decoded[key] = None if img is None else (np.asarray(img, dtype=np.float32), round(w / img.width))
-        return decoded[key]
-
-    def gray(key: int, scale: float) -> np.ndarray | None:
-        if (key, scale) not in grays:
-            px = pixels(key)
-            grays[key, scale] = None if px is None else pair_check.working_gray(px[0], images[key][1], scale)
-        return grays[key, scale]
-
+def confirm_job(job: tuple) -> list[tuple[bool, str, float, float]]:
+    """(same, rule, similarity, changed) for each pair of a batch: job = ({key: Picture}, [(key_a, key_b)], params)."""
+    pictures, pairs, params = job
     out = []
     for ka, kb in pairs:
-        (size_a, thumb_a), (size_b, thumb_b) = images[ka][1:], images[kb][1:]
-        coarse = pair_check.coarse_match(thumb_a, thumb_b, params["confirm_min_similarity"], (size_a, size_b))
-        if not coarse.ok:
-            r = coarse.rejection()
-            out.append((r.same, r.ncc, r.dct_distance, r.local_diff))
-            continue
-        # One scale for both, relative to native pixels, so a pure crop lines up 1:1.
-        scale = min(1.0, pair_check.WORK_SIDE / max(*size_a, *size_b))
-        a, b = gray(ka, scale), gray(kb, scale)
-        if a is None or b is None:
-            out.append((False, 0.0, 256, float("inf")))
-            continue
-        # The exact-geometry alignment resamples each picture once from its decoded pixels, which must then be on
-        # the same scale: both native (short side under 2 x WORK_SIDE), or both drafted by the same factor.
-        pa, pb = pixels(ka), pixels(kb)
-        native = (pa[0], pb[0]) if pa[1] == pb[1] else None
-        r = pair_check.confirm_near_duplicate(
-            a, b, thumb_a, thumb_b, max_dct_distance=params["confirm_distance"],
-            min_similarity=params["confirm_min_similarity"], max_local_diff=params["confirm_max_local_diff"],
-            coarse=coarse, native=native,
-        )  # fmt: skip
-        out.append((r.same, r.ncc, r.dct_distance, r.local_diff))
+        a, b = pictures[ka], pictures[kb]
+        m = match_thumbs(a.thumb, b.thumb, same_at=params["confirm_max_changed"],
+                         edit_at=params["confirm_max_edit"], min_similarity=params["confirm_min_similarity"])  # fmt: skip
+        out.append((m.same, copy_rule(m, a, b) if m.same else "", round(m.similarity, 4), round(m.changed, 4)))
     return out
 
 
+class _Groups:
+    """Union-find over row indices."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, x: int, y: int) -> None:
+        self.parent[self.find(x)] = self.find(y)
+
+
+def _rounds(candidates: list[tuple[int, int, float]], groups: _Groups, checked: set) -> list[tuple[int, int]]:
+    """The next round's pairs: first each picture's best candidate, then at most one pair per two groups."""
+    todo = [(i, j) for i, j, _ in candidates if (i, j) not in checked and groups.find(i) != groups.find(j)]
+    if not checked:
+        firsts: dict[int, tuple[int, int]] = {}
+        for i, j in todo:  # candidates come best first
+            firsts.setdefault(i, (i, j))
+            firsts.setdefault(j, (i, j))
+        return sorted(set(firsts.values()))
+    one: dict[tuple[int, int], tuple[int, int]] = {}
+    for i, j in todo:
+        gi, gj = groups.find(i), groups.find(j)
+        one.setdefault((min(gi, gj), max(gi, gj)), (i, j))
+    return sorted(one.values())
+
+
 def confirm_pairs(
-    table: pd.DataFrame,
-    thumbs: list,
-    pairs: list[tuple[int, int]],
+    pictures: list[Picture | None],
+    candidates: list[tuple[int, int, float]],
+    linked: list[tuple[int, int]],
     cfg: Config,
     pool: ProcessPoolExecutor | None,
-) -> list[tuple[bool, float, int, float]]:
-    """Results of confirm_job for every (row, row) pair, in order; inline in the parent when there are few."""
+) -> list[Checked]:
+    """Check candidate pairs (search.candidate_pairs, best first) in rounds; `linked` are pairs already known to
+    be one picture (identical files). Returns every pair checked, in the order checked."""
     pp = cfg.preprocess
     params = pp.model_dump()
-    per_job = max(4, min(64, len(pairs) // (pp.workers * 8)))
-
-    # Plain lists, not table.at per cell: pandas' scalar access cost ~0.1 ms per pair, a tenth of the check.
-    paths, widths, heights = (table[c].tolist() for c in ("path", "width", "height"))
-
-    def image(i: int) -> tuple:
-        return paths[i], (int(widths[i]), int(heights[i])), thumbs[i]
-
-    jobs = []
-    for start in range(0, len(pairs), per_job):
-        batch = pairs[start : start + per_job]
-        jobs.append(({i: image(i) for pair in batch for i in pair}, batch, params))
-    sizes = [len(batch) for _, batch, _ in jobs]
-    rounds = storage_rounds(cfg)
-    done = map_batches(confirm_job, jobs, sizes, "confirming near duplicates", "pair", pool, rounds=rounds)
-    return [result for batch_results in done for result in batch_results]
+    groups = _Groups(len(pictures))
+    for i, j in linked:
+        groups.union(i, j)
+    done: set[tuple[int, int]] = set()
+    out: list[Checked] = []
+    while True:
+        pairs = _rounds(candidates, groups, done)
+        if not pairs:
+            return out
+        per_job = max(8, min(128, len(pairs) // (max(1, pp.workers) * 4)))
+        jobs = []
+        for start in range(0, len(pairs), per_job):
+            batch = pairs[start : start + per_job]
+            jobs.append(({k: pictures[k] for pair in batch for k in pair}, batch, params))
+        results = map_batches(confirm_job, jobs, [len(b) for _, b, _ in jobs], "confirming near duplicates",
+                              "pair", pool)  # fmt: skip
+        for (i, j), r in zip(pairs, (r for rs in results for r in rs)):
+            done.add((i, j))
+            out.append((i, j, *r))
+            if r[0]:
+                groups.union(i, j)

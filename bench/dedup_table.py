@@ -1,0 +1,120 @@
+"""Near-duplicates per kind of copy on real photos: finegrain vs imagededup's PHash (`make bench-dedup`).
+
+    python bench/preprocess.py --photos --workers 2 --repeat 3
+
+For each kind in dedup_kinds.KINDS, separately: the real 600x450 originals of dedup_photos plus one copy of each
+made that way, in a folder of their own; both methods run on it. Recall: copies that end up in their original's
+group. False merges: groups joining two different originals (look-alikes: same class; others: unrelated). Then
+every kind together (all originals and all copies, 12 images per original) for the speed: images/s of the
+median of --repeat alternating runs, same images, same worker count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.dedup_kinds import KINDS
+from bench.dedup_photos import real_originals
+
+
+def write_set(root: Path, originals, kinds: list[str], seed: int = 0) -> dict[str, str]:
+    """Write originals (JPEG q90) and one copy per kind of each; returns {file name: original's name}."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    owner = {}
+    for name, _, img in originals:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        data = buf.getvalue()
+        (root / f"{name}.jpg").write_bytes(data)
+        owner[f"{name}.jpg"] = name
+        for kind in kinds:
+            copy = f"{name}__{kind}.jpg"
+            (root / copy).write_bytes(KINDS[kind](data, rng))
+            owner[copy] = name
+    return owner
+
+
+def _groups(pairs: set[frozenset], names: list[str]) -> dict[str, int]:
+    parent = {n: n for n in names}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for pair in pairs:
+        a, b = tuple(pair)
+        parent[find(a)] = find(b)
+    roots = {}
+    return {n: roots.setdefault(find(n), len(roots)) for n in names}
+
+
+def score(pairs: set[frozenset], owner: dict[str, str], cls: dict[str, str]) -> dict:
+    """Recall per kind, and false merges (pairs of originals in one group) split by look-alike / unrelated."""
+    group = _groups(pairs, list(owner))
+    found: dict[str, list[bool]] = {}
+    for name, orig in owner.items():
+        if "__" in name:
+            found.setdefault(name.split("__")[1].removesuffix(".jpg"), []).append(group[name] == group[f"{orig}.jpg"])
+    origs = sorted({o for o in owner.values()})
+    merged = [(a, b) for a, b in itertools.combinations(origs, 2) if group[f"{a}.jpg"] == group[f"{b}.jpg"]]
+    look = sum(cls[a] == cls[b] for a, b in merged)
+    return {"recall": {k: float(np.mean(v)) for k, v in found.items()}, "lookalike merges": look,
+            "other merges": len(merged) - look, "merged": merged}  # fmt: skip
+
+
+def lookalike_pairs(cls: dict[str, str]) -> int:
+    by = pd.Series(cls).value_counts()
+    return int((by * (by - 1) // 2).sum())
+
+
+def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
+    originals = real_originals()
+    cls = {name: c for name, c, _ in originals}
+    print(f"{len(originals)} real 600x450 originals in {len(set(cls.values()))} classes, "
+          f"{lookalike_pairs(cls)} look-alike pairs (same class, different picture); {workers} workers on "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    rows = {m: {} for m in methods}
+    merges = {m: [0, 0] for m in methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in KINDS:
+            root = Path(tmp) / kind
+            root.mkdir()
+            owner = write_set(root, originals, [kind])
+            for m, fn in methods.items():
+                s = score(fn(root, workers, distance)["pairs"], owner, cls)
+                rows[m][kind] = s["recall"][kind]
+                merges[m][0] += s["lookalike merges"]
+                merges[m][1] += s["other merges"]
+        root = Path(tmp) / "all"
+        root.mkdir()
+        owner = write_set(root, originals, list(KINDS))
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        for _ in range(repeat):
+            for m, fn in methods.items():
+                r = fn(root, workers, distance)
+                times[m].append(r["seconds"])
+                last = score(r["pairs"], owner, cls)
+                rows[m]["all kinds together"] = float(np.mean(list(last["recall"].values())))
+    n = len(owner)
+    print("\n| kind | " + " | ".join(f"{m} recall" for m in methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for kind in [*KINDS, "all kinds together"]:
+        print(f"| {kind} | " + " | ".join(f"{rows[m][kind]:.3f}" for m in methods) + " |")
+    print("| false merges: look-alikes / unrelated (summed over the kind runs) | "
+          + " | ".join(f"{a} / {b}" for a, b in merges.values()) + " |")  # fmt: skip
+    rates = {m: n / float(np.median(t)) for m, t in times.items()}
+    print(f"| images/s, all kinds together ({n} images, median of {repeat}) | "
+          + " | ".join(f"{r:.0f}" for r in rates.values()) + " |")  # fmt: skip
+    base = list(rates.values())[-1]
+    print("\nspeed vs " + list(methods)[-1] + ": "
+          + ", ".join(f"{m} {r / base:.2f}x" for m, r in rates.items()))  # fmt: skip
