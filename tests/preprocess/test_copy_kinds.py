@@ -75,7 +75,7 @@ def test_a_wrong_kind_or_action_is_an_error_naming_the_key(override: str, needle
         ("", "same_fold", "drop"),  # a confirmed pair that names no kind: as before kinds were told apart
     ],
 )
-def test_a_pair_is_dropped_only_when_each_of_its_kinds_says_drop(rule: str, overlay: str, expected: str) -> None:
+def test_a_pair_is_dropped_only_when_each_kind_says_drop(rule: str, overlay: str, expected: str) -> None:
     assert pair_action(rule, {**DEFAULT_ACTIONS, "overlay": overlay}) == expected
 
 
@@ -123,7 +123,8 @@ def test_pairs_in_the_former_columns_read_as_confirmed_drops() -> None:
 def test_kind_counts_count_a_pair_under_each_of_its_kinds() -> None:
     counts = kind_counts(LINKS, exact_links=1, actions=DEFAULT_ACTIONS).set_index("kind")
     assert list(counts.index) == list(COPY_KINDS)
-    assert counts["pairs confirmed"].to_dict() == {**{k: 0 for k in COPY_KINDS}, "exact": 1, "crop": 2, "overlay": 2}
+    expected = {**{k: 0 for k in COPY_KINDS}, "exact": 1, "crop": 2, "overlay": 2}
+    assert counts["pairs confirmed"].to_dict() == expected
     assert counts.loc["overlay", "action"] == "same_fold" and counts.loc["crop", "action"] == "drop"
 
 
@@ -142,11 +143,22 @@ def test_same_fold_copies_stay_ok_with_a_reason_and_drop_copies_are_demoted() ->
     table["dup_group"], table["fold_group"], pairs = group_copies(9, [(0, 1)], LINKS, DEFAULT_ACTIONS)
     assign_statuses(table, drop_conflicts=True)
     note_same_fold(table, pairs)
-    assert table["status"].tolist() == ["ok", "duplicate", "near_duplicate", "ok", "ok", "ok", "ok", "ok", "ok"]
+    assert table["status"].tolist() == ["ok", "duplicate", "near_duplicate"] + ["ok"] * 6
     assert "near copy of train/a/0.jpg" in table.at[2, "reason"]
     assert "matches train/a/4.jpg (overlay): kept, same fold (fold group 1)" in table.at[3, "reason"]
-    assert "train/a/3.jpg (overlay)" in table.at[4, "reason"] and "train/a/5.jpg (crop+overlay)" in table.at[4, "reason"]
+    assert "train/a/3.jpg (overlay)" in table.at[4, "reason"]
+    assert "train/a/5.jpg (crop+overlay)" in table.at[4, "reason"]
     assert table.at[6, "reason"] == table.at[7, "reason"] == ""  # a rejected pair is nothing
+
+
+def test_a_test_row_in_a_same_fold_pair_is_noted_without_a_fold() -> None:
+    table = _table(2)
+    table.loc[1, ["split", "label", "class_name", "path"]] = ["test", "", "", "test/t0.jpg"]
+    links = _pairs([(0, 1, True, "overlay", 0.9, 0.05)])
+    table["dup_group"], table["fold_group"], pairs = group_copies(2, [], links, DEFAULT_ACTIONS)
+    assign_statuses(table, drop_conflicts=True)
+    note_same_fold(table, pairs)
+    assert table["reason"].tolist() == ["matches test/t0.jpg (overlay)", "matches train/a/0.jpg (overlay)"]
 
 
 def test_same_fold_pairs_across_classes_are_no_conflict() -> None:
@@ -161,7 +173,8 @@ def test_folds_keep_each_fold_group_together() -> None:
     rng = np.random.default_rng(0)
     n = 200
     labels = [f"c{int(c)}" for c in rng.integers(0, 4, n)]
-    links = _pairs([(2 * k, 2 * k + 1, True, "overlay" if k % 2 else "crop+overlay", 0.9, 0.05) for k in range(30)])
+    rules = ["overlay", "crop+overlay"]
+    links = _pairs([(2 * k, 2 * k + 1, True, rules[k % 2], 0.9, 0.05) for k in range(30)])
     _, fold_group, _ = group_copies(n, [], links, DEFAULT_ACTIONS)
     folds, _ = assign_folds(labels, fold_group.tolist(), n_folds=5, seed=1)
     assert all(folds[2 * k] == folds[2 * k + 1] for k in range(30))

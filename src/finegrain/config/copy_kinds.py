@@ -46,5 +46,7 @@ def pair_action(rule: str, actions: Mapping[str, str]) -> str:
     kinds = rule_kinds(rule)
     unknown = [k for k in kinds if k not in COPY_KINDS]
     if unknown:  # the check and this vocabulary disagree: a bug, not a data problem
-        raise ValueError(f"near-duplicate rule {rule!r} names {unknown}, not a kind of copy ({', '.join(COPY_KINDS)})")
+        raise ValueError(
+            f"near-duplicate rule {rule!r} names {unknown}, not a kind of copy ({', '.join(COPY_KINDS)})"
+        )
     return "drop" if all(actions.get(k, DEFAULT_ACTIONS[k]) == "drop" for k in kinds) else "same_fold"

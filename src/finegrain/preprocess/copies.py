@@ -46,12 +46,15 @@ def group_copies(
 
 
 def note_same_fold(table: pd.DataFrame, pairs: pd.DataFrame) -> None:
-    """A reason on each row of a same_fold pair (in place): it stays ok, and why it shares its copy's fold."""
+    """A reason on each row of a same_fold pair (in place): it stays ok, and why it shares its copy's fold
+    (a test row has no fold: the note names its match only)."""
     linked = pairs[pairs["action"] == "same_fold"] if len(pairs) else pairs
     for r in linked.itertuples():
+        both_train = table.at[int(r.a), "split"] == table.at[int(r.b), "split"] == "train"
         for i, j in ((int(r.a), int(r.b)), (int(r.b), int(r.a))):
-            group = table.at[i, "fold_group"]
-            note = f"matches {table.at[j, 'path']} ({r.rule or 'near copy'}): kept, same fold (fold group {group})"
+            note = f"matches {table.at[j, 'path']} ({r.rule or 'near copy'})"
+            if both_train:
+                note += f": kept, same fold (fold group {table.at[i, 'fold_group']})"
             old = table.at[i, "reason"]
             table.at[i, "reason"] = f"{old}; {note}" if old else note
 
@@ -64,4 +67,6 @@ def kind_counts(pairs: pd.DataFrame, exact_links: int, actions: Mapping[str, str
     for rule in confirmed:
         for kind in set(rule_kinds(rule)):
             counts[kind] = counts.get(kind, 0) + 1
-    return pd.DataFrame([{"kind": k, "pairs confirmed": n, "action": actions.get(k, "")} for k, n in counts.items()])
+    return pd.DataFrame(
+        [{"kind": k, "pairs confirmed": n, "action": actions.get(k, "")} for k, n in counts.items()]
+    )
