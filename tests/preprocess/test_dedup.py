@@ -238,8 +238,9 @@ def test_candidates_then_confirmation_on_files(tmp_path) -> None:
     edges, candidates = find_candidates(table, cfg)
     assert edges == [(0, 1)]  # same sha256
     assert (0, 2) in candidates and all(1 not in pair for pair in candidates)  # only one row per content
-    groups, pairs = confirm_candidates(table, thumbs, edges, candidates, cfg)
+    groups, fold_groups, pairs = confirm_candidates(table, thumbs, edges, candidates, cfg)
     assert groups[0] == groups[1] == groups[2] != -1 and groups[3] == -1
+    assert (fold_groups == groups).all()  # exact and re-encoded copies are drop kinds: no same_fold link
     assert len(pairs) == len(candidates) and pairs.loc[pairs.b == 2, "same"].all()
     assert (find_duplicates(table, thumbs, cfg)[0] == groups).all()
 

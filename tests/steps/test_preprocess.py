@@ -68,8 +68,12 @@ def test_answer_key_found_without_false_merges(sample_run, sample_dir: Path) -> 
 
 def test_manifest_contract_and_folds(sample_run, sample_dir: Path) -> None:
     out, manifest, key = sample_run
-    assert list(manifest.columns[:12]) == ["image_id", "path", "split", "label", "class_name", "class_index",
-                                            "sha256", "phash", "dup_group", "fold", "status", "reason"]  # fmt: skip
+    assert list(manifest.columns[:13]) == ["image_id", "path", "split", "label", "class_name", "class_index",
+                                            "sha256", "phash", "dup_group", "fold_group", "fold", "status",
+                                            "reason"]  # fmt: skip
+    # Every duplicate group lies inside one fold group (the sample plants no same_fold kind: they are equal).
+    assert (manifest[manifest.dup_group >= 0].groupby("dup_group").fold_group.nunique() == 1).all()
+    assert ((manifest.dup_group >= 0) <= (manifest.fold_group >= 0)).all()
     ok = manifest[manifest.status != "corrupt"]
     assert ok.phash.str.fullmatch(r"[0-9a-f]{16}").all()
     classes = json.loads((out / "classes.json").read_text("utf-8"))
@@ -78,13 +82,14 @@ def test_manifest_contract_and_folds(sample_run, sample_dir: Path) -> None:
     train = manifest[manifest.split == "train"]
     assert (train[train.status != "ok"].fold == -1).all() and (manifest[manifest.split == "test"].fold == -1).all()
     assert (train[train.status == "ok"].fold >= 0).all()
-    for _, g in manifest[manifest.dup_group >= 0].groupby("dup_group"):
+    for _, g in manifest[manifest.fold_group >= 0].groupby("fold_group"):
         assert g.fold[g.fold >= 0].nunique() <= 1
     used = train[train.fold >= 0]
     counts = pd.crosstab(used.class_name, used.fold)
     assert ((counts.sub(counts.mean(axis=1), axis=0)).abs() < 1.0).all().all()
     report = (out / "report.md").read_text("utf-8")
-    for section in ("Status counts", "Duplicate groups", "Cross-class conflicts", "Corrupt files", "Fold balance"):
+    for section in ("Status counts", "Duplicate groups", "Copies by kind", "Cross-class conflicts", "Corrupt files",
+                    "Fold balance"):
         assert section in report
     assert (out / "config.yaml").exists()
 

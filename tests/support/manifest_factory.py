@@ -48,6 +48,7 @@ def make_manifest(
     table = pd.DataFrame(rows)
     table["phash"] = "0" * 16
     table["dup_group"] = -1
+    table["fold_group"] = -1
     prep = root / "prep"
     prep.mkdir(parents=True, exist_ok=True)
     table.to_parquet(prep / "manifest.parquet", index=False)

@@ -11,6 +11,7 @@ This package is the facade callers import from; the work is done in its modules:
   train        the train section: TrainConfig, BackboneSpec, HeadConfig, LossConfig, MixConfig, SwaConfig
   files        load_config, config_from_dict, config_to_text, flatten
   overrides    `--set key.path=value` parsing (parse_override)
+  copy_kinds   the kinds of copy preprocess.near_duplicate_action names, and each one's default
   endpoints    endpoint_problem: where a bearer token may be sent
   yaml_limits  YAML parsing within size and alias-expansion limits
 """

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from finegrain.config.base import _Section
+from finegrain.config.copy_kinds import DEFAULT_ACTIONS, Action, complete_actions
 from finegrain.config.endpoints import endpoint_problem
 from finegrain.config.train import TrainConfig
 
@@ -44,6 +45,13 @@ class PreprocessConfig(_Section):
     max_pixels: int = Field(40_000_000, gt=0)  # decompression-bomb guard
     min_side: int = Field(16, ge=1)
     drop_cross_class_conflicts: bool = True
+    # Per kind of copy the check confirms (config/copy_kinds.py: exact, reencode, resize, crop, flip, rotation,
+    # photometric, letterbox, exif, overlay): `drop` = a duplicate for training (one representative kept);
+    # `same_fold` = every image kept, in the fold of its copies (no leak between folds, and no picture lost if
+    # the "copy" was another picture). Default drop, except overlay (only a small region differs: a watermark,
+    # or a burst frame or the same car with another decal). A pair of several kinds ("crop+overlay") is dropped
+    # only when each of them says drop. Kinds left out keep their default: `{overlay: drop}` changes one.
+    near_duplicate_action: dict[str, Action] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS))
     # Suggest merging two classes when at least this fraction of the smaller one is cross-class duplicated.
     suggest_merge_fraction: float = Field(0.5, gt=0.0, le=1.0)
     apply_suggested_merges: bool = False
@@ -52,6 +60,11 @@ class PreprocessConfig(_Section):
     noise_method: Literal["loss", "confident_learning"] = "confident_learning"
     noise_threshold: float = Field(0.5, ge=0.0)
     workers: int = Field(2, ge=1)
+
+    @field_validator("near_duplicate_action")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, str]) -> dict[str, str]:
+        return complete_actions(value)
 
 
 class RegroupConfig(_Section):

@@ -10,10 +10,16 @@ import pandas as pd
 from finegrain.config import Config
 from finegrain.data.checks import dataset_aliases
 from finegrain.data.thumbnails import root_name
+from finegrain.preprocess.copies import kind_counts
 
 STATUSES = ("ok", "duplicate", "near_duplicate", "corrupt", "cross_class_conflict", "noisy")
 SMALL = 40  # classes (and duplicate groups) listed in full here; beyond, the Markdown summarises
 SHOWN = 30
+ACTIONS_NOTE = (
+    "drop: a duplicate for training (one picture kept, the others near_duplicate or duplicate); same_fold: every "
+    "picture kept, in one fold with its copies (preprocess.near_duplicate_action). A pair of several kinds counts "
+    "under each, and is dropped only when each kind says drop."
+)
 PAGE_NOTE = (
     "Pictures of every duplicate group, conflict, suggested merge and corrupt file, and the class counts as a "
     "sortable table and a histogram: report.html beside this file (the step's `page` output in the Kubeflow UI)."
@@ -57,6 +63,30 @@ def _dup_group_lines(manifest: pd.DataFrame) -> list[str]:
     if len(lines) > SHOWN:
         lines = lines[:SHOWN] + [f"- ... and {len(lines) - SHOWN} more groups (report.html shows every one)"]
     return lines
+
+
+def _pair_frame(manifest: pd.DataFrame, pairs: pd.DataFrame, action: bool = False) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "a": [manifest.at[a, "path"] for a in pairs.a], "b": [manifest.at[b, "path"] for b in pairs.b],
+        **({"rule": pairs.rule.replace("", "-"), "action": pairs.action} if action else {}),
+        "similarity": pairs.similarity.round(3), "changed": pairs.changed.round(3),
+    })  # fmt: skip
+    return frame
+
+
+def _kind_lines(manifest: pd.DataFrame, pairs: pd.DataFrame, actions: dict[str, str]) -> list[str]:
+    """Per kind of copy: the links confirmed and what was done (preprocess.near_duplicate_action); then each
+    confirmed near-duplicate pair, the first SHOWN of them (every one, with pictures: report.html)."""
+    usable = manifest[manifest.status != "corrupt"]
+    counts = kind_counts(pairs, int(usable.sha256.duplicated().sum()), actions)
+    out = ["", "### Copies by kind", "", ACTIONS_NOTE, "", _table(counts)]
+    confirmed = pairs[pairs["same"]] if len(pairs) else pairs
+    if len(confirmed):
+        out += ["", f"Confirmed near-duplicate pairs ({len(confirmed)}):", ""]
+        out.append(_table(_pair_frame(manifest, confirmed.head(SHOWN), action=True)))
+        if len(confirmed) > SHOWN:
+            out.append(f"\n... and {len(confirmed) - SHOWN} more pairs (report.html shows every one)")
+    return out
 
 
 def _balance_lines(balance: pd.DataFrame) -> list[str]:
@@ -117,13 +147,11 @@ def render_report(
         f"alignment and differs in <= {pp.confirm_max_changed:.0%} of its blocks, or in one blob <= "
         f"{pp.confirm_max_edit:.0%} of the frame: a local edit).",
     ]
+    out += _kind_lines(manifest, pairs, pp.near_duplicate_action)
     if len(rejected):
         shown = rejected.sort_values("similarity", ascending=False).head(20)
-        out += ["", "Closest rejected candidates:", ""]
-        out.append(_table(pd.DataFrame({
-            "a": [manifest.at[a, "path"] for a in shown.a], "b": [manifest.at[b, "path"] for b in shown.b],
-            "similarity": shown.similarity.round(3), "changed": shown.changed.round(3),
-        })))  # fmt: skip
+        out += ["", "Closest rejected candidates (similarity: NCC once aligned; changed: fraction that differs):", ""]
+        out.append(_table(_pair_frame(manifest, shown)))
 
     out += ["", "## Cross-class conflicts", ""]
     if not conflicts:

@@ -3,8 +3,8 @@
 The manifest keeps full URIs (steps read the files through them); a person reading the report wants
 `train/<class>/x.jpg`, not where this machine keeps the data. `relative_view` rewrites paths (and the reasons
 that name other files) for the report only; `report_thumbnails` makes the thumbnails the HTML page shows: every
-duplicate group, cross-class conflict, suggested merge, noisy label, closest rejected near-duplicate pair and
-corrupt file (drawn from whatever part of it decodes, when any does).
+duplicate group, confirmed near-duplicate pair, cross-class conflict, suggested merge, noisy label, closest
+rejected near-duplicate pair and corrupt file (drawn from whatever part of it decodes, when any does).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from PIL import Image, ImageFile
 from finegrain import storage
 from finegrain.config import Config
 from finegrain.data.thumbnails import THUMB_QUALITY, THUMB_SIDE, make_thumbnails, root_name
+from finegrain.preprocess.copies import kind_counts
+from finegrain.preprocess.report import ACTIONS_NOTE
 from finegrain.reports.preprocess_page import preprocess_page
 
 MAX_PICTURES = 1500  # ~6 MB of thumbnails; beyond that the page lists files without pictures
@@ -52,6 +54,8 @@ def pictured_rows(manifest: pd.DataFrame, pairs: pd.DataFrame, suggestions: list
     rows += grouped.index[grouped["class_name"].isin(merged)].tolist()
     rows += grouped.sort_values(["dup_group"]).index.tolist()
     if len(pairs):
+        confirmed = pairs[pairs["same"]]  # same_fold pairs are in no duplicate group
+        rows += [int(i) for ab in zip(confirmed["a"], confirmed["b"]) for i in ab]
         closest = pairs[~pairs["same"]].sort_values("similarity", ascending=False).head(REJECTED_SHOWN)
         rows += [int(i) for ab in zip(closest["a"], closest["b"]) for i in ab]
     return list(dict.fromkeys(rows))[:MAX_PICTURES]
@@ -134,8 +138,11 @@ def render_page(
         noise = "Not checked (preprocess.noise_oof not set)."
     else:
         noise = f"{len(noisy)} flagged by {pp.noise_method} on {pp.noise_oof} (excluded from training)."
+    usable = manifest[manifest["status"] != "corrupt"]
     info = {
         "summary": summary, "candidates": candidates, "aliases": dict(cfg.data.aliases) or "none",
+        "kinds": kind_counts(pairs, int(usable["sha256"].duplicated().sum()), pp.near_duplicate_action),
+        "actions_note": ACTIONS_NOTE,
         "merges_applied": pp.apply_suggested_merges, "noise": noise, "rejected_shown": REJECTED_SHOWN,
         "folds": f"{cfg.data.folds} folds, seed {cfg.data.seed}",
     }  # fmt: skip

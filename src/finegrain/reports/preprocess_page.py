@@ -1,9 +1,10 @@
 """The preprocess step's full page (`report.html`): what was found in the data, with the pictures it is about.
 
 Its Markdown summary (`report.md`, finegrain.preprocess.report) is what the KFP UI shows first; this page
-beside it shows every duplicate group, cross-class conflict, suggested merge, noisy label and corrupt file with
-thumbnails, and the class counts as a histogram and a sortable table, readable at 400 classes. Paths are
-relative to the dataset root (finegrain.preprocess.report_view); pictures come keyed by those paths.
+beside it shows every duplicate group, confirmed near-duplicate pair (its kinds of copy, dropped or kept in one
+fold), cross-class conflict, suggested merge, noisy label and corrupt file with thumbnails, and the class counts
+as a histogram and a sortable table, readable at 400 classes. Paths are relative to the dataset root
+(finegrain.preprocess.report_view); pictures come keyed by those paths.
 """
 
 from __future__ import annotations
@@ -71,16 +72,36 @@ def _groups(manifest: pd.DataFrame, thumbs: Mapping[str, bytes]) -> str:
     )
 
 
+def _copies(
+    manifest: pd.DataFrame, pairs: pd.DataFrame, kinds: pd.DataFrame, note: str, thumbs: Mapping[str, bytes]
+) -> str:
+    """Per kind of copy: links confirmed and the configured action; then every confirmed near-duplicate pair
+    with its pictures, the kinds that confirmed it and whether it was dropped or kept in one fold."""
+    body = [html.heading("Copies by kind", 4), html.paragraph(note, "fg-note"),
+            html.table(kinds.to_dict("records"), list(kinds.columns))]  # fmt: skip
+    confirmed = pairs[pairs["same"]] if len(pairs) else pairs
+    if len(confirmed):
+        rows = [
+            {"pair (hover: why)": _pictures(manifest.loc[[int(r.a), int(r.b)]], thumbs), "rule": r.rule or "-",
+             "action": r.action, "similarity": float(r.similarity), "changed": float(r.changed)}
+            for r in confirmed.itertuples()
+        ]  # fmt: skip
+        columns = ["pair (hover: why)", "rule", "action", "similarity", "changed"]
+        body.append(html.details(f"The {len(rows)} confirmed near-duplicate pairs",
+                                 sortable_table(rows, columns, page_size=GROUPS_PAGE, decimals=3)))  # fmt: skip
+    return "".join(body)
+
+
 def _rejected(manifest: pd.DataFrame, pairs: pd.DataFrame, thumbs: Mapping[str, bytes], shown: int) -> str:
     rejected = pairs[~pairs["same"]] if len(pairs) else pairs
     if not len(rejected):
         return ""
     rows = [
         {"pair (hover: why)": _pictures(manifest.loc[[int(r.a), int(r.b)]], thumbs, False),
-         "similarity": float(r.similarity), "blocks changed": float(r.changed)}
+         "similarity": float(r.similarity), "changed": float(r.changed)}
         for r in rejected.sort_values("similarity", ascending=False).head(shown).itertuples()
     ]  # fmt: skip
-    body = sortable_table(rows, ["pair (hover: why)", "similarity", "blocks changed"], decimals=3)
+    body = sortable_table(rows, ["pair (hover: why)", "similarity", "changed"], decimals=3)
     return html.details(f"The {len(rows)} closest candidates rejected as different pictures", body)
 
 
@@ -149,7 +170,9 @@ def preprocess_page(
     thumbs: Mapping[str, bytes],
 ) -> str:
     """The page. info: summary (the report's first paragraph), candidates (how near duplicates were judged),
-    aliases, merges_applied, noise (what the noisy-label check did), folds; paths relative to the root."""
+    kinds (per kind of copy: kind, pairs confirmed, action) and actions_note (what the actions mean), aliases,
+    merges_applied, noise (what the noisy-label check did), folds; paths relative to the root. pairs: the judged
+    candidates (a, b, same, rule, action, similarity, changed)."""
     train = manifest[manifest["split"] == "train"]
     test = manifest[manifest["split"] == "test"]
     counts = [{"status": s, "train": int((train["status"] == s).sum()), "test": int((test["status"] == s).sum())}
@@ -162,6 +185,7 @@ def preprocess_page(
         html.heading("Images per class"), _classes(train),
         html.heading(f"Duplicate groups ({manifest.loc[manifest['dup_group'] >= 0, 'dup_group'].nunique()})"),
         html.paragraph(str(info["candidates"]), "fg-note"), _groups(manifest, thumbs),
+        _copies(manifest, pairs, info["kinds"], str(info["actions_note"]), thumbs),
         _rejected(manifest, pairs, thumbs, int(info.get("rejected_shown", 20))),
         html.heading(f"Cross-class conflicts ({len(conflicts)})"), _conflicts(manifest, conflicts, thumbs),
         html.heading("Class merges"), html.paragraph(f"Declared aliases: {info['aliases']}."),

@@ -6,11 +6,13 @@ Writes manifest.parquet (one row per input image, nothing dropped), classes.json
 KFP UI), report.html (the full page, with thumbnails), summary.json and config.yaml, and logs its own MLflow run
 (tagged with the data hash). Reports show paths relative to the dataset root; the manifest keeps full URIs.
 Manifest conventions: `dup_group` is -1 for a row that duplicates nothing, else an id shared by every copy of one
-picture (train and test rows alike); only status=ok training rows get a fold, so non-representative copies,
-corrupt files, cross-class conflicts and noisy labels all have fold -1 (they stay in the manifest, never in
-training: a second copy of a picture only adds leakage between folds). Test rows keep status ok unless corrupt,
-which aborts the run after every test file has been checked: a submission needs every test ID. A file that
-cannot be read (S3 down after every rerun, missing, forbidden) is no status at all: the step fails naming it.
+picture (train and test rows alike) whose kind of copy is a duplicate for training (near_duplicate_action drop);
+`fold_group` likewise joins every confirmed copy, drop and same_fold kinds alike: each one lands in one fold.
+Only status=ok training rows get a fold, so non-representative copies, corrupt files, cross-class conflicts and
+noisy labels all have fold -1 (they stay in the manifest, never in training: a second copy of a picture only
+adds leakage between folds). Test rows keep status ok unless corrupt, which aborts the run after every test
+file has been checked: a submission needs every test ID. A file that cannot be read (S3 down after every rerun,
+missing, forbidden) is no status at all: the step fails naming it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from finegrain.data.checks import check_dataset, dataset_aliases
 from finegrain.data.fingerprint import code_version as current_code_version
 from finegrain.data.fingerprint import dataset_fingerprint
 from finegrain.data.layouts import DatasetError, read_dataset
+from finegrain.preprocess.copies import group_copies, note_same_fold
 from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup.confirm import confirm_pairs
 from finegrain.preprocess.dedup.search import candidate_pairs
@@ -52,7 +55,7 @@ from finegrain.steps.outputs import scalars, write_step_files
 from finegrain.tracking import Tracker
 
 COLUMNS = ["image_id", "path", "split", "label", "class_name", "class_index", "sha256", "phash", "dup_group",
-           "fold", "status", "reason", "width", "height"]  # fmt: skip
+           "fold_group", "fold", "status", "reason", "width", "height"]  # fmt: skip
 
 
 class BadTestImagesError(ValueError):
@@ -135,21 +138,20 @@ def confirm_candidates(
     candidates: list[tuple[int, int, float]],
     cfg: Config,
     pool: ProcessPoolExecutor | None = None,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """dup_group per row (-1 = unique) from the exact links plus the candidates the check confirms, and the
-    table of checked pairs (a, b, same, rule, similarity, changed; pairs whose pictures were already linked
-    through other pairs are not checked)."""
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """dup_group and fold_group per row (-1 = unique) from the exact links plus the candidates the check
+    confirms (finegrain.preprocess.copies), and the checked pairs (a, b, same, rule, similarity, changed,
+    action; pairs whose pictures were already linked through other pairs are not checked)."""
     checked = confirm_pairs(thumbs, candidates, edges, cfg, pool)
     pairs = pd.DataFrame(checked, columns=["a", "b", "same", "rule", "similarity", "changed"])
     pairs["same"] = pairs["same"].astype(bool)
-    edges = edges + [(int(r.a), int(r.b)) for r in pairs.itertuples() if r.same]
-    return dedup.connected_groups(len(table), edges), pairs
+    return group_copies(len(table), edges, pairs, cfg.preprocess.near_duplicate_action)
 
 
 def find_duplicates(
     table: pd.DataFrame, thumbs: list, cfg: Config, pool: ProcessPoolExecutor | None = None
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """dup_group per row (-1 = unique) and a table of the confirmed/rejected near-duplicate candidate pairs."""
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """dup_group, fold_group per row (-1 = unique) and the confirmed/rejected near-duplicate candidate pairs."""
     edges, candidates = find_candidates(table, cfg, thumbs)
     return confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
 
@@ -214,7 +216,7 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
         table["class_name"] = [
             aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)
         ]
-        table["dup_group"], pairs = find_duplicates(table, thumbs, cfg, pool)
+        table["dup_group"], table["fold_group"], pairs = find_duplicates(table, thumbs, cfg, pool)
     suggestions = suggest_merges(table, pp.suggest_merge_fraction)
     if pp.apply_suggested_merges:
         for s in suggestions:
@@ -224,6 +226,7 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
             aliases.get(lbl, lbl) if s == "train" else "" for lbl, s in zip(table.label, table.split)
         ]
     conflicts = assign_statuses(table, pp.drop_cross_class_conflicts)
+    note_same_fold(table, pairs)
 
     classes = sorted({c for c in table["class_name"] if c})
     index = {c: i for i, c in enumerate(classes)}
@@ -232,14 +235,14 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
 
     train_ok = np.nonzero(((table["split"] == "train") & (table["status"] == "ok")).to_numpy())[0]
     folds, fold_warnings = assign_folds(
-        table.loc[train_ok, "class_name"].tolist(), table.loc[train_ok, "dup_group"].tolist(), cfg.data.folds,
+        table.loc[train_ok, "class_name"].tolist(), table.loc[train_ok, "fold_group"].tolist(), cfg.data.folds,
         cfg.data.seed,
     )  # fmt: skip
     fold_warnings = _check_usable_classes(table.loc[train_ok, "class_name"], classes) + fold_warnings
     table["fold"] = -1
     table.loc[train_ok, "fold"] = folds
-    manifest = table[COLUMNS].astype({"class_index": "int64", "dup_group": "int64", "fold": "int64",
-                                      "width": "int64", "height": "int64"})  # fmt: skip
+    manifest = table[COLUMNS].astype({"class_index": "int64", "dup_group": "int64", "fold_group": "int64",
+                                      "fold": "int64", "width": "int64", "height": "int64"})  # fmt: skip
     classes_json = {"classes": classes, "aliases": dict(sorted(aliases.items())),
                     "submission_columns": list(ds.submission_columns), "layout": ds.layout,
                     "test_ids": list(ds.test_ids)}  # fmt: skip
@@ -254,7 +257,8 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
         "test": int((manifest.split == "test").sum()), "classes": len(classes),
         "status": {k: int(counts.get(k, 0)) for k in ("ok", "duplicate", "near_duplicate", "corrupt",
                                                        "cross_class_conflict", "noisy")},
-        "dup_groups": int(manifest["dup_group"].max() + 1), "suggested_merges": len(suggestions),
+        "dup_groups": int(manifest["dup_group"].max() + 1), "fold_groups": int(manifest["fold_group"].max() + 1),
+        "suggested_merges": len(suggestions),
         "training_rows": len(train_ok), "folds": cfg.data.folds, "warnings": fold_warnings,
         "data_hash": data_hash,
     }  # fmt: skip

@@ -15,8 +15,6 @@ from __future__ import annotations
 from finegrain.preprocess.dedup.match import Match
 from finegrain.preprocess.dedup.normalize import Picture
 
-KINDS = ("exact", "exif", "letterbox", "flip", "rotation", "crop", "overlay", "photometric", "resize", "reencode")
-
 _TURN = 0.5  # degrees
 _ZOOM, _SHIFT, _ASPECT = 0.02, 0.01, 0.02  # relative changes under which the map is the identity
 _TRIM = 0.02  # share of a side
@@ -24,7 +22,7 @@ _TONE = 10.0  # grey levels the level mapping may move a level without being a p
 
 
 def copy_rule(match: Match, a: Picture, b: Picture) -> str:
-    """The kinds of copy (KINDS, joined by "+") that turn a into b, as the check found them."""
+    """The kinds of copy (config.copy_kinds.COPY_KINDS, joined by "+") that turn a into b, as the check found them."""
     kinds = []
     if a.orientation != b.orientation:
         kinds.append("exif")
