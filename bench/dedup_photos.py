@@ -39,15 +39,34 @@ _OPENCV_CLASSES = {
     "stereo": ["left.jpg", "right.jpg"],
     "leuven": ["leuvenA.jpg", "leuvenB.jpg"],  # one street under two exposures
     "rubberwhale": ["rubberwhale1.png", "rubberwhale2.png"],  # two video frames
-    "calibration": [f"{side}{k:02d}.jpg" for side in ("left", "right") for k in range(1, 15) if k != 10],  # 26 poses
+    "calibration": [
+        f"{side}{k:02d}.jpg" for side in ("left", "right") for k in range(1, 15) if k != 10
+    ],  # 26 poses
     **{
         Path(name).stem: [name]
-        for name in ("apple.jpg", "baboon.jpg", "board.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg",
-                     "home.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg", "pca_test1.jpg",
-                     "smarties.png", "squirrel_cls.jpg", "sudoku.png", "HappyFish.jpg", "stuff.jpg")
+        for name in (
+            "apple.jpg",
+            "baboon.jpg",
+            "board.jpg",
+            "building.jpg",
+            "butterfly.jpg",
+            "fruits.jpg",
+            "home.jpg",
+            "licenseplate_motion.jpg",
+            "messi5.jpg",
+            "orange.jpg",
+            "pca_test1.jpg",
+            "smarties.png",
+            "squirrel_cls.jpg",
+            "sudoku.png",
+            "HappyFish.jpg",
+            "stuff.jpg",
+        )
     },  # fmt: skip
 }
-_MIN_STD = 12.0  # a wallpaper window this flat (grey levels) is sky or blur: no picture to tell apart, skipped
+_MIN_STD = (
+    12.0  # a wallpaper window this flat (grey levels) is sky or blur: no picture to tell apart, skipped
+)
 
 
 def missing() -> list[str]:

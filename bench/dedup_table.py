@@ -64,7 +64,9 @@ def score(pairs: set[frozenset], owner: dict[str, str], cls: dict[str, str]) -> 
     found: dict[str, list[bool]] = {}
     for name, orig in owner.items():
         if "__" in name:
-            found.setdefault(name.split("__")[1].removesuffix(".jpg"), []).append(group[name] == group[f"{orig}.jpg"])
+            found.setdefault(name.split("__")[1].removesuffix(".jpg"), []).append(
+                group[name] == group[f"{orig}.jpg"]
+            )
     origs = sorted({o for o in owner.values()})
     merged = [(a, b) for a, b in itertools.combinations(origs, 2) if group[f"{a}.jpg"] == group[f"{b}.jpg"]]
     look = sum(cls[a] == cls[b] for a, b in merged)

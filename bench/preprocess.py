@@ -120,7 +120,8 @@ def run_finegrain(root: Path, workers: int, distance: int) -> dict:
         t1 = time.perf_counter()
         edges, candidates = find_candidates(table, cfg, thumbs)
         t2 = time.perf_counter()
-        groups, _ = confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
+        # Every confirmed link, dropped or kept in one fold: recall and false merges count both.
+        _, groups, _ = confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
     t3 = time.perf_counter()
     searched = _pairs_of(connected_groups(len(paths), edges + [(i, j) for i, j, _ in candidates]), names)
     return {

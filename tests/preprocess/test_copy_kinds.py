@@ -111,15 +111,6 @@ def test_a_mixed_component_keeps_its_drop_part_as_a_dup_group() -> None:
     assert dup.tolist() == [-1, 0, 0] and fold.tolist() == [0, 0, 0]
 
 
-def test_pairs_in_the_former_columns_read_as_confirmed_drops() -> None:
-    old = pd.DataFrame([(0, 1, True, 0.98, 12, 0.05), (1, 2, False, 0.7, 80, 0.9)],
-                       columns=["a", "b", "same", "ncc", "dct_distance", "local_diff"])  # fmt: skip
-    dup, fold, pairs = group_copies(3, [], old, DEFAULT_ACTIONS)
-    assert dup.tolist() == fold.tolist() == [0, 0, -1]
-    assert pairs[["rule", "action", "similarity", "changed"]].values.tolist() == [["", "drop", 0.98, 0.05],
-                                                                                   ["", "", 0.7, 0.9]]  # fmt: skip
-
-
 def test_kind_counts_count_a_pair_under_each_of_its_kinds() -> None:
     counts = kind_counts(LINKS, exact_links=1, actions=DEFAULT_ACTIONS).set_index("kind")
     assert list(counts.index) == list(COPY_KINDS)

@@ -98,39 +98,37 @@ def test_a_missing_test_image_is_a_storage_error_not_fix_or_replace(tmp_path: Pa
     assert not (tmp_path / "out" / "manifest.parquet").exists()
 
 
-def test_confirmation_reruns_through_a_storage_failure(tmp_path: Path, monkeypatch) -> None:
+def test_confirmation_reads_no_file_so_a_storage_outage_after_the_scan_changes_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
     from finegrain.storage.s3client import StorageError
 
     data = _dataset(tmp_path / "data")
     photo = np.repeat(np.repeat(np.random.default_rng(5).integers(0, 255, (15, 20, 3), dtype=np.uint8), 8, 0), 8, 1)
-    for name, quality in (("orig.jpg", 95), ("copy.jpg", 60)):  # a re-encode: the pair check must read both
+    for name, quality in (("orig.jpg", 95), ("copy.jpg", 60)):  # a re-encode: the pair check judges it
         buf = io.BytesIO()
         Image.fromarray(photo).save(buf, "JPEG", quality=quality)
         (data / "train" / "c" / name).write_bytes(buf.getvalue())
     calm = preprocess.run(_cfg(workers=1), str(data), str(tmp_path / "calm"))
-    assert calm["status"]["near_duplicate"] == 1  # the confirmation really reads files
+    assert calm["status"]["near_duplicate"] == 1
 
-    real_read, real_confirm, failures = storage.read_bytes, preprocess.confirm_candidates, {"left": 0}
-
-    def read(uri: str) -> bytes:
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            err = StorageError(f"{uri}: read: connection refused")
-            err.__cause__ = ConnectionRefusedError(111, "Connection refused")  # what retry() wraps
-            raise err
-        return real_read(uri)
+    real_confirm, down = preprocess.confirm_candidates, {"now": False}
 
     def confirm(*args, **kwargs):
-        failures["left"] = 2  # storage goes away as the pair check starts, for two reads
-        return real_confirm(*args, **kwargs)
+        down["now"] = True  # storage goes away as the pair check starts: it works from the scan's thumbnails
+        try:
+            return real_confirm(*args, **kwargs)
+        finally:
+            down["now"] = False
 
+    real = storage.read_bytes
     slept: list[float] = []
-    monkeypatch.delenv("FINEGRAIN_S3_RETRIES", raising=False)  # the config's default budget: 5 reruns
-    monkeypatch.setattr(storage, "read_bytes", read)
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: (_ for _ in ()).throw(StorageError(f"{uri}: down"))
+                        if down["now"] else real(uri))  # fmt: skip
     monkeypatch.setattr(preprocess, "confirm_candidates", confirm)
     monkeypatch.setattr("finegrain.preprocess.workers.time.sleep", slept.append)
     preprocess.run(_cfg(workers=1), str(data), str(tmp_path / "stormy"))
-    assert slept == [8.0, 16.0]  # two reruns, the second after a longer pause
+    assert slept == []  # nothing was retried: nothing was read
     calm_manifest = (tmp_path / "calm" / "manifest.parquet").read_bytes()
     assert (tmp_path / "stormy" / "manifest.parquet").read_bytes() == calm_manifest
 

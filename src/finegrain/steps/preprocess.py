@@ -35,7 +35,6 @@ from finegrain.data.fingerprint import code_version as current_code_version
 from finegrain.data.fingerprint import dataset_fingerprint
 from finegrain.data.layouts import DatasetError, read_dataset
 from finegrain.preprocess.copies import group_copies, note_same_fold
-from finegrain.preprocess.dedup import hashing as dedup
 from finegrain.preprocess.dedup.confirm import confirm_pairs
 from finegrain.preprocess.dedup.search import candidate_pairs
 from finegrain.preprocess.folds import assign_folds, fold_balance

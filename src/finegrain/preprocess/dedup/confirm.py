@@ -32,7 +32,9 @@ def confirm_job(job: tuple) -> list[tuple[bool, str, float, float]]:
         a, b = pictures[ka], pictures[kb]
         m = match_thumbs(a.thumb, b.thumb, same_at=params["confirm_max_changed"],
                          edit_at=params["confirm_max_edit"], min_similarity=params["confirm_min_similarity"])  # fmt: skip
-        out.append((m.same, copy_rule(m, a, b) if m.same else "", round(m.similarity, 4), round(m.changed, 4)))
+        out.append(
+            (m.same, copy_rule(m, a, b) if m.same else "", round(m.similarity, 4), round(m.changed, 4))
+        )
     return out
 
 

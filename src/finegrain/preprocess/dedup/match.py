@@ -27,11 +27,20 @@ _BLOCK = 8  # px of the DETAIL thumbnail per verdict block
 _SIGMA = 1.0  # px of blur both get before the block comparison (resampling and JPEG noise is finer)
 _ABS_TOL = 8.0  # grey levels of residual a block always tolerates (JPEG q30 and resampling stay under it)
 _FLAT = 4.0  # grey levels of standard deviation under which a block has no texture to compare
+# Two flat blocks differ only when their levels do: a smooth gradient (sky, water) shifted by a pixel or two, as
+# a letterbox's trim or a crop's alignment leaves it, moves by several levels without being another picture.
+_FLAT_TOL = 8.0
 _MIN_LOCAL = 0.5  # NCC two textured blocks of a copy keep (different texture: near 0)
-_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
-# The geometric changes a copy may have: a crop of up to ~12 % per edge scaled back, a turn of up to ~8 degrees.
+_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 25, 1e-3)
+# The geometric changes a copy may have: a crop of up to ~13 % per edge scaled back, a turn of up to ~8 degrees.
 # ECC may "align" two different pictures with a wild map; such maps are no copy.
-_MAX_ZOOM, _MAX_TURN, _MAX_SHIFT, _MAX_SHEAR = 1.45, np.deg2rad(8.0), 0.25, 0.1
+# A crop off one edge stretches one axis (10 %: 1.11x) and moves the centre (by 5 %).
+_MAX_ZOOM, _MAX_TURN, _MAX_SHIFT, _MAX_SHEAR, _MAX_ASPECT = 1.35, np.deg2rad(8.0), 0.1, 0.1, 1.13
+_MIN_COVER = 0.55  # see _verdict
+_TEXTURED_ENOUGH = 0.5  # see match_thumbs.judged
+# ECC only runs when the identity or a crop hypothesis already correlates this well on 32-px views: copies
+# (crops, turns) do (bench: >= 0.9), most other pictures of a scene do not, and their check then costs no ECC.
+_MIN_START = 0.6
 
 
 @dataclass
@@ -41,7 +50,9 @@ class Match:
     affine: np.ndarray  # 2x3 map from a's DETAIL grid to b's (identity: no geometric change)
     similarity: float  # NCC of the two where they overlap, after alignment and grey-level matching
     changed: float  # share of the overlap's blocks that differ
-    tone: float = 0.0  # most grey levels the level mapping moved a level of b (brightness, contrast, gamma)
+    tone: float = (
+        0.0  # grey levels the level mapping moves b's pixels on average (brightness, contrast, gamma)
+    )
 
     @property
     def same(self) -> bool:
@@ -57,19 +68,54 @@ class Match:
 
 
 def ncc(x: np.ndarray, y: np.ndarray) -> float:
-    """Normalised cross-correlation of two same-shape arrays."""
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / (np.sqrt((x * x).sum() * (y * y).sum()) + 1e-9))
+    """Normalised cross-correlation of two same-shape arrays (cv2's one-position template match: a few
+    microseconds where numpy's means and sums cost ~25 on these small arrays; 0 for a flat array)."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    if x.ndim == 1:
+        x, y = x[None, :], y[None, :]
+    return float(cv2.matchTemplate(x, y, cv2.TM_CCOEFF_NORMED)[0, 0])
 
 
-def _ecc(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """Affine map from a's grid to b's (THUMB px views) by ECC, at half size then full; None when it fails."""
-    warp = np.eye(2, 3, dtype=np.float32)
-    half = [cv2.resize(x, (THUMB // 2, THUMB // 2), interpolation=cv2.INTER_AREA) for x in (a, b)]
+def _crop_map(fractions: tuple[float, float, float, float], n: int, inverse: bool) -> np.ndarray:
+    """The 2x3 map (a's grid -> b's) when b is a's picture cropped by `fractions` (left, top, right, bottom) and
+    scaled back to a's size; `inverse`: when a is the crop of b."""
+    left, top, right, bottom = fractions
+    sx, sy = 1 / (1 - left - right), 1 / (1 - top - bottom)
+    m = np.array([[sx, 0, -left * n * sx], [0, sy, -top * n * sy]], np.float32)
+    return cv2.invertAffineTransform(m) if inverse else m
+
+
+# Crops people make (share cut off each edge): the ECC starts from the best of these, so a zoom of up to 1.25 or a
+# stretch along one axis is within its reach even on soft, low-texture pictures where it wanders from the identity.
+_CROPS = [(f, f, f, f) for f in (0.03, 0.06, 0.09)] + [
+    tuple(f if k == side else 0.0 for k in range(4)) for side in range(4) for f in (0.04, 0.08)
+]
+
+
+def _start(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """The best starting map for ECC at THUMB px, the identity or a crop hypothesis, and its NCC on half-size
+    views: a crop hypothesis compares the one picture's box, scaled to full size, with the other picture."""
+    n = THUMB // 2
+    ha, hb = (cv2.resize(x, (n, n), interpolation=cv2.INTER_AREA) for x in (a, b))
+    best, best_score = np.eye(2, 3, dtype=np.float32), ncc(ha, hb)
+    for crop in _CROPS:
+        left, top, right, bottom = (round(f * n) for f in crop)
+        for inverse, (outer, other) in ((False, (ha, hb)), (True, (hb, ha))):
+            box = cv2.resize(
+                outer[top : n - bottom, left : n - right], (n, n), interpolation=cv2.INTER_LINEAR
+            )
+            score = ncc(box, other)
+            if score > best_score:
+                best, best_score = _crop_map(crop, n, inverse), score
+    best = best.copy()
+    best[:, 2] *= 2.0  # half-size map to THUMB px
+    return best, best_score
+
+
+def _ecc(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+    """Affine map from a's grid to b's (THUMB px views) by ECC from `start`; None when it fails."""
     try:
-        _, warp = cv2.findTransformECC(half[0], half[1], warp, cv2.MOTION_AFFINE, _CRITERIA, None, 1)
-        warp[:, 2] *= 2.0
-        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_AFFINE, _CRITERIA, None, 1)
+        _, warp = cv2.findTransformECC(a, b, start, cv2.MOTION_AFFINE, _CRITERIA, None, 1)
     except cv2.error:
         return None
     return warp if _plausible(warp) else None
@@ -83,6 +129,7 @@ def _plausible(warp: np.ndarray) -> bool:
     turn = abs(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
     centre = m @ np.array([THUMB / 2, THUMB / 2]) + warp[:, 2] - THUMB / 2
     return (1 / _MAX_ZOOM <= min(sx, sy) and max(sx, sy) <= _MAX_ZOOM and turn <= _MAX_TURN
+            and max(sx, sy) / min(sx, sy) <= _MAX_ASPECT
             and abs(float(m[:, 0] @ m[:, 1])) / (sx * sy) <= _MAX_SHEAR
             and float(np.abs(centre).max()) <= _MAX_SHIFT * THUMB)  # fmt: skip
 
@@ -91,8 +138,13 @@ def _plausible(warp: np.ndarray) -> bool:
 class _Compared:
     differs: np.ndarray  # GRID x GRID bool: blocks that differ (blocks b does not cover agree)
     compared: int  # blocks that could be compared (0: the pair cannot be told a copy)
+    covered: float  # share of a's blocks that b covers after alignment
     ncc: float  # over the overlap
     tone: float  # see Match.tone
+    textured: float = 0.0  # share of covered blocks with texture on both sides
+    clipped: bool = (
+        False  # b has far more pixels at pure black or white than a (a brightened or darkened copy)
+    )
 
 
 def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
@@ -107,12 +159,16 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     # Grey levels of b mapped onto a's distribution over the overlap: undoes any monotone change (brightness,
     # contrast, gamma) whatever its shape, and costs two 256-bin histograms.
     mask = None if warp is None else cover.astype(np.uint8)
-    ha = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel().cumsum()
-    hb = cv2.calcHist([bw], [0], mask, [256], [0, 256]).ravel()
-    used = hb > 0
-    hb = hb.cumsum()
-    lut = np.interp(hb / max(1, hb[-1]), ha / max(1, ha[-1]), np.arange(256, dtype=np.float64)).astype(np.float32)
-    tone = float(np.abs(lut - np.arange(256))[used].max()) if used.any() else 0.0
+    ha = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel()
+    counts = cv2.calcHist([bw], [0], mask, [256], [0, 256]).ravel()
+    clipped = (counts[0] + counts[255]) - (ha[0] + ha[255]) > 0.03 * max(1.0, counts.sum())
+    ha = ha.cumsum()
+    hb = counts.cumsum()
+    lut = np.interp(hb / max(1, hb[-1]), ha / max(1, ha[-1]), np.arange(256, dtype=np.float64)).astype(
+        np.float32
+    )
+    # How far the mapping moves b's pixels on average: a tone change moves most of them, noise a level or two.
+    tone = float((counts * np.abs(lut - np.arange(256))).sum() / max(1.0, counts.sum()))
     x = cv2.GaussianBlur(a.astype(np.float32), (0, 0), _SIGMA)
     y = cv2.GaussianBlur(cv2.LUT(bw, lut), (0, 0), _SIGMA)
     # Block moments by area averaging (one cv2 call each) rather than numpy reshapes: a third of the time.
@@ -125,13 +181,21 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     textured, flat = (sx > _FLAT) & (sy > _FLAT), (sx <= _FLAT) & (sy <= _FLAT)
     # A block differs when both halves have texture that does not correlate, or both are flat at other levels.
     # Texture on one side only is what clipping does to a brightened copy: not counted either way.
-    differs = full & (rms > _ABS_TOL) & ((textured & (local < _MIN_LOCAL)) | flat)
+    differs = full & (((rms > _ABS_TOL) & textured & (local < _MIN_LOCAL)) | ((rms > _FLAT_TOL) & flat))
     if full.sum() < full.size * 0.3:
-        return _Compared(differs, 0, 0.0, tone)
+        return _Compared(differs, 0, float(full.mean()), 0.0, tone)
     # The NCC of the whole overlap, from the same moments (fully covered blocks).
     ex, ey, exx, eyy, exy = (m[full].mean() for m in (mx, my, mxx, myy, mxy))
     whole = float((exy - ex * ey) / (np.sqrt(max(exx - ex * ex, 0.0) * max(eyy - ey * ey, 0.0)) + 1e-9))
-    return _Compared(differs, int((full & (textured | flat)).sum()), whole, tone)
+    return _Compared(
+        differs,
+        int((full & (textured | flat)).sum()),
+        float(full.mean()),
+        whole,
+        tone,
+        float((full & textured).sum() / max(1, full.sum())),
+        clipped,
+    )
 
 
 def _verdict(c: _Compared, same_at: float, edit_at: float, min_similarity: float) -> tuple[str, float]:
@@ -139,9 +203,11 @@ def _verdict(c: _Compared, same_at: float, edit_at: float, min_similarity: float
     `same_at` of the compared blocks differ; else (or when the whole overlap correlates under `min_similarity`,
     or under a quarter of the blocks could be compared) different."""
     share = float(c.differs.sum() / max(1, c.compared))
-    if c.ncc < min_similarity or c.compared < c.differs.size // 4:
+    # A copy cropped by up to ~12 % per edge still covers ~60 % of its original; a map that lines up less
+    # (zooming into the one part two pictures share, say the car with its background cut away) proves nothing.
+    if c.ncc < min_similarity or c.compared < c.differs.size // 4 or c.covered < _MIN_COVER:
         return "different", share
-    if c.differs.sum() >= 3:
+    if c.differs.sum() >= 2:
         # Letters of a watermark leave agreeing blocks between them: close the gaps before finding the blob.
         closed = cv2.dilate(c.differs.astype(np.uint8), np.ones((3, 3), np.uint8))
         _, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
@@ -166,10 +232,11 @@ def match_thumbs(
     def judged(warp: np.ndarray | None) -> tuple[str, float, _Compared]:
         c = _blocks(thumb_a, thumb_b, warp)
         verdict, changed = _verdict(c, *limits)
-        if verdict == "different":
+        if verdict == "different" or c.textured >= _TEXTURED_ENOUGH or c.clipped:
             return verdict, changed, c
         # Both ways, the worse verdict: b's grey levels mapped onto a flat-ish a lose b's texture (a blurred
-        # backdrop "agrees" with any other), and the other way round shows it.
+        # backdrop "agrees" with any other), and the other way round shows it. Not when b is clipped (a copy
+        # brightened to pure white in places): the other way round would only count what the clipping erased.
         back = _blocks(thumb_b, thumb_a, None if warp is None else cv2.invertAffineTransform(warp))
         v2, changed2 = _verdict(back, *limits)
         order = ("same", "edit", "different")
@@ -179,7 +246,10 @@ def match_thumbs(
     best = Match(verdict, flipped, np.eye(2, 3, dtype=np.float32), c.ncc, changed, c.tone)
     if verdict != "different" and changed == 0.0:
         return best  # nothing differs as it is: no geometry to look for
-    warp = _ecc(sa, sb)
+    start, score = _start(sa, sb)
+    if score < _MIN_START:
+        return best  # no crop or turn of the one lines up with the other even roughly: different pictures
+    warp = _ecc(sa, sb, start)
     if warp is not None:
         warp[:, 2] *= DETAIL / THUMB  # the map found on THUMB px views, on the DETAIL grid
         verdict, changed, c = judged(warp)

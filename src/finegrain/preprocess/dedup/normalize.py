@@ -55,9 +55,12 @@ def trim_borders(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float, floa
     bottom = _trim_side(gray[::-1], ly)
     left = _trim_side(gray.T, lx)
     right = _trim_side(gray.T[::-1], lx)
-    if top + bottom >= h - 4 or left + right >= w - 4:  # a flat picture: nothing to trim it to
+    inner = gray[top : h - bottom, left : w - right]
+    if (
+        inner.size == 0 or int(inner.max()) - int(inner.min()) <= 2 * _BAR_TOL
+    ):  # a flat picture: no bars, no picture
         return gray, (0.0, 0.0, 0.0, 0.0)
-    return gray[top : h - bottom, left : w - right], (left / w, top / h, right / w, bottom / h)
+    return inner, (left / w, top / h, right / w, bottom / h)
 
 
 def thumbnail(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:

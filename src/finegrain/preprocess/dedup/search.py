@@ -18,7 +18,9 @@ import numpy as np
 _BLOCK = 2048  # rows of the similarity matrix held at a time (2048 x 33k float32: 270 MB)
 
 
-def candidate_pairs(features: np.ndarray, min_correlation: float, neighbours: int) -> list[tuple[int, int, float]]:
+def candidate_pairs(
+    features: np.ndarray, min_correlation: float, neighbours: int
+) -> list[tuple[int, int, float]]:
     """(i, j, score) with i < j, unique, sorted by score (best first); features from normalize.tiny_features."""
     n = len(features)
     if n < 2 or neighbours < 1:
