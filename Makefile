@@ -9,7 +9,7 @@ SAMPLE := data/sample
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots serve predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode bench-quality clean
+.PHONY: help install run run-containers sample test test-containers test-fast lint compile submit-pipeline schedule screenshots serve predict-pipeline predict-pipeline-local bench bench-preprocess bench-regroup bench-train bench-decode bench-quality bench-dedup clean
 
 # Every target a person runs carries a `## one line` after its prerequisites; `make help` lists exactly those,
 # so a new target shows up by writing its line (tests/test_makefile.py fails on a target without one).
@@ -110,13 +110,20 @@ predict-pipeline-local: install ## the batch-prediction pipeline on this machine
 	$(NEED_IMAGES)
 	$(PY) pipelines/predict.py $(PREDICT_ARGS) local
 
-bench: bench-preprocess bench-regroup bench-train bench-decode bench-quality ## run every benchmark in bench/
+bench: bench-preprocess bench-dedup bench-regroup bench-train bench-decode bench-quality ## run every benchmark in bench/
 
 # imagededup lives outside .venv, on PYTHONPATH for the bench only (bench/preprocess.py says how to install it)
 IMAGEDEDUP_DIR ?= /tmp/bench-imagededup
 bench-preprocess: install ## near-duplicate search, finegrain vs imagededup (needs imagededup)
 	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) bench/preprocess.py --n 4000 --side 600
 	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) bench/preprocess.py --n 4000
+
+# Real photos from two Debian packages (bench/dedup_photos.py); the check names them and the apt-get line.
+DEDUP_PHOTOS := /usr/share/doc/opencv-doc/examples/data /usr/share/backgrounds/mate/nature
+bench-dedup: install ## near duplicates per kind of copy on real 600x450 photos vs imagededup (~1 min)
+	@for d in $(DEDUP_PHOTOS); do test -d $$d || { echo "make bench-dedup needs real photos from Debian \
+	packages ($$d not found): apt-get update && apt-get install -y opencv-doc mate-backgrounds" >&2; exit 2; }; done
+	PYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}$(IMAGEDEDUP_DIR)" $(PY) -m bench.preprocess --photos --repeat 3
 
 bench-regroup: install ## regroup, finegrain's Regrouper vs scikit-learn's TSNE
 	$(PY) bench/regroup.py

@@ -128,3 +128,11 @@ KINDS = {
     "crop_onesided": crop_onesided, "hflip": hflip, "rotate": rotate, "photometric": photometric,
     "letterbox": letterbox, "exif_rotated": exif_rotated, "overlay": overlay,
 }  # fmt: skip
+
+# The kind of copy (config.copy_kinds) the preprocess check should name for each (exact copies are linked by
+# their bytes before any check).
+NAMED = {
+    "exact": "exact", "reencode": "reencode", "resize": "resize", "crop_uniform": "crop", "crop_onesided": "crop",
+    "hflip": "flip", "rotate": "rotation", "photometric": "photometric", "letterbox": "letterbox",
+    "exif_rotated": "exif", "overlay": "overlay",
+}  # fmt: skip

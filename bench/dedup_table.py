@@ -1,6 +1,6 @@
 """Near-duplicates per kind of copy on real photos: finegrain vs imagededup's PHash (`make bench-dedup`).
 
-    python bench/preprocess.py --photos --workers 2 --repeat 3
+    python -m bench.preprocess --photos --workers 2 --repeat 3   # make bench-dedup
 
 For each kind in dedup_kinds.KINDS, separately: the real 600x450 originals of dedup_photos plus one copy of each
 made that way, in a folder of their own; both methods run on it. Recall: copies that end up in their original's
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.dedup_kinds import KINDS
+from bench.dedup_kinds import KINDS, NAMED
 from bench.dedup_photos import real_originals
 
 
@@ -79,24 +79,38 @@ def lookalike_pairs(cls: dict[str, str]) -> int:
     return int((by * (by - 1) // 2).sum())
 
 
+def _named(rules: dict, owner: dict[str, str], kind: str) -> str:
+    """Share of the kind's copies whose own pair with their original was checked and named as NAMED[kind]."""
+    if kind == "exact":
+        return "by bytes"
+    pairs = [frozenset((f"{o}.jpg", n)) for n, o in owner.items() if n.endswith(f"__{kind}.jpg")]
+    named = [NAMED[kind] in rules[p].split("+") for p in pairs if p in rules]
+    return f"{np.mean(named):.2f} of {len(named)}" if named else "-"
+
+
 def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
     originals = real_originals()
     cls = {name: c for name, c, _ in originals}
     print(f"{len(originals)} real 600x450 originals in {len(set(cls.values()))} classes, "
           f"{lookalike_pairs(cls)} look-alike pairs (same class, different picture); {workers} workers on "
           f"{os.cpu_count()} cores")  # fmt: skip
-    rows = {m: {} for m in methods}
-    merges = {m: [0, 0] for m in methods}
+    rows: dict[str, dict] = {m: {} for m in methods}
+    named, merged = {}, {m: set() for m in methods}
+    per_kind = {m: [0, 0.0] for m in methods}  # images, seconds over the kind runs
     with tempfile.TemporaryDirectory() as tmp:
         for kind in KINDS:
             root = Path(tmp) / kind
             root.mkdir()
             owner = write_set(root, originals, [kind])
             for m, fn in methods.items():
-                s = score(fn(root, workers, distance)["pairs"], owner, cls)
+                r = fn(root, workers, distance)
+                s = score(r["pairs"], owner, cls)
                 rows[m][kind] = s["recall"][kind]
-                merges[m][0] += s["lookalike merges"]
-                merges[m][1] += s["other merges"]
+                merged[m] |= set(s["merged"])
+                per_kind[m][0] += len(owner)
+                per_kind[m][1] += r["seconds"]
+                if r.get("rules"):
+                    named[kind] = _named(r["rules"], owner, kind)
         root = Path(tmp) / "all"
         root.mkdir()
         owner = write_set(root, originals, list(KINDS))
@@ -105,18 +119,31 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
             for m, fn in methods.items():
                 r = fn(root, workers, distance)
                 times[m].append(r["seconds"])
-                last = score(r["pairs"], owner, cls)
-                rows[m]["all kinds together"] = float(np.mean(list(last["recall"].values())))
-    n = len(owner)
-    print("\n| kind | " + " | ".join(f"{m} recall" for m in methods) + " |")
-    print("|---|" + "---|" * len(methods))
+                rows[m]["all kinds together"] = float(
+                    np.mean(list(score(r["pairs"], owner, cls)["recall"].values()))
+                )
+    first = list(methods)[0]
+    print("\n| kind | " + " | ".join(f"{m}: recall" for m in methods) + f" | {first}: named as the kind |")
+    print("|---|" + "---|" * (len(methods) + 1))
     for kind in [*KINDS, "all kinds together"]:
-        print(f"| {kind} | " + " | ".join(f"{rows[m][kind]:.3f}" for m in methods) + " |")
-    print("| false merges: look-alikes / unrelated (summed over the kind runs) | "
-          + " | ".join(f"{a} / {b}" for a, b in merges.values()) + " |")  # fmt: skip
+        print(
+            f"| {kind} | "
+            + " | ".join(f"{rows[m][kind]:.3f}" for m in methods)
+            + f" | {named.get(kind, '')} |"
+        )
+    look = {m: sorted(p for p in merged[m] if cls[p[0]] == cls[p[1]]) for m in methods}
+    print("| look-alike pairs merged (distinct, over the kind runs) | "
+          + " | ".join(str(len(v)) for v in look.values()) + " | |")  # fmt: skip
+    print("| unrelated pairs merged | "
+          + " | ".join(str(len(merged[m]) - len(look[m])) for m in methods) + " | |")  # fmt: skip
+    print("| images/s over the kind runs (" + f"{per_kind[first][0]} images) | "
+          + " | ".join(f"{n / t:.0f}" for n, t in per_kind.values()) + " | |")  # fmt: skip
+    n = len(owner)
     rates = {m: n / float(np.median(t)) for m, t in times.items()}
     print(f"| images/s, all kinds together ({n} images, median of {repeat}) | "
-          + " | ".join(f"{r:.0f}" for r in rates.values()) + " |")  # fmt: skip
-    base = list(rates.values())[-1]
-    print("\nspeed vs " + list(methods)[-1] + ": "
-          + ", ".join(f"{m} {r / base:.2f}x" for m, r in rates.items()))  # fmt: skip
+          + " | ".join(f"{r:.0f}" for r in rates.values()) + " | |")  # fmt: skip
+    base = list(methods)[-1]
+    kinds_rate = {m: n_ / t for m, (n_, t) in per_kind.items()}
+    print(f"\nspeed vs {base}: kind runs " + ", ".join(f"{m} {kinds_rate[m] / kinds_rate[base]:.2f}x" for m in methods)
+          + "; all kinds together " + ", ".join(f"{m} {rates[m] / rates[base]:.2f}x" for m in methods))  # fmt: skip
+    print(f"look-alikes {first} merged: " + (", ".join(" ~ ".join(p) for p in look[first]) or "none"))

@@ -121,12 +121,13 @@ def run_finegrain(root: Path, workers: int, distance: int) -> dict:
         edges, candidates = find_candidates(table, cfg, thumbs)
         t2 = time.perf_counter()
         # Every confirmed link, dropped or kept in one fold: recall and false merges count both.
-        _, groups, _ = confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
+        _, groups, pairs = confirm_candidates(table, thumbs, edges, candidates, cfg, pool)
     t3 = time.perf_counter()
+    rules = {frozenset((names[a], names[b])): rule for a, b, rule in zip(pairs.a, pairs.b, pairs.rule) if rule}
     searched = _pairs_of(connected_groups(len(paths), edges + [(i, j) for i, j, _ in candidates]), names)
     return {
         "searched": searched, "confirmed": _pairs_of(groups, names), "hash s": t1 - t0, "search s": t2 - t1,
-        "confirm s": t3 - t2, "candidates": len(candidates),
+        "confirm s": t3 - t2, "candidates": len(candidates), "rules": rules,
     }  # fmt: skip
 
 
@@ -194,8 +195,8 @@ def main() -> None:
                              f"missing): {INSTALL}")  # fmt: skip
 
         def timed(fn, key):
-            return lambda root, workers, distance: (lambda r: {"pairs": r[key], "seconds": sum(
-                v for k, v in r.items() if k.endswith(" s"))})(fn(root, workers, distance))  # fmt: skip
+            return lambda root, workers, distance: (lambda r: {"pairs": r[key], "rules": r.get("rules", {}),
+                "seconds": sum(v for k, v in r.items() if k.endswith(" s"))})(fn(root, workers, distance))  # fmt: skip
 
         run_table({"finegrain (hash + search + confirmation)": timed(run_finegrain, "confirmed"),
                    "imagededup PHash (hash + search)": timed(run_imagededup, "searched")},
@@ -236,7 +237,7 @@ def main() -> None:
         t, med = median_run(results, seconds)
         recall, false = score(med[key], copies, lookalikes)
         phases = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in med.items()
-                           if k not in ("searched", "confirmed"))  # fmt: skip
+                           if k not in ("searched", "confirmed", "rules"))  # fmt: skip
         rates.append(n / t)
         print(f"| {label} | {n / t:.1f} | {recall:.3f} | {false}/{len(lookalikes)} | {phases} |")
     print(f"\nspeed ratio vs imagededup (medians): hash + search {rates[0] / rates[2]:.2f}x, "

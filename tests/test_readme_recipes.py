@@ -79,6 +79,8 @@ SKIPPED = {
     "manifest's `mlflow models serve --env-manager local` on 127.0.0.1 after a local run and posts images to it",
     "make test-fast": "the test suite itself, which this test is part of",
     "make bench-preprocess": "a benchmark (minutes of CPU) that also needs imagededup, not a dependency",
+    "make bench-dedup": "a benchmark that needs imagededup and Debian's opencv-doc and mate-backgrounds photos; "
+    "tests/bench/test_dedup.py checks its kinds of copy, photo set and scoring",
     "make bench-regroup": "a benchmark: minutes of CPU (30,000-point t-SNE against scikit-learn's)",
     "make bench-train": "a benchmark meant for a GPU (its CPU defaults only smoke-test the code path)",
     "make bench-decode": "a benchmark: minutes of decoding 600x450 and 1920x1440 JPEGs",

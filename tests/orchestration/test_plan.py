@@ -42,7 +42,7 @@ def _members(*backbones: str) -> set[str]:
         # one backbone's learning rate: that backbone's members and what reads every member
         ("train.backbones=[{name: a}, {name: b, lr: 0.002}]", _members("b") | POST),
         ("train.lr=0.002", _members("a", "b") | POST),  # every member reads the default
-        ("preprocess.near_dup_distance=8", {"preprocess"} | _members("a", "b") | POST),
+        ("preprocess.near_dup_neighbours=3", {"preprocess"} | _members("a", "b") | POST),
         # how fast, or where a step logs: no output changes
         ("preprocess.workers=4", set()),
         ("train.num_workers=0", set()),
