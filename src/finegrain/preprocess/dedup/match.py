@@ -5,11 +5,12 @@
 The thumbnails (normalize.thumbnail: DETAIL px, borders trimmed, orientation applied) no longer show a letterbox
 or an EXIF turn. What is left: a mirror image (taken when it correlates better), a geometric change (a crop
 scaled back, a small rotation, a resize to another shape) found as an affine map by ECC (cv2.findTransformECC on
-the small equalised views, only when the pair does not already agree as it is), and a brightness, contrast or
-gamma change, undone by mapping b's grey levels onto a's distribution (histogram matching over the overlap).
+the 64-px views, started from the best of a few crop hypotheses, only when the pair does not already agree as
+it is), and a brightness, contrast or gamma change, undone by mapping b's grey levels onto a's distribution
+(histogram matching over the overlap).
 
-Then the verdict, block by block (8x8 px blocks of the DETAIL thumbnails): a block differs when its residual is
-over both an absolute floor and a share of the block's own contrast. Copies differ in almost no block ("same");
+Then the verdict, block by block (8x8 px blocks of the DETAIL thumbnails): two textured blocks differ when they
+no longer correlate, two flat ones when their levels part. Copies differ in almost no block ("same");
 a watermark, logo or other local edit differs in one compact blob and nowhere else ("edit"); different pictures
 of one scene (another pose, another part of a landscape) differ in blocks all over the frame ("different").
 """
@@ -27,9 +28,6 @@ _BLOCK = 8  # px of the DETAIL thumbnail per verdict block
 _SIGMA = 1.0  # px of blur both get before the block comparison (resampling and JPEG noise is finer)
 _ABS_TOL = 8.0  # grey levels of residual a block always tolerates (JPEG q30 and resampling stay under it)
 _FLAT = 4.0  # grey levels of standard deviation under which a block has no texture to compare
-# Two flat blocks differ only when their levels do: a smooth gradient (sky, water) shifted by a pixel or two, as
-# a letterbox's trim or a crop's alignment leaves it, moves by several levels without being another picture.
-_FLAT_TOL = 8.0
 _MIN_LOCAL = 0.5  # NCC two textured blocks of a copy keep (different texture: near 0)
 _CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 25, 1e-3)
 # The geometric changes a copy may have: a crop of up to ~13 % per edge scaled back, a turn of up to ~8 degrees.
@@ -38,8 +36,9 @@ _CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 25, 1e-3)
 _MAX_ZOOM, _MAX_TURN, _MAX_SHIFT, _MAX_SHEAR, _MAX_ASPECT = 1.35, np.deg2rad(8.0), 0.1, 0.1, 1.13
 _MIN_COVER = 0.55  # see _verdict
 _TEXTURED_ENOUGH = 0.5  # see match_thumbs.judged
-# ECC only runs when the identity or a crop hypothesis already correlates this well on 32-px views: copies
-# (crops, turns) do (bench: >= 0.9), most other pictures of a scene do not, and their check then costs no ECC.
+# ECC only runs when the identity or a crop hypothesis already correlates this well on 32-px views: crops and
+# turns of a picture do (0.8 cost the bench a tenth of its turned copies; 0.6 none), many other pictures of a
+# scene do not, and their check then costs no ECC.
 _MIN_START = 0.6
 
 
@@ -50,9 +49,7 @@ class Match:
     affine: np.ndarray  # 2x3 map from a's DETAIL grid to b's (identity: no geometric change)
     similarity: float  # NCC of the two where they overlap, after alignment and grey-level matching
     changed: float  # share of the overlap's blocks that differ
-    tone: float = (
-        0.0  # grey levels the level mapping moves b's pixels on average (brightness, contrast, gamma)
-    )
+    tone: float = 0.0  # grey levels the level mapping moves b's pixels on average (a tone change)
 
     @property
     def same(self) -> bool:
@@ -89,7 +86,9 @@ def _crop_map(fractions: tuple[float, float, float, float], n: int, inverse: boo
 
 # Crops people make (share cut off each edge): the ECC starts from the best of these, so a zoom of up to 1.25 or a
 # stretch along one axis is within its reach even on soft, low-texture pictures where it wanders from the identity.
-_CROPS = [(f, f, f, f) for f in (0.04, 0.08)] + [tuple(0.06 if k == side else 0.0 for k in range(4)) for side in range(4)]
+_CROPS = [(f, f, f, f) for f in (0.04, 0.08)] + [
+    tuple(0.06 if k == side else 0.0 for k in range(4)) for side in range(4)
+]
 
 
 def _start(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
@@ -181,7 +180,7 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     textured, flat = (sx > _FLAT) & (sy > _FLAT), (sx <= _FLAT) & (sy <= _FLAT)
     # A block differs when both halves have texture that does not correlate, or both are flat at other levels.
     # Texture on one side only is what clipping does to a brightened copy: not counted either way.
-    differs = full & (((rms > _ABS_TOL) & textured & (local < _MIN_LOCAL)) | ((rms > _FLAT_TOL) & flat))
+    differs = full & (rms > _ABS_TOL) & ((textured & (local < _MIN_LOCAL)) | flat)
     if full.sum() < full.size * 0.3:
         return _Compared(differs, 0, float(full.mean()), 0.0, tone)
     # The NCC of the whole overlap, from the same moments (fully covered blocks).

@@ -1,16 +1,16 @@
-"""What the near-duplicate search and check keep of each picture: a normalised thumbnail and its pHashes.
+"""What the near-duplicate search and check keep of each picture: a normalised thumbnail and tiny pictures.
 
     thumb, trim = thumbnail(gray)             # DETAIL x DETAIL uint8, borders trimmed (what the check compares)
     view = small_view(thumb)                  # THUMB x THUMB float32, lightly blurred (alignment, features)
     tiny = tiny_features(np.stack(thumbs))    # [n, 3, 64] unit vectors: whole, mirrored, inner crop
     Picture(thumb, tiny[i], size, trim, orientation)  # what the scan keeps of each picture
 
-Copies people make change what a plain pHash sees: a letterbox adds bars, a brightness/contrast/gamma change moves
-every pixel, a mirror reverses the picture, a crop scaled back zooms it. So before hashing, the orientation is
-applied (the scan decodes with EXIF orientation applied), uniform borders are trimmed, and the grays are
-equalised (any monotone change of brightness, contrast or gamma maps to nearly the same equalised picture).
-Three hashes per picture: the whole, its mirror image (a flipped copy's whole hash lands near it) and an inner
-crop (a copy cropped at the edges and scaled back lands near it).
+Copies people make change what a plain comparison sees: a letterbox adds bars, an EXIF-turned file stores its
+pixels sideways, a mirror reverses the picture, a crop scaled back zooms it. So the scan decodes with the EXIF
+orientation applied and trims uniform borders before the thumbnail, and the search correlates three tiny
+pictures of each: the whole, its mirror image (a flipped copy's whole lands near it) and an inner crop (a copy
+cropped at the edges and scaled back lands near it). Correlations do not see brightness or contrast; the check
+undoes the rest of a tone change itself (match.py). The manifest's `phash` is the classic pHash of the thumbnail.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 DETAIL = 128  # side of the thumbnail kept per picture (16 KiB: 540 MB at Hecto's 33k pictures)
-THUMB = 64  # side of the equalised view the hashes and the alignment use
+THUMB = 64  # side of the views the alignment and the tiny pictures use
 INNER = 0.06  # the inner-crop hash drops this share of each side: the middle of the 1-10 % crops people make
 _BAR_TOL = 12  # grey levels a bar row/column may differ from the bar's colour (JPEG ringing, noise)
 _MAX_TRIM = 0.35  # never trim more than this share of a side: a picture is not mostly border
@@ -78,8 +78,9 @@ def thumbnail(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, 
 
 
 def small_view(thumb: np.ndarray) -> np.ndarray:
-    """THUMB x THUMB float32 view of a thumbnail, histogram-equalised (brightness, contrast and gamma changes
-    map to nearly the same view) and lightly blurred (JPEG and resampling noise is finer than that)."""
+    """THUMB x THUMB float32 view of a thumbnail, lightly blurred (JPEG and resampling noise is finer than that):
+    what the alignment and the tiny pictures work on. Not equalised: equalising a flat picture amplifies its noise
+    until a mere resize moves its tiny picture away (correlations are blind to brightness and contrast anyway)."""
     small = cv2.resize(thumb, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     return cv2.GaussianBlur(small.astype(np.float32), (0, 0), 0.7)
 
