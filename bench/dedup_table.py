@@ -95,7 +95,7 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
           f"{lookalike_pairs(cls)} look-alike pairs (same class, different picture); {workers} workers on "
           f"{os.cpu_count()} cores")  # fmt: skip
     rows: dict[str, dict] = {m: {} for m in methods}
-    named, merged = {}, {m: set() for m in methods}
+    named, merged, dropped = {}, {m: set() for m in methods}, {m: set() for m in methods}
     per_kind = {m: [0, 0.0] for m in methods}  # images, seconds over the kind runs
     with tempfile.TemporaryDirectory() as tmp:
         for kind in KINDS:
@@ -107,6 +107,10 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
                 s = score(r["pairs"], owner, cls)
                 rows[m][kind] = s["recall"][kind]
                 merged[m] |= set(s["merged"])
+                # Merged for training: only the links whose copies are dropped (imagededup: every pair it returns).
+                dropped[m] |= set(
+                    score(r["dropped"], owner, cls)["merged"] if r.get("dropped") is not None else s["merged"]
+                )
                 per_kind[m][0] += len(owner)
                 per_kind[m][1] += r["seconds"]
                 if r.get("rules"):
@@ -132,8 +136,11 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
             + f" | {named.get(kind, '')} |"
         )
     look = {m: sorted(p for p in merged[m] if cls[p[0]] == cls[p[1]]) for m in methods}
-    print("| look-alike pairs merged (distinct, over the kind runs) | "
+    look_dropped = {m: sorted(p for p in dropped[m] if cls[p[0]] == cls[p[1]]) for m in methods}
+    print("| look-alike pairs linked (distinct, over the kind runs) | "
           + " | ".join(str(len(v)) for v in look.values()) + " | |")  # fmt: skip
+    print("| ... of which merged: one dropped as a duplicate | "
+          + " | ".join(str(len(v)) for v in look_dropped.values()) + " | |")  # fmt: skip
     print("| unrelated pairs merged | "
           + " | ".join(str(len(merged[m]) - len(look[m])) for m in methods) + " | |")  # fmt: skip
     print("| images/s over the kind runs (" + f"{per_kind[first][0]} images) | "
@@ -146,4 +153,5 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
     kinds_rate = {m: n_ / t for m, (n_, t) in per_kind.items()}
     print(f"\nspeed vs {base}: kind runs " + ", ".join(f"{m} {kinds_rate[m] / kinds_rate[base]:.2f}x" for m in methods)
           + "; all kinds together " + ", ".join(f"{m} {rates[m] / rates[base]:.2f}x" for m in methods))  # fmt: skip
-    print(f"look-alikes {first} merged: " + (", ".join(" ~ ".join(p) for p in look[first]) or "none"))
+    for what, pairs in (("linked", look[first]), ("merged", look_dropped[first])):
+        print(f"look-alikes {first} {what}: " + (", ".join(" ~ ".join(p) for p in pairs) or "none"))

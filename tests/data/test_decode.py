@@ -17,7 +17,7 @@ from PIL import Image
 from finegrain.config import load_config
 from finegrain.data.decode import UndecodableImageError, check_image, decode_image
 from finegrain.data.loader import build_image_cache
-from finegrain.preprocess.dedup.hashing import THUMB
+from finegrain.preprocess.dedup.normalize import DETAIL as THUMB  # what the scan drafts JPEGs to
 from finegrain.steps import preprocess
 from finegrain.tracking.pyfunc import EnsembleModel
 

@@ -142,8 +142,9 @@ def test_each_kind_of_copy_is_confirmed_and_named(kind: str) -> None:
 
 def _textured_scene(spec, rng: np.random.Generator):
     """A scene whose look-alike differs in its background texture too, as the sample plants them
-    (sample.planted._lookalike_pair). With a faint texture two renders differ only in a decal and a wheel angle, a
-    few pixels each: under one 8x8 block of the 128-px thumbnail, which the check cannot see (README)."""
+    (sample.planted._lookalike_pair). With a faint texture two renders may differ only in a decal and a wheel
+    angle, a few pixels each: the check then calls them a local edit (kept, one fold) or, finer than its 128-px
+    thumbnail, a copy (README; docs/performance.md, the synthetic bench)."""
     from dataclasses import replace
 
     return replace(sample_scene(spec, rng), texture=float(rng.uniform(40, 48)))

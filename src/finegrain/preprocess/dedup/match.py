@@ -29,6 +29,9 @@ _SIGMA = 1.0  # px of blur both get before the block comparison (resampling and 
 _ABS_TOL = 8.0  # grey levels of residual a block always tolerates (JPEG q30 and resampling stay under it)
 _FLAT = 4.0  # grey levels of standard deviation under which a block has no texture to compare
 _MIN_LOCAL = 0.5  # NCC two textured blocks of a copy keep (different texture: near 0)
+# A block differs plainly (not by noise or a resampled edge): textures anti-correlated, or flat levels this many
+# times the tolerance apart.
+_STRONG, _STRONG_LOCAL = 2.0, 0.0
 _CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 25, 1e-3)
 # The geometric changes a copy may have: a crop of up to ~13 % per edge scaled back, a turn of up to ~8 degrees.
 # ECC may "align" two different pictures with a wild map; such maps are no copy.
@@ -141,9 +144,8 @@ class _Compared:
     ncc: float  # over the overlap
     tone: float  # see Match.tone
     textured: float = 0.0  # share of covered blocks with texture on both sides
-    clipped: bool = (
-        False  # b has far more pixels at pure black or white than a (a brightened or darkened copy)
-    )
+    clipped: bool = False  # b has many more pure black or white pixels than a (a brightened copy)
+    strong: int = 0  # blocks that differ plainly (another texture, or levels far apart), not by noise
 
 
 def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
@@ -194,13 +196,15 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
         tone,
         float((full & textured).sum() / max(1, full.sum())),
         clipped,
+        int((differs & ((flat & (rms > _STRONG * _ABS_TOL)) | (textured & (local < _STRONG_LOCAL)))).sum()),
     )
 
 
 def _verdict(c: _Compared, same_at: float, edit_at: float, min_similarity: float) -> tuple[str, float]:
-    """edit: 3+ differing blocks, all in one compact blob covering at most `edit_at` of the frame; same: at most
-    `same_at` of the compared blocks differ; else (or when the whole overlap correlates under `min_similarity`,
-    or under a quarter of the blocks could be compared) different."""
+    """edit: 2+ differing blocks, all in one compact blob covering at most `edit_at` of the frame, or at most
+    `same_at` of the blocks differing of which one plainly; same: at most `same_at` of the compared blocks
+    differ, by noise; else (or when the whole overlap correlates under `min_similarity`, or under a quarter of
+    the blocks could be compared) different."""
     share = float(c.differs.sum() / max(1, c.compared))
     # A copy cropped by up to ~12 % per edge still covers ~60 % of its original; a map that lines up less
     # (zooming into the one part two pictures share, say the car with its background cut away) proves nothing.
@@ -214,7 +218,11 @@ def _verdict(c: _Compared, same_at: float, edit_at: float, min_similarity: float
         w, h = stats[big, cv2.CC_STAT_WIDTH], stats[big, cv2.CC_STAT_HEIGHT]
         if w * h <= edit_at * c.differs.size and not (c.differs & (labels != big)).any():
             return "edit", share
-    return ("same" if share <= same_at else "different"), share
+    if share > same_at:
+        return "different", share
+    # A few blocks off by JPEG noise or a resampled edge: a copy. One that plainly differs (a decal, a wheel
+    # turned, a logo, what moved between two frames) may be another picture: an edit, kept in one fold.
+    return ("edit" if c.strong else "same"), share
 
 
 def match_thumbs(
