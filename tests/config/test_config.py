@@ -45,6 +45,16 @@ def test_unknown_key_in_override_names_key() -> None:
         load_config(None, ["trian.epochs=2"])
 
 
+def test_a_replaced_near_duplicate_setting_says_what_replaced_it(tmp_path: Path) -> None:
+    path = _write(tmp_path, "preprocess:\n  near_dup_distance: 8\n")
+    with pytest.raises(ConfigError, match=r"near_dup_distance is no longer a setting: use near_dup_neighbours") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ConfigError, match=r"confirm_max_local_diff is no longer a setting: use confirm_max_changed"):
+        load_config(None, ["preprocess.confirm_max_local_diff=0.2"])
+    assert load_config(None, ["preprocess.near_dup_neighbours=3"]).preprocess.near_dup_neighbours == 3
+
+
 def test_unknown_key_inside_a_list_item_names_its_index(tmp_path: Path) -> None:
     path = _write(tmp_path, "train:\n  backbones:\n    - {name: convnext_tiny, pretrainde: true}\n")
     with pytest.raises(ConfigError, match=r"train\.backbones\.0\.pretrainde: unknown key"):

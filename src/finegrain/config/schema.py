@@ -28,6 +28,16 @@ class DataConfig(_Section):
     extensions: list[str] = Field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".webp"])
 
 
+# Settings of the near-duplicate check before issue 21's rewrite: a saved config naming one is told what replaced
+# it, not only that the key is unknown.
+_REPLACED = {
+    "near_dup_distance": "near_dup_neighbours and near_dup_min_correlation (the search ranks each picture's "
+    "closest neighbours instead of a pHash distance)",
+    "confirm_distance": "confirm_max_changed (the check compares 8x8 blocks instead of a 256-bit DCT hash)",
+    "confirm_max_local_diff": "confirm_max_changed and confirm_max_edit",
+}
+
+
 class PreprocessConfig(_Section):
     # The near-duplicate search (dedup/search.py): each picture's closest neighbours by the correlation of 8x8
     # tiny pictures (whole, mirrored, inner crop), this many per picture, at least this correlated.
@@ -60,6 +70,15 @@ class PreprocessConfig(_Section):
     noise_method: Literal["loss", "confident_learning"] = "confident_learning"
     noise_threshold: float = Field(0.5, ge=0.0)
     workers: int = Field(2, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_settings(cls, data: object) -> object:
+        if isinstance(data, dict):
+            gone = [key for key in data if key in _REPLACED]
+            if gone:
+                raise ValueError("; ".join(f"{key} is no longer a setting: use {_REPLACED[key]}" for key in gone))
+        return data
 
     @field_validator("near_duplicate_action")
     @classmethod
