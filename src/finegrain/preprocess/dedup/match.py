@@ -60,11 +60,23 @@ class Match:
 
     def geometry(self) -> dict[str, float]:
         """zoom (>1: b shows a's picture cropped), turn (degrees), shift (share of the side), aspect change."""
-        m = self.affine[:, :2].astype(np.float64)
-        sx, sy = np.linalg.norm(m[:, 0]), np.linalg.norm(m[:, 1])
-        centre = m @ np.array([DETAIL / 2, DETAIL / 2]) + self.affine[:, 2] - DETAIL / 2
-        return {"zoom": float(1 / np.sqrt(sx * sy)), "turn": float(np.degrees(np.arctan2(m[1, 0] - m[0, 1],
-                m[0, 0] + m[1, 1]))), "shift": float(np.abs(centre).max() / DETAIL), "aspect": float(sx / sy)}  # fmt: skip
+        sx, sy, turn, _, shift = _map_parts(self.affine, DETAIL)
+        return {
+            "zoom": float(1 / np.sqrt(sx * sy)),
+            "turn": float(np.degrees(turn)),
+            "shift": shift,
+            "aspect": sx / sy,
+        }
+
+
+def _map_parts(warp: np.ndarray, n: int) -> tuple[float, float, float, float, float]:
+    """What a 2x3 map (a's n-px grid -> b's) does: scale along x and y, turn (radians), shear (cosine of the angle
+    between the mapped axes) and how far it moves the centre (share of the side)."""
+    m = warp[:, :2].astype(np.float64)
+    sx, sy = float(np.linalg.norm(m[:, 0])), float(np.linalg.norm(m[:, 1]))
+    turn = float(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
+    centre = m @ np.array([n / 2, n / 2]) + warp[:, 2] - n / 2
+    return sx, sy, turn, abs(float(m[:, 0] @ m[:, 1])) / (sx * sy), float(np.abs(centre).max()) / n
 
 
 def ncc(x: np.ndarray, y: np.ndarray) -> float:
@@ -124,16 +136,11 @@ def _ecc(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
 
 
 def _plausible(warp: np.ndarray) -> bool:
-    m = warp[:, :2].astype(np.float64)
-    if np.linalg.det(m) <= 0:
+    if np.linalg.det(warp[:, :2].astype(np.float64)) <= 0:
         return False
-    sx, sy = np.linalg.norm(m[:, 0]), np.linalg.norm(m[:, 1])
-    turn = abs(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
-    centre = m @ np.array([THUMB / 2, THUMB / 2]) + warp[:, 2] - THUMB / 2
-    return (1 / _MAX_ZOOM <= min(sx, sy) and max(sx, sy) <= _MAX_ZOOM and turn <= _MAX_TURN
-            and max(sx, sy) / min(sx, sy) <= _MAX_ASPECT
-            and abs(float(m[:, 0] @ m[:, 1])) / (sx * sy) <= _MAX_SHEAR
-            and float(np.abs(centre).max()) <= _MAX_SHIFT * THUMB)  # fmt: skip
+    sx, sy, turn, shear, shift = _map_parts(warp, THUMB)
+    return (1 / _MAX_ZOOM <= min(sx, sy) and max(sx, sy) <= _MAX_ZOOM and abs(turn) <= _MAX_TURN
+            and max(sx, sy) / min(sx, sy) <= _MAX_ASPECT and shear <= _MAX_SHEAR and shift <= _MAX_SHIFT)  # fmt: skip
 
 
 @dataclass
