@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+
 from finegrain.config import Config
 from finegrain.preprocess.dedup.match import match_thumbs
-from finegrain.preprocess.dedup.normalize import Picture
+from finegrain.preprocess.dedup.normalize import Picture, small_view
 from finegrain.preprocess.dedup.rules import copy_rule
 from finegrain.preprocess.workers import map_batches
 
@@ -27,11 +29,18 @@ Checked = tuple[int, int, bool, str, float, float]  # (i, j, same, rule, similar
 def confirm_job(job: tuple) -> list[tuple[bool, str, float, float]]:
     """(same, rule, similarity, changed) for each pair of a batch: job = ({key: Picture}, [(key_a, key_b)], params)."""
     pictures, pairs, params = job
+    views: dict[int, np.ndarray] = {}  # a picture in several pairs of the batch is viewed once
+
+    def view(key: int) -> np.ndarray:
+        if key not in views:
+            views[key] = small_view(pictures[key].thumb)
+        return views[key]
+
     out = []
     for ka, kb in pairs:
         a, b = pictures[ka], pictures[kb]
-        m = match_thumbs(a.thumb, b.thumb, same_at=params["confirm_max_changed"],
-                         edit_at=params["confirm_max_edit"], min_similarity=params["confirm_min_similarity"])  # fmt: skip
+        m = match_thumbs(a.thumb, b.thumb, same_at=params["confirm_max_changed"], edit_at=params["confirm_max_edit"],
+                         min_similarity=params["confirm_min_similarity"], views=(view(ka), view(kb)))  # fmt: skip
         out.append(
             (m.same, copy_rule(m, a, b) if m.same else "", round(m.similarity, 4), round(m.changed, 4))
         )

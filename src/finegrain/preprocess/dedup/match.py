@@ -234,10 +234,12 @@ def _verdict(c: _Compared, same_at: float, edit_at: float, min_similarity: float
 
 def match_thumbs(
     thumb_a: np.ndarray, thumb_b: np.ndarray, same_at: float = 0.04, edit_at: float = 0.12,
-    min_similarity: float = 0.75,
+    min_similarity: float = 0.75, views: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Match:  # fmt: skip
-    """Align b on a (mirror, then identity or ECC's affine map) and give the verdict (module docstring)."""
-    sa, sb = small_view(thumb_a), small_view(thumb_b)
+    """Align b on a (mirror, then identity or ECC's affine map) and give the verdict (module docstring).
+
+    views: the two thumbnails' small_view, when the caller already has them (a picture in several pairs)."""
+    sa, sb = views if views is not None else (small_view(thumb_a), small_view(thumb_b))
     flipped = ncc(sa, sb[:, ::-1]) > ncc(sa, sb) + 0.02
     if flipped:
         thumb_b, sb = np.ascontiguousarray(thumb_b[:, ::-1]), np.ascontiguousarray(sb[:, ::-1])
