@@ -74,12 +74,30 @@ def _pair_frame(manifest: pd.DataFrame, pairs: pd.DataFrame, action: bool = Fals
     return frame
 
 
+def copy_counts(manifest: pd.DataFrame, pairs: pd.DataFrame, actions: dict[str, str]) -> pd.DataFrame:
+    """copies.kind_counts with the exact links counted from the manifest (usable rows repeating a file's bytes):
+    the table both report.md and report.html show."""
+    usable = manifest[manifest["status"] != "corrupt"]
+    return kind_counts(pairs, int(usable["sha256"].duplicated().sum()), actions)
+
+
+def checked_note(pairs: pd.DataFrame, cfg: Config) -> str:
+    """How many near-duplicate pairs were checked, confirmed and rejected, and by what rule (both reports)."""
+    pp = cfg.preprocess
+    confirmed = int(pairs["same"].sum()) if len(pairs) else 0
+    return (
+        f"Near-duplicate pairs checked ({pp.near_dup_neighbours} closest pictures each, tiny-picture correlation "
+        f">= {pp.near_dup_min_correlation}): {len(pairs)}; confirmed {confirmed}; rejected as different pictures "
+        f"{len(pairs) - confirmed} (a copy correlates >= {pp.confirm_min_similarity} after alignment and differs "
+        f"in <= {pp.confirm_max_changed:.0%} of its blocks, or in one blob <= {pp.confirm_max_edit:.0%} of the "
+        "frame: a local edit)."
+    )
+
+
 def _kind_lines(manifest: pd.DataFrame, pairs: pd.DataFrame, actions: dict[str, str]) -> list[str]:
     """Per kind of copy: the links confirmed and what was done (preprocess.near_duplicate_action); then each
     confirmed near-duplicate pair, the first SHOWN of them (every one, with pictures: report.html)."""
-    usable = manifest[manifest.status != "corrupt"]
-    counts = kind_counts(pairs, int(usable.sha256.duplicated().sum()), actions)
-    out = ["", "### Copies by kind", "", ACTIONS_NOTE, "", _table(counts)]
+    out = ["", "### Copies by kind", "", ACTIONS_NOTE, "", _table(copy_counts(manifest, pairs, actions))]
     confirmed = pairs[pairs["same"]] if len(pairs) else pairs
     if len(confirmed):
         out += ["", f"Confirmed near-duplicate pairs ({len(confirmed)}):", ""]
@@ -139,14 +157,7 @@ def render_report(
     out += ["## Duplicate groups", ""]
     out += _dup_group_lines(manifest)
     rejected = pairs[~pairs["same"]] if len(pairs) else pairs
-    out += [
-        "",
-        f"Near-duplicate pairs checked ({pp.near_dup_neighbours} closest pictures each, tiny-picture correlation "
-        f">= {pp.near_dup_min_correlation}): {len(pairs)}; confirmed {int(pairs['same'].sum()) if len(pairs) else 0}; "
-        f"rejected as different pictures {len(rejected)} (a copy correlates >= {pp.confirm_min_similarity} after "
-        f"alignment and differs in <= {pp.confirm_max_changed:.0%} of its blocks, or in one blob <= "
-        f"{pp.confirm_max_edit:.0%} of the frame: a local edit).",
-    ]
+    out += ["", checked_note(pairs, cfg)]
     out += _kind_lines(manifest, pairs, pp.near_duplicate_action)
     if len(rejected):
         shown = rejected.sort_values("similarity", ascending=False).head(20)

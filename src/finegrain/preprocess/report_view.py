@@ -18,8 +18,7 @@ from PIL import Image, ImageFile
 from finegrain import storage
 from finegrain.config import Config
 from finegrain.data.thumbnails import THUMB_QUALITY, THUMB_SIDE, make_thumbnails, root_name
-from finegrain.preprocess.copies import kind_counts
-from finegrain.preprocess.report import ACTIONS_NOTE
+from finegrain.preprocess.report import ACTIONS_NOTE, checked_note, copy_counts
 from finegrain.reports.preprocess_page import preprocess_page
 
 MAX_PICTURES = 1500  # ~6 MB of thumbnails; beyond that the page lists files without pictures
@@ -126,22 +125,13 @@ def render_page(
         f"{n_classes} after. Files skipped (not images / not listed): {len(ds.skipped)}. Rows used for training "
         f"(status ok, with a fold): {int((manifest['fold'] >= 0).sum())}. Paths are relative to the dataset root."
     )
-    n_pairs = len(pairs)
-    confirmed = int(pairs["same"].sum()) if n_pairs else 0
-    candidates = (
-        f"Near-duplicate pairs checked ({pp.near_dup_neighbours} closest pictures each): {n_pairs}; confirmed "
-        f"{confirmed}, rejected as different pictures {n_pairs - confirmed} (a copy correlates >= "
-        f"{pp.confirm_min_similarity} after alignment and differs in <= {pp.confirm_max_changed:.0%} of its blocks, "
-        f"or in one blob <= {pp.confirm_max_edit:.0%} of the frame: a local edit)."
-    )
     if not pp.noise_oof:
         noise = "Not checked (preprocess.noise_oof not set)."
     else:
         noise = f"{len(noisy)} flagged by {pp.noise_method} on {pp.noise_oof} (excluded from training)."
-    usable = manifest[manifest["status"] != "corrupt"]
     info = {
-        "summary": summary, "candidates": candidates, "aliases": dict(cfg.data.aliases) or "none",
-        "kinds": kind_counts(pairs, int(usable["sha256"].duplicated().sum()), pp.near_duplicate_action),
+        "summary": summary, "candidates": checked_note(pairs, cfg), "aliases": dict(cfg.data.aliases) or "none",
+        "kinds": copy_counts(manifest, pairs, pp.near_duplicate_action),
         "actions_note": ACTIONS_NOTE,
         "merges_applied": pp.apply_suggested_merges, "noise": noise, "rejected_shown": REJECTED_SHOWN,
         "folds": f"{cfg.data.folds} folds, seed {cfg.data.seed}",
