@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.dedup_kinds import KINDS, NAMED
 from bench.dedup_photos import real_originals
+from finegrain.preprocess.dedup.hashing import connected_groups
 
 
 def write_set(root: Path, originals, kinds: list[str], seed: int = 0) -> dict[str, str]:
@@ -43,19 +44,10 @@ def write_set(root: Path, originals, kinds: list[str], seed: int = 0) -> dict[st
 
 
 def _groups(pairs: set[frozenset], names: list[str]) -> dict[str, int]:
-    parent = {n: n for n in names}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for pair in pairs:
-        a, b = tuple(pair)
-        parent[find(a)] = find(b)
-    roots = {}
-    return {n: roots.setdefault(find(n), len(roots)) for n in names}
+    """A group id per name, linked by pairs (finegrain's connected_groups); a name alone gets an id of its own."""
+    index = {n: i for i, n in enumerate(names)}
+    groups = connected_groups(len(names), [tuple(index[n] for n in pair) for pair in pairs])
+    return {n: int(g) if g >= 0 else -1 - i for i, (n, g) in enumerate(zip(names, groups))}
 
 
 def score(pairs: set[frozenset], owner: dict[str, str], cls: dict[str, str]) -> dict:

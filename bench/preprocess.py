@@ -22,6 +22,7 @@ image count). finegrain's time includes starting its worker pool; imagededup's i
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -152,6 +153,14 @@ def run_imagededup(root: Path, workers: int, distance: int) -> dict:
             "search s": t2 - t1}  # fmt: skip
 
 
+def _table_run(fn, key: str, root: Path, workers: int, distance: int) -> dict:
+    """One run of `fn` as dedup_table.run_table reads it: the pairs under `key`, the check's rules and dropped
+    pairs (finegrain only), and the seconds of every phase together."""
+    r = fn(root, workers, distance)
+    return {"pairs": r[key], "rules": r.get("rules", {}), "dropped": r.get("dropped"),
+            "seconds": sum(v for k, v in r.items() if k.endswith(" s"))}  # fmt: skip
+
+
 IMAGEDEDUP_DIR = "/tmp/bench-imagededup"  # the Makefile's default; PYTHONPATH says where it really is
 
 
@@ -195,13 +204,8 @@ def main() -> None:
             raise SystemExit(f"bench-dedup needs real photos from Debian packages ({', '.join(missing())} "
                              f"missing): {INSTALL}")  # fmt: skip
 
-        def timed(fn, key):
-            return lambda root, workers, distance: (lambda r: {"pairs": r[key], "rules": r.get("rules", {}),
-                "dropped": r.get("dropped"),
-                "seconds": sum(v for k, v in r.items() if k.endswith(" s"))})(fn(root, workers, distance))  # fmt: skip
-
-        run_table({"finegrain (hash + search + confirmation)": timed(run_finegrain, "confirmed"),
-                   "imagededup PHash (hash + search)": timed(run_imagededup, "searched")},
+        run_table({"finegrain (hash + search + confirmation)": functools.partial(_table_run, run_finegrain, "confirmed"),
+                   "imagededup PHash (hash + search)": functools.partial(_table_run, run_imagededup, "searched")},
                   args.workers, args.distance, args.repeat)  # fmt: skip
         return
     methods = {"finegrain": run_finegrain, "imagededup PHash": run_imagededup}
