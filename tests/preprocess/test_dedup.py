@@ -187,6 +187,27 @@ def test_letterbox_bars_are_trimmed_and_photos_are_not() -> None:
     assert trim_borders(np.full((50, 50), 7, np.uint8))[1] == (0.0, 0.0, 0.0, 0.0)  # flat: nothing to keep
 
 
+def test_a_soft_band_on_one_side_is_no_bar_but_a_pasted_picture_is() -> None:
+    """A soft photo fading into a flat dark band on one side (a backdrop, bokeh) keeps its frame: trimming the
+    original and not its watermarked or cropped copy would shift one against the other. A picture pasted into
+    the corner of a white frame has a pure bar on one side only, and loses it."""
+    from finegrain.preprocess.dedup.normalize import trim_borders
+
+    rng = np.random.default_rng(1)
+    photo = np.clip(rng.normal(120, 40, (90, 120)), 0, 255).astype(np.uint8)
+    soft = photo.copy()
+    soft[:, :30] = 40 + rng.integers(0, 5, (90, 30))  # a dark, nearly flat band on the left only
+    assert trim_borders(soft)[1] == (0.0, 0.0, 0.0, 0.0)
+    pasted = np.full((90, 150), 255, np.uint8)
+    pasted[:, :120] = photo
+    assert trim_borders(pasted)[1] == (0.0, 0.0, 0.2, 0.0)
+    uneven = np.zeros((150, 120), np.uint8)  # bars of one colour but widths far apart: not a letterbox
+    uneven[10:150 - 50] = photo
+    uneven[:10] = 60
+    uneven[100:] = 60
+    assert trim_borders(uneven)[1] == (0.0, 0.0, 0.0, 0.0)
+
+
 def test_phash_matches_full_2d_dct_and_bit_packing() -> None:
     from scipy.fft import dctn
 

@@ -127,18 +127,28 @@ def _start(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _ecc(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
-    """Affine map from a's grid to b's (THUMB px views) by ECC from `start`; None when it fails."""
+    """Affine map from a's grid to b's (views of a's size, square) by ECC from `start`; None when it fails."""
+    n = a.shape[0]
     try:
         _, warp = cv2.findTransformECC(a, b, start, cv2.MOTION_AFFINE, _CRITERIA, None, 1)
     except cv2.error:
         return None
-    return warp if _plausible(warp) else None
+    if _plausible(warp, n):
+        return warp
+    # On soft pictures ECC's spare freedom wanders into a shear the copy does not have; the same map without
+    # the shear (same scales, turn and centre) is a copy's geometry, and the blocks then judge whether it fits.
+    sx, sy, turn, _, _ = _map_parts(warp, n)
+    c, s = np.cos(turn), np.sin(turn)
+    m = np.array([[c * sx, -s * sy], [s * sx, c * sy]])
+    centre = np.array([n / 2, n / 2])
+    fixed = np.hstack([m, (warp[:, :2] @ centre + warp[:, 2] - m @ centre)[:, None]]).astype(np.float32)
+    return fixed if _plausible(fixed, n) else None
 
 
-def _plausible(warp: np.ndarray) -> bool:
+def _plausible(warp: np.ndarray, n: int) -> bool:
     if np.linalg.det(warp[:, :2].astype(np.float64)) <= 0:
         return False
-    sx, sy, turn, shear, shift = _map_parts(warp, THUMB)
+    sx, sy, turn, shear, shift = _map_parts(warp, n)
     return (1 / _MAX_ZOOM <= min(sx, sy) and max(sx, sy) <= _MAX_ZOOM and abs(turn) <= _MAX_TURN
             and max(sx, sy) / min(sx, sy) <= _MAX_ASPECT and shear <= _MAX_SHEAR and shift <= _MAX_SHIFT)  # fmt: skip
 
@@ -153,6 +163,12 @@ class _Compared:
     textured: float = 0.0  # share of covered blocks with texture on both sides
     clipped: bool = False  # b has many more pure black or white pixels than a (a brightened copy)
     strong: int = 0  # blocks that differ plainly (another texture, or levels far apart), not by noise
+
+
+def _level_map(ha: np.ndarray, hb: np.ndarray) -> np.ndarray:
+    """256-entry float32 LUT sending b's grey levels to a's by matching the two histograms' quantiles."""
+    ca, cb = ha.cumsum(), hb.cumsum()
+    return np.interp(cb / max(1, cb[-1]), ca / max(1, ca[-1]), np.arange(256, dtype=np.float64)).astype(np.float32)
 
 
 def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
@@ -170,11 +186,7 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     ha = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel()
     counts = cv2.calcHist([bw], [0], mask, [256], [0, 256]).ravel()
     clipped = (counts[0] + counts[255]) - (ha[0] + ha[255]) > 0.03 * max(1.0, counts.sum())
-    ha = ha.cumsum()
-    hb = counts.cumsum()
-    lut = np.interp(hb / max(1, hb[-1]), ha / max(1, ha[-1]), np.arange(256, dtype=np.float64)).astype(
-        np.float32
-    )
+    lut = _level_map(ha, counts)
     # How far the mapping moves b's pixels on average: a tone change moves most of them, noise a level or two.
     tone = float((counts * np.abs(lut - np.arange(256))).sum() / max(1.0, counts.sum()))
     x = cv2.GaussianBlur(a.astype(np.float32), (0, 0), _SIGMA)
@@ -198,7 +210,7 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     return _Compared(
         differs,
         int((full & (textured | flat)).sum()),
-        float(full.mean()),
+        float(cover.mean()),
         whole,
         tone,
         float((full & textured).sum() / max(1, full.sum())),
@@ -271,4 +283,17 @@ def match_thumbs(
         verdict, changed, c = judged(warp)
         if (verdict != "different", -changed) > (best.verdict != "different", -best.changed):
             best = Match(verdict, flipped, warp, c.ncc, changed, c.tone)
+    if best.verdict != "different":
+        return best
+    # Soft pictures (clouds, water, bokeh) give the small views too little to hold ECC on: refine on the full
+    # thumbnails, from where the small views left it. Only pairs still judged different pay for it.
+    if warp is None:
+        warp = start.copy()
+        warp[:, 2] *= DETAIL / THUMB
+    blur = [cv2.GaussianBlur(x.astype(np.float32), (0, 0), _SIGMA) for x in (thumb_a, thumb_b)]
+    fine = _ecc(*blur, warp)
+    if fine is not None:
+        verdict, changed, c = judged(fine)
+        if verdict != "different":
+            best = Match(verdict, flipped, fine, c.ncc, changed, c.tone)
     return best

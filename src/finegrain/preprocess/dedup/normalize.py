@@ -26,6 +26,7 @@ THUMB = 64  # side of the views the alignment and the tiny pictures use
 INNER = 0.06  # the inner-crop hash drops this share of each side: the middle of the 1-10 % crops people make
 _BAR_TOL = 12  # grey levels a bar row/column may differ from the bar's colour (JPEG ringing, noise)
 _MAX_TRIM = 0.35  # never trim more than this share of a side: a picture is not mostly border
+_PURE = 8  # grey levels from black or white within which a bar on one side alone still counts (_bars)
 
 
 @dataclass(frozen=True)
@@ -39,25 +40,37 @@ class Picture:
     orientation: int  # EXIF orientation applied to the stored pixels (1: none)
 
 
-def _trim_side(lines: np.ndarray, limit: int) -> int:
-    """How many leading lines (rows of `lines`) are a uniform bar of the first line's colour."""
+def _trim_side(lines: np.ndarray, limit: int) -> tuple[int, int]:
+    """How many leading lines (rows of `lines`) are a uniform bar of the first line's colour, and that colour."""
     first = lines[0]
     colour = int(np.median(first))
     if int(np.abs(first.astype(np.int16) - colour).max()) > _BAR_TOL:
-        return 0  # most photos: the outermost line is no bar, and nothing more is read
+        return 0, colour  # most photos: the outermost line is no bar, and nothing more is read
     far = np.abs(lines[1:limit].astype(np.int16) - colour).max(axis=1) > _BAR_TOL
-    return 1 + int(np.argmax(far)) if far.any() else limit
+    return (1 + int(np.argmax(far)) if far.any() else limit), colour
+
+
+def _bars(near: tuple[int, int], far: tuple[int, int], side: int) -> tuple[int, int]:
+    """The bars kept on two opposite sides, (lines, colour) each. A letterbox or padding frames the picture on
+    both sides alike, in one colour; a soft photo (a sky, a dark studio backdrop, bokeh) may fade into a band
+    that passes for a bar on one side, or on both at other widths or levels: no bars then. A lone bar counts
+    only when it is pure black or white (a picture pasted into a corner of a blank frame)."""
+    (n1, c1), (n2, c2) = near, far
+    if n1 and n2 and abs(c1 - c2) <= _BAR_TOL and abs(n1 - n2) <= max(2, 0.1 * side):
+        return n1, n2
+    pure = [n if n and (c <= _PURE or c >= 255 - _PURE) and not other else 0
+            for (n, c), other in ((near, n2), (far, n1))]  # fmt: skip
+    return pure[0], pure[1]
 
 
 def trim_borders(gray: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The picture without uniform bars (letterbox, padding) on its edges, and what was cut as shares of each
-    side (left, top, right, bottom). A side is trimmed only where its outermost line is itself uniform."""
+    side (left, top, right, bottom). A side is trimmed only where its outermost line is itself uniform, and
+    only as a letterbox or padding frames a picture (_bars)."""
     h, w = gray.shape
     ly, lx = int(h * _MAX_TRIM), int(w * _MAX_TRIM)
-    top = _trim_side(gray, ly)
-    bottom = _trim_side(gray[::-1], ly)
-    left = _trim_side(gray.T, lx)
-    right = _trim_side(gray.T[::-1], lx)
+    top, bottom = _bars(_trim_side(gray, ly), _trim_side(gray[::-1], ly), h)
+    left, right = _bars(_trim_side(gray.T, lx), _trim_side(gray.T[::-1], lx), w)
     inner = gray[top : h - bottom, left : w - right]
     if (
         inner.size == 0 or int(inner.max()) - int(inner.min()) <= 2 * _BAR_TOL
