@@ -4,7 +4,8 @@
 
 For each kind in dedup_kinds.KINDS, separately: the real 600x450 originals of dedup_photos plus one copy of each
 made that way, in a folder of their own; both methods run on it. Recall: copies that end up in their original's
-group. False merges: groups joining two different originals (look-alikes: same class; others: unrelated). Then
+group. False merges: groups joining two different originals (look-alikes: same class; others: unrelated; frames
+of one video, dedup_photos.BURSTS, are near-duplicates and get a row of their own). Then
 every kind together (all originals and all copies, 12 images per original) for the speed: images/s of the
 median of --repeat alternating runs, same images, same worker count.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.dedup_kinds import KINDS, NAMED
-from bench.dedup_photos import real_originals
+from bench.dedup_photos import BURSTS, real_originals
 from finegrain.preprocess.dedup.hashing import connected_groups
 
 
@@ -61,13 +62,20 @@ def score(pairs: set[frozenset], owner: dict[str, str], cls: dict[str, str]) -> 
             )
     origs = sorted({o for o in owner.values()})
     merged = [(a, b) for a, b in itertools.combinations(origs, 2) if group[f"{a}.jpg"] == group[f"{b}.jpg"]]
-    look = sum(cls[a] == cls[b] for a, b in merged)
-    return {"recall": {k: float(np.mean(v)) for k, v in found.items()}, "lookalike merges": look,
-            "other merges": len(merged) - look, "merged": merged}  # fmt: skip
+    return {"recall": {k: float(np.mean(v)) for k, v in found.items()}, "merged": merged}
 
 
-def lookalike_pairs(cls: dict[str, str]) -> int:
+def pair_kind(a: str, b: str, cls: dict[str, str]) -> str:
+    """What two originals are to each other: "look-alike", "burst" (frames of one video) or "unrelated"."""
+    if cls[a] != cls[b]:
+        return "unrelated"
+    return "burst" if cls[a] in BURSTS else "look-alike"
+
+
+def lookalike_pairs(cls: dict[str, str], burst: bool = False) -> int:
+    """Pairs of originals in one class: look-alikes, or (burst) frames of one video."""
     by = pd.Series(cls).value_counts()
+    by = by[[(c in BURSTS) == burst for c in by.index]]
     return int((by * (by - 1) // 2).sum())
 
 
@@ -84,7 +92,8 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
     originals = real_originals()
     cls = {name: c for name, c, _ in originals}
     print(f"{len(originals)} real 600x450 originals in {len(set(cls.values()))} classes, "
-          f"{lookalike_pairs(cls)} look-alike pairs (same class, different picture); {workers} workers on "
+          f"{lookalike_pairs(cls)} look-alike pairs (same class, different picture) and "
+          f"{lookalike_pairs(cls, burst=True)} pairs of video frames moments apart; {workers} workers on "
           f"{os.cpu_count()} cores")  # fmt: skip
     rows: dict[str, dict] = {m: {} for m in methods}
     named, merged, dropped = {}, {m: set() for m in methods}, {m: set() for m in methods}
@@ -127,14 +136,23 @@ def run_table(methods: dict, workers: int, distance: int, repeat: int) -> None:
             + " | ".join(f"{rows[m][kind]:.3f}" for m in methods)
             + f" | {named.get(kind, '')} |"
         )
-    look = {m: sorted(p for p in merged[m] if cls[p[0]] == cls[p[1]]) for m in methods}
-    look_dropped = {m: sorted(p for p in dropped[m] if cls[p[0]] == cls[p[1]]) for m in methods}
+
+    def of(kind: str, pairs: set) -> list:
+        return sorted(p for p in pairs if pair_kind(*p, cls) == kind)
+
+    look = {m: of("look-alike", merged[m]) for m in methods}
+    look_dropped = {m: of("look-alike", dropped[m]) for m in methods}
+    bursts = {m: of("burst", merged[m]) for m in methods}
     print("| look-alike pairs linked (distinct, over the kind runs) | "
           + " | ".join(str(len(v)) for v in look.values()) + " | |")  # fmt: skip
     print("| ... of which merged: one dropped as a duplicate | "
           + " | ".join(str(len(v)) for v in look_dropped.values()) + " | |")  # fmt: skip
     print("| unrelated pairs merged | "
-          + " | ".join(str(len(merged[m]) - len(look[m])) for m in methods) + " | |")  # fmt: skip
+          + " | ".join(str(len(of("unrelated", merged[m]))) for m in methods) + " | |")  # fmt: skip
+    print(
+        f"| frames of one video, moments apart (near-duplicates, not look-alikes): linked of "
+        f"{lookalike_pairs(cls, burst=True)} | " + " | ".join(str(len(v)) for v in bursts.values()) + " | |"
+    )
     print("| images/s over the kind runs (" + f"{per_kind[first][0]} images) | "
           + " | ".join(f"{n / t:.0f}" for n, t in per_kind.values()) + " | |")  # fmt: skip
     n = len(owner)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bench.dedup_kinds import KINDS, NAMED
 from bench.dedup_photos import SIZE, _cover, _tiles
-from bench.dedup_table import score
+from bench.dedup_table import lookalike_pairs, pair_kind, score
 from finegrain.config.copy_kinds import COPY_KINDS
 
 
@@ -58,9 +58,14 @@ def test_score_counts_copies_found_and_originals_merged() -> None:
     cls = {"a": "x", "b": "x", "c": "y"}
     pairs = {frozenset(("a.jpg", "a__crop.jpg")), frozenset(("b__crop.jpg", "c.jpg"))}
     s = score(pairs, owner, cls)
-    assert s["recall"] == {"crop": 0.5}
-    assert s["merged"] == [] and s["lookalike merges"] == 0
+    assert s["recall"] == {"crop": 0.5} and s["merged"] == []
     s = score(pairs | {frozenset(("a.jpg", "b.jpg"))}, owner, cls)
-    assert s["recall"] == {"crop": 0.5} and s["merged"] == [("a", "b")] and s["lookalike merges"] == 1
+    assert s["recall"] == {"crop": 0.5} and s["merged"] == [("a", "b")] and pair_kind("a", "b", cls) == "look-alike"
     s = score(pairs | {frozenset(("b.jpg", "b__crop.jpg"))}, owner, cls)
-    assert s["recall"] == {"crop": 1.0} and s["merged"] == [("b", "c")] and s["other merges"] == 1
+    assert s["recall"] == {"crop": 1.0} and s["merged"] == [("b", "c")] and pair_kind("b", "c", cls) == "unrelated"
+
+
+def test_video_frames_are_counted_apart_from_look_alikes() -> None:
+    cls = {"f1": "basketball", "f2": "basketball", "w1": "Wood", "w2": "Wood", "w3": "Wood", "z": "zebra"}
+    assert pair_kind("f1", "f2", cls) == "burst" and pair_kind("w1", "w3", cls) == "look-alike"
+    assert lookalike_pairs(cls) == 3 and lookalike_pairs(cls, burst=True) == 1
