@@ -43,8 +43,9 @@ class Picture:
 def _trim_side(lines: np.ndarray, limit: int) -> tuple[int, int]:
     """How many leading lines (rows of `lines`) are a uniform bar of the first line's colour, and that colour."""
     first = lines[0]
-    colour = int(np.median(first))
-    if int(np.abs(first.astype(np.int16) - colour).max()) > _BAR_TOL:
+    low, high = int(first.min()), int(first.max())
+    colour = (low + high) // 2  # the middle of the line's range: a uniform line is within _BAR_TOL of it
+    if high - low > 2 * _BAR_TOL:
         return 0, colour  # most photos: the outermost line is no bar, and nothing more is read
     far = np.abs(lines[1:limit].astype(np.int16) - colour).max(axis=1) > _BAR_TOL
     return (1 + int(np.argmax(far)) if far.any() else limit), colour

@@ -33,8 +33,9 @@ def candidate_pairs(
         rows = features[start:stop]
         # Row i against every whole picture j: i itself, i mirrored, i's inner crop (a crop of i scaled back
         # looks like it); and i whole against j's inner crop (i is the crop of j).
-        score = np.maximum.reduce([rows[:, 0] @ whole.T, rows[:, 1] @ whole.T, rows[:, 2] @ whole.T,
-                                   rows[:, 0] @ inner.T])  # fmt: skip
+        score = rows[:, 0] @ whole.T
+        for other in (rows[:, 1] @ whole.T, rows[:, 2] @ whole.T, rows[:, 0] @ inner.T):
+            np.maximum(score, other, out=score)
         score[np.arange(stop - start), np.arange(start, stop)] = -np.inf
         best = np.argpartition(-score, k - 1, axis=1)[:, :k]
         for r, cols in enumerate(best):
