@@ -43,6 +43,9 @@ _TEXTURED_ENOUGH = 0.5  # see match_thumbs.judged
 # turns of a picture do (0.8 cost the bench a tenth of its turned copies; 0.6 none), many other pictures of a
 # scene do not, and their check then costs no ECC.
 _MIN_START = 0.6
+# The refinement on full thumbnails (match_thumbs) only where the start correlates this well: the soft copies
+# it rescued on the real-photo bench started at 0.88-0.99, the synthetic renders' other candidates at ~0.82.
+_MIN_REFINE = 0.88
 
 
 @dataclass
@@ -302,10 +305,11 @@ def match_thumbs(
         verdict, changed, c = judged(warp)
         if (verdict != "different", -changed) > (best.verdict != "different", -best.changed):
             best = Match(verdict, flipped, warp, c.ncc, changed, c.tone)
-    if best.verdict != "different":
+    if best.verdict != "different" or score < _MIN_REFINE:
         return best
     # Soft pictures (clouds, water, bokeh) give the small views too little to hold ECC on: refine on the full
-    # thumbnails, from where the small views left it. Only pairs still judged different pay for it.
+    # thumbnails, from where the small views left it. Only pairs still judged different whose small views line
+    # up closely pay for it (a soft picture's do; on the synthetic renders, most other pairs' do not).
     if warp is None:
         warp = start.copy()
         warp[:, 2] *= DETAIL / THUMB
