@@ -152,13 +152,18 @@ def _ecc(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
     if _plausible(warp, n):
         return warp
     # On soft pictures ECC's spare freedom wanders into a shear the copy does not have; the same map without
-    # the shear (same scales, turn and centre) is a copy's geometry, and the blocks then judge whether it fits.
+    # the shear is a copy's geometry, and the blocks then judge whether it fits.
+    fixed = without_shear(warp, n)
+    return fixed if _plausible(fixed, n) else None
+
+
+def without_shear(warp: np.ndarray, n: int) -> np.ndarray:
+    """The 2x3 map with the same scales along x and y, turn and centre (of an n-px grid) as `warp`, no shear."""
     sx, sy, turn, _, _ = _map_parts(warp, n)
     c, s = np.cos(turn), np.sin(turn)
     m = np.array([[c * sx, -s * sy], [s * sx, c * sy]])
     centre = np.array([n / 2, n / 2])
-    fixed = np.hstack([m, (warp[:, :2] @ centre + warp[:, 2] - m @ centre)[:, None]]).astype(np.float32)
-    return fixed if _plausible(fixed, n) else None
+    return np.hstack([m, (warp[:, :2] @ centre + warp[:, 2] - m @ centre)[:, None]]).astype(np.float32)
 
 
 def _plausible(warp: np.ndarray, n: int) -> bool:
