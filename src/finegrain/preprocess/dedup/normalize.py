@@ -7,9 +7,10 @@
 
 Copies people make change what a plain comparison sees: a letterbox adds bars, an EXIF-turned file stores its
 pixels sideways, a mirror reverses the picture, a crop scaled back zooms it. So the scan decodes with the EXIF
-orientation applied and trims uniform borders before the thumbnail, and the search correlates three tiny
-pictures of each: the whole, its mirror image (a flipped copy's whole lands near it) and an inner crop (a copy
-cropped at the edges and scaled back lands near it). Correlations do not see brightness or contrast; the check
+orientation applied and trims letterbox bars before the thumbnail (trim_borders: bars alike on two opposite
+sides, or pure black or white on one; a soft photo fading into a flat edge keeps it), and the search correlates
+three tiny pictures of each: the whole, its mirror image (a flipped copy's whole lands near it) and an inner crop
+(a copy cropped at the edges and scaled back lands near it). Correlations do not see brightness or contrast; the check
 undoes the rest of a tone change itself (match.py). The manifest's `phash` is the classic pHash of the thumbnail.
 """
 
