@@ -154,3 +154,18 @@ def test_the_epoch_progress_says_which_logloss_is_which(tmp_path):
     assert task.progress == "epoch 2 done, val LogLoss 0.912 (raw 4.780)"
     task.progress_from('{"epoch": 2, "val_logloss": 0.9}')  # a record from before the raw figure was written
     assert task.progress == "epoch 3 done, val LogLoss 0.900"
+
+
+def test_the_preprocess_line_says_how_many_near_copies_share_a_fold():
+    """A watermarked copy is kept for training next to its original (near_duplicate_action same_fold): the run's
+    summary says so in words, and says nothing of it when there is none."""
+    from finegrain.orchestration.local import _preprocess_line
+
+    pre = {"status": {"ok": 417, "duplicate": 6, "corrupt": 2}, "dup_groups": 13, "kept_in_one_fold": 2,
+           "suggested_merges": 0, "training_rows": 353}  # fmt: skip
+    assert _preprocess_line(pre) == (
+        "preprocess: 417 ok, 6 duplicate, 2 corrupt; 13 duplicate groups, 2 near copy pairs kept in one fold, "
+        "0 suggested merges, 353 training rows"
+    )
+    assert "kept in one fold" not in _preprocess_line({**pre, "kept_in_one_fold": 0})
+    assert "1 near copy pair kept in one fold," in _preprocess_line({**pre, "kept_in_one_fold": 1})

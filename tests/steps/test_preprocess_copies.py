@@ -65,7 +65,7 @@ def test_same_fold_copies_train_in_one_fold_and_drop_copies_go(tmp_path: Path, m
         assert m.at[a, "dup_group"] == m.at[b, "dup_group"] >= 0
         assert m.at[a, "fold_group"] == m.at[b, "fold_group"]
     assert m.at["train/dog/dog2", "fold_group"] == m.at["train/dog/dog3", "fold_group"] == -1  # rejected
-    assert summary["dup_groups"] == 2 and summary["fold_groups"] == 4
+    assert summary["dup_groups"] == 2 and summary["fold_groups"] == 4 and summary["kept_in_one_fold"] == 2
     assert summary["status"]["near_duplicate"] == 1 and summary["status"]["duplicate"] == 1
 
     counts = report.split("### Copies by kind", 1)[1]
@@ -86,6 +86,7 @@ def test_an_override_drops_overlay_copies_too(tmp_path: Path, monkeypatch) -> No
     assert sorted(m.loc[["train/cat/cat0", "train/cat/cat1"], "status"]) == ["near_duplicate", "ok"]
     assert m.at["train/dog/dog0", "dup_group"] == m.at["train/dog/dog1", "dup_group"] >= 0
     assert summary["dup_groups"] == summary["fold_groups"] == 4 and "| overlay | 2 | drop |" in report
+    assert summary["kept_in_one_fold"] == 0
 
 
 def test_the_cli_takes_the_option_and_names_a_wrong_kind(tmp_path: Path, monkeypatch) -> None:

@@ -195,7 +195,8 @@ def summarize(out_dir: Path, cfg: Config) -> dict:
         "members": members,
         "ensemble": {k: ens.get(k) for k in ENSEMBLE_KEYS},
         "hierarchical": ens.get("hierarchical"),
-        "preprocess": {k: pre.get(k) for k in ("status", "dup_groups", "suggested_merges", "training_rows")},
+        "preprocess": {k: pre.get(k) for k in ("status", "dup_groups", "kept_in_one_fold", "suggested_merges",
+                                               "training_rows")},
         "registered_model": registration.get("registered_model"),
         "promotion": registration.get("promotion"),
     }
@@ -206,10 +207,13 @@ ENSEMBLE_KEYS = ("method", "ensemble_oof_logloss", "ensemble_oof_logloss_in_samp
 
 
 def _preprocess_line(pre: dict) -> str:
-    """`preprocess: 417 ok, 6 duplicate, 2 corrupt; 13 duplicate groups, 0 suggested merges, 353 training rows`."""
+    """`preprocess: 417 ok, 6 duplicate, 2 corrupt; 13 duplicate groups, 1 near copy pair kept in one fold,
+    0 suggested merges, 353 training rows` (the pairs line only when there are some)."""
     statuses = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in (pre.get("status") or {}).items() if n)
-    counts = [(pre.get("dup_groups"), "duplicate groups"), (pre.get("suggested_merges"), "suggested merges"),
-              (pre.get("training_rows"), "training rows")]  # fmt: skip
+    kept = pre.get("kept_in_one_fold") or None  # a watermarked copy, say: kept for training, next to its original
+    counts = [(pre.get("dup_groups"), "duplicate groups"),
+              (kept, "near copy pair kept in one fold" if kept == 1 else "near copy pairs kept in one fold"),
+              (pre.get("suggested_merges"), "suggested merges"), (pre.get("training_rows"), "training rows")]  # fmt: skip
     return f"preprocess: {statuses or 'no files'}; " + ", ".join(f"{n} {what}" for n, what in counts if n is not None)
 
 

@@ -257,6 +257,8 @@ def run(cfg: Config, data: str, out: str, data_hash: str = "", code_version: str
         "status": {k: int(counts.get(k, 0)) for k in ("ok", "duplicate", "near_duplicate", "corrupt",
                                                        "cross_class_conflict", "noisy")},
         "dup_groups": int(manifest["dup_group"].max() + 1), "fold_groups": int(manifest["fold_group"].max() + 1),
+        # confirmed near copies whose kind says same_fold: both kept for training, in one fold
+        "kept_in_one_fold": int((pairs["action"] == "same_fold").sum()) if len(pairs) else 0,
         "suggested_merges": len(suggestions),
         "training_rows": len(train_ok), "folds": cfg.data.folds, "warnings": fold_warnings,
         "data_hash": data_hash,
