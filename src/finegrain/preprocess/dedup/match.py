@@ -6,8 +6,9 @@ The thumbnails (normalize.thumbnail: DETAIL px, borders trimmed, orientation app
 or an EXIF turn. What is left: a mirror image (taken when it correlates better), a geometric change (a crop
 scaled back, a small rotation, a resize to another shape) found as an affine map by ECC (cv2.findTransformECC on
 the 64-px views, started from the best of a few crop hypotheses, only when the pair does not already agree as
-it is; refined on the 128-px thumbnails where a soft picture leaves the small views too little), and a brightness, contrast or gamma change, undone by mapping b's grey levels onto a's distribution
-(histogram matching over the overlap).
+it is; refined on the 128-px thumbnails where a soft picture leaves the small views too little), and a
+brightness, contrast or gamma change, undone by mapping b's grey levels onto a's distribution (histogram
+matching over the overlap).
 
 Then the verdict, block by block (8x8 px blocks of the DETAIL thumbnails): two textured blocks differ when they
 no longer correlate, two flat ones when their levels part. Copies differ in almost no block ("same");
