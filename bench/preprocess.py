@@ -189,6 +189,12 @@ def main() -> None:
     )
     ap.add_argument("--photos", action="store_true", help="real photos, recall per kind of copy (dedup_table.py)")
     args = ap.parse_args()
+    if args.photos:  # before anything slow: the photos are the prerequisite a new machine lacks
+        from bench.dedup_photos import INSTALL, missing
+
+        if missing():
+            raise SystemExit(f"bench-dedup needs real photos from Debian packages ({', '.join(missing())} "
+                             f"missing): {INSTALL}")  # fmt: skip
     warnings.filterwarnings("ignore", module="imagededup")
     logging.disable(logging.INFO)  # imagededup logs every phase at INFO
     # Import both libraries before any clock starts: imagededup's import pulls in torch (~4 s), which is a fixed
@@ -197,12 +203,7 @@ def main() -> None:
     import finegrain.steps.preprocess  # noqa: F401
 
     if args.photos:
-        from bench.dedup_photos import INSTALL, missing
         from bench.dedup_table import run_table
-
-        if missing():
-            raise SystemExit(f"bench-dedup needs real photos from Debian packages ({', '.join(missing())} "
-                             f"missing): {INSTALL}")  # fmt: skip
 
         run_table({"finegrain (hash + search + confirmation)": functools.partial(_table_run, run_finegrain, "confirmed"),
                    "imagededup PHash (hash + search)": functools.partial(_table_run, run_imagededup, "searched")},

@@ -69,3 +69,17 @@ def test_video_frames_are_counted_apart_from_look_alikes() -> None:
     cls = {"f1": "basketball", "f2": "basketball", "w1": "Wood", "w2": "Wood", "w3": "Wood", "z": "zebra"}
     assert pair_kind("f1", "f2", cls) == "burst" and pair_kind("w1", "w3", cls) == "look-alike"
     assert lookalike_pairs(cls) == 3 and lookalike_pairs(cls, burst=True) == 1
+
+
+def test_without_the_photos_the_bench_stops_with_the_install_line(monkeypatch, tmp_path) -> None:
+    """A machine without the two Debian packages gets the apt-get line, before imagededup or any clock."""
+    import sys
+
+    from bench import dedup_photos, preprocess
+
+    monkeypatch.setattr(dedup_photos, "OPENCV", tmp_path / "no-opencv-doc")
+    monkeypatch.setattr(sys, "argv", ["bench/preprocess.py", "--photos"])
+    monkeypatch.setattr(preprocess, "import_imagededup", lambda: pytest.fail("imagededup imported first"))
+    with pytest.raises(SystemExit) as stop:
+        preprocess.main()
+    assert "no-opencv-doc" in str(stop.value) and dedup_photos.INSTALL in str(stop.value)
