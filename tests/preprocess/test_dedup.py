@@ -143,7 +143,8 @@ def test_each_kind_of_copy_is_confirmed_and_named(kind: str) -> None:
 def test_a_crop_scaled_back_covers_its_share_of_pixels() -> None:
     """A copy cropped by 10 % a side covers 64 % of its original's pixels, over the 55 % floor; counted in whole
     8x8 blocks it covered 52 % and a sure copy was called different."""
-    from finegrain.preprocess.dedup.match import _MIN_COVER, DETAIL, _blocks, _crop_map
+    from finegrain.preprocess.dedup.align import _crop_map
+    from finegrain.preprocess.dedup.match import _MIN_COVER, DETAIL, _blocks
 
     rng = np.random.default_rng(3)
     a = np.clip(rng.normal(120, 40, (DETAIL, DETAIL)), 0, 255).astype(np.uint8)
@@ -153,14 +154,14 @@ def test_a_crop_scaled_back_covers_its_share_of_pixels() -> None:
 
 
 def test_a_shear_is_taken_out_of_a_map_and_nothing_else() -> None:
-    from finegrain.preprocess.dedup.match import _map_parts, without_shear
+    from finegrain.preprocess.dedup.align import map_parts, without_shear
 
     turn = np.deg2rad(3.0)
     rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
     m = rot @ np.diag([1.2, 1.1]) @ np.array([[1.0, 0.15], [0.0, 1.0]])  # a crop, a turn and a shear
     warp = np.hstack([m, [[-5.0], [3.0]]]).astype(np.float32)
     fixed = without_shear(warp, 64)
-    before, after = _map_parts(warp, 64), _map_parts(fixed, 64)
+    before, after = map_parts(warp, 64), map_parts(fixed, 64)
     assert before[3] > 0.1 and after[3] < 1e-6  # shear gone
     assert np.allclose(before[:3], after[:3], atol=1e-5) and abs(before[4] - after[4]) < 1e-5  # the rest kept
     centre = np.array([32.0, 32.0])

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy.fft import dctn
 
-from finegrain.preprocess.dedup.match import ncc
+from finegrain.preprocess.dedup.align import ncc
 from finegrain.sample.car_specs import ALIASES, CLASS_SPECS, CarSpec, sample_scene, vary_details
 from finegrain.sample.synthetic_cars import jpeg_bytes, render
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from finegrain.preprocess.dedup.align import ecc, map_parts, ncc, start_map
 from finegrain.preprocess.dedup.normalize import DETAIL, THUMB, small_view
 
 _BLOCK = 8  # px of the DETAIL thumbnail per verdict block
@@ -33,11 +34,6 @@ _MIN_LOCAL = 0.5  # NCC two textured blocks of a copy keep (different texture: n
 # A block differs plainly (not by noise or a resampled edge): textures anti-correlated, or flat levels this many
 # times the tolerance apart.
 _STRONG, _STRONG_LOCAL = 2.0, 0.0
-_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 15, 1e-3)
-# The geometric changes a copy may have: a crop of up to ~13 % per edge scaled back, a turn of up to ~8 degrees.
-# ECC may "align" two different pictures with a wild map; such maps are no copy.
-# A crop off one edge stretches one axis (10 %: 1.11x) and moves the centre (by 5 %).
-_MAX_ZOOM, _MAX_TURN, _MAX_SHIFT, _MAX_SHEAR, _MAX_ASPECT = 1.35, np.deg2rad(8.0), 0.1, 0.1, 1.13
 _MIN_COVER = 0.55  # see _verdict
 _TEXTURED_ENOUGH = 0.5  # see match_thumbs.judged
 # ECC only runs when the identity or a crop hypothesis already correlates this well on 32-px views: crops and
@@ -64,115 +60,13 @@ class Match:
 
     def geometry(self) -> dict[str, float]:
         """zoom (>1: b shows a's picture cropped), turn (degrees), shift (share of the side), aspect change."""
-        sx, sy, turn, _, shift = _map_parts(self.affine, DETAIL)
+        sx, sy, turn, _, shift = map_parts(self.affine, DETAIL)
         return {
             "zoom": float(1 / np.sqrt(sx * sy)),
             "turn": float(np.degrees(turn)),
             "shift": shift,
             "aspect": sx / sy,
         }
-
-
-def _map_parts(warp: np.ndarray, n: int) -> tuple[float, float, float, float, float]:
-    """What a 2x3 map (a's n-px grid -> b's) does: scale along x and y, turn (radians), shear (cosine of the angle
-    between the mapped axes) and how far it moves the centre (share of the side)."""
-    m = warp[:, :2].astype(np.float64)
-    sx, sy = float(np.linalg.norm(m[:, 0])), float(np.linalg.norm(m[:, 1]))
-    turn = float(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
-    centre = m @ np.array([n / 2, n / 2]) + warp[:, 2] - n / 2
-    return sx, sy, turn, abs(float(m[:, 0] @ m[:, 1])) / (sx * sy), float(np.abs(centre).max()) / n
-
-
-def ncc(x: np.ndarray, y: np.ndarray) -> float:
-    """Normalised cross-correlation of two same-shape arrays (0 when either is flat). Centred, then three dot
-    products: ~8 us on the check's 32-64 px arrays, where numpy's elementwise version or cv2.matchTemplate cost
-    ~20-30 us, and the check calls it a dozen times per pair."""
-    x = np.asarray(x, np.float32).ravel()
-    y = np.asarray(y, np.float32).ravel()
-    x, y = x - x.mean(), y - y.mean()
-    denominator = float(np.sqrt(float(x @ x) * float(y @ y)))
-    return float(x @ y) / denominator if denominator > 0 else 0.0
-
-
-def _crop_map(fractions: tuple[float, float, float, float], n: int, inverse: bool) -> np.ndarray:
-    """The 2x3 map (a's grid -> b's) when b is a's picture cropped by `fractions` (left, top, right, bottom) and
-    scaled back to a's size; `inverse`: when a is the crop of b."""
-    left, top, right, bottom = fractions
-    sx, sy = 1 / (1 - left - right), 1 / (1 - top - bottom)
-    m = np.array([[sx, 0, -left * n * sx], [0, sy, -top * n * sy]], np.float32)
-    return cv2.invertAffineTransform(m) if inverse else m
-
-
-# Crops people make (share cut off each edge): the ECC starts from the best of these, so a zoom of up to 1.25 or a
-# stretch along one axis is within its reach even on soft, low-texture pictures where it wanders from the identity.
-_CROPS = [(f, f, f, f) for f in (0.04, 0.08)] + [
-    tuple(0.06 if k == side else 0.0 for k in range(4)) for side in range(4)
-]
-
-
-def _unit(views: list[np.ndarray]) -> np.ndarray:
-    """[k, n*n] float32 rows: each view centred and scaled to unit length (a flat view: zeros)."""
-    rows = np.stack(views).reshape(len(views), -1).astype(np.float32)
-    rows -= rows.mean(axis=1, keepdims=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-    return rows / np.where(norms > 0, norms, 1.0)[:, None]
-
-
-def _start(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
-    """The best starting map for ECC at THUMB px, the identity or a crop hypothesis, and its NCC on half-size
-    views: a crop hypothesis compares the one picture's box, scaled to full size, with the other picture.
-    The thirteen NCCs are one product of unit rows (as many ncc calls cost a third of a check)."""
-    n = THUMB // 2
-    ha, hb = (cv2.resize(x, (n, n), interpolation=cv2.INTER_AREA) for x in (a, b))
-    firsts, seconds, hypotheses = [ha], [hb], [None]
-    for crop in _CROPS:
-        left, top, right, bottom = (round(f * n) for f in crop)
-        for inverse, (outer, other) in ((False, (ha, hb)), (True, (hb, ha))):
-            box = outer[top : n - bottom, left : n - right]
-            firsts.append(cv2.resize(box, (n, n), interpolation=cv2.INTER_LINEAR))
-            seconds.append(other)
-            hypotheses.append((crop, inverse))
-    scores = np.einsum("ij,ij->i", _unit(firsts), _unit(seconds))
-    k = int(np.argmax(scores))  # the first best: the identity wins ties
-    if k == 0:
-        best = np.eye(2, 3, dtype=np.float32)
-    else:
-        crop, inverse = hypotheses[k]
-        best = _crop_map(crop, n, inverse)
-    best[:, 2] *= 2.0  # half-size map to THUMB px
-    return best, float(scores[k])
-
-
-def _ecc(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:
-    """Affine map from a's grid to b's (views of a's size, square) by ECC from `start`; None when it fails."""
-    n = a.shape[0]
-    try:
-        _, warp = cv2.findTransformECC(a, b, start, cv2.MOTION_AFFINE, _CRITERIA, None, 1)
-    except cv2.error:
-        return None
-    if _plausible(warp, n):
-        return warp
-    # On soft pictures ECC's spare freedom wanders into a shear the copy does not have; the same map without
-    # the shear is a copy's geometry, and the blocks then judge whether it fits.
-    fixed = without_shear(warp, n)
-    return fixed if _plausible(fixed, n) else None
-
-
-def without_shear(warp: np.ndarray, n: int) -> np.ndarray:
-    """The 2x3 map with the same scales along x and y, turn and centre (of an n-px grid) as `warp`, no shear."""
-    sx, sy, turn, _, _ = _map_parts(warp, n)
-    c, s = np.cos(turn), np.sin(turn)
-    m = np.array([[c * sx, -s * sy], [s * sx, c * sy]])
-    centre = np.array([n / 2, n / 2])
-    return np.hstack([m, (warp[:, :2] @ centre + warp[:, 2] - m @ centre)[:, None]]).astype(np.float32)
-
-
-def _plausible(warp: np.ndarray, n: int) -> bool:
-    if np.linalg.det(warp[:, :2].astype(np.float64)) <= 0:
-        return False
-    sx, sy, turn, shear, shift = _map_parts(warp, n)
-    return (1 / _MAX_ZOOM <= min(sx, sy) and max(sx, sy) <= _MAX_ZOOM and abs(turn) <= _MAX_TURN
-            and max(sx, sy) / min(sx, sy) <= _MAX_ASPECT and shear <= _MAX_SHEAR and shift <= _MAX_SHIFT)  # fmt: skip
 
 
 @dataclass
@@ -302,10 +196,10 @@ def match_thumbs(
     best = Match(verdict, flipped, np.eye(2, 3, dtype=np.float32), c.ncc, changed, c.tone)
     if verdict != "different" and changed == 0.0:
         return best  # nothing differs as it is: no geometry to look for
-    start, score = _start(sa, sb)
+    start, score = start_map(sa, sb)
     if score < _MIN_START:
         return best  # no crop or turn of the one lines up with the other even roughly: different pictures
-    warp = _ecc(sa, sb, start)
+    warp = ecc(sa, sb, start)
     if warp is not None:
         warp[:, 2] *= DETAIL / THUMB  # the map found on THUMB px views, on the DETAIL grid
         verdict, changed, c = judged(warp)
@@ -320,7 +214,7 @@ def match_thumbs(
         warp = start.copy()
         warp[:, 2] *= DETAIL / THUMB
     blur = [cv2.GaussianBlur(x.astype(np.float32), (0, 0), _SIGMA) for x in (thumb_a, thumb_b)]
-    fine = _ecc(*blur, warp)
+    fine = ecc(*blur, warp)
     if fine is not None:
         verdict, changed, c = judged(fine)
         if verdict != "different":
