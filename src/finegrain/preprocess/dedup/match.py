@@ -73,7 +73,7 @@ class Match:
 class _Compared:
     differs: np.ndarray  # GRID x GRID bool: blocks that differ (blocks b does not cover agree)
     compared: int  # blocks that could be compared (0: the pair cannot be told a copy)
-    covered: float  # share of a's blocks that b covers after alignment
+    covered: float  # share of a's pixels that b covers after alignment
     ncc: float  # over the overlap
     tone: float  # see Match.tone
     textured: float = 0.0  # share of covered blocks with texture on both sides
@@ -91,14 +91,16 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     """Compare a with b mapped onto a's grid by `warp` (None: b as it is, without resampling), block by block."""
     n, g = DETAIL, DETAIL // _BLOCK
     if warp is None:
-        bw, cover = b, np.ones((n, n), bool)
+        bw, mask, full, covered = b, None, np.ones((g, g), bool), 1.0
     else:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         bw = cv2.warpAffine(b, warp, (n, n), flags=flags)
         cover = cv2.warpAffine(np.full((n, n), 255, np.uint8), warp, (n, n), flags=flags) == 255
+        mask = cover.astype(np.uint8)
+        full = cv2.resize(cover.astype(np.float32), (g, g), interpolation=cv2.INTER_AREA) > 0.999  # whole blocks
+        covered = float(cover.mean())
     # Grey levels of b mapped onto a's distribution over the overlap: undoes any monotone change (brightness,
     # contrast, gamma) whatever its shape, and costs two 256-bin histograms.
-    mask = None if warp is None else cover.astype(np.uint8)
     ha = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel()
     counts = cv2.calcHist([bw], [0], mask, [256], [0, 256]).ravel()
     clipped = (counts[0] + counts[255]) - (ha[0] + ha[255]) > 0.03 * max(1.0, counts.sum())
@@ -114,17 +116,13 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     sx, sy = np.sqrt(np.maximum(mxx - mx * mx, 0.0)), np.sqrt(np.maximum(myy - my * my, 0.0))
     local = (mxy - mx * my) / (sx * sy + 1e-6)
     rms = np.sqrt(np.maximum(mxx + myy - 2 * mxy, 0.0))
-    if warp is None:
-        full = np.ones((g, g), bool)
-    else:
-        full = cv2.resize(cover.astype(np.float32), (g, g), interpolation=cv2.INTER_AREA) > 0.999
     textured, flat = (sx > _FLAT) & (sy > _FLAT), (sx <= _FLAT) & (sy <= _FLAT)
     # A block differs when both halves have texture that does not correlate, or both are flat at other levels.
     # Texture on one side only is what clipping does to a brightened copy: not counted either way.
     differs = full & (rms > _ABS_TOL) & ((textured & (local < _MIN_LOCAL)) | flat)
     n_full = int(full.sum())
     if n_full < full.size * 0.3:
-        return _Compared(differs, 0, float(full.mean()), 0.0, tone)
+        return _Compared(differs, 0, covered, 0.0, tone)
     # The NCC of the whole overlap, from the same moments (fully covered blocks).
     ex, ey, exx, eyy, exy = moments[full].astype(np.float64).mean(axis=0)
     whole = float((exy - ex * ey) / (np.sqrt(max(exx - ex * ex, 0.0) * max(eyy - ey * ey, 0.0)) + 1e-9))
@@ -132,7 +130,7 @@ def _blocks(a: np.ndarray, b: np.ndarray, warp: np.ndarray | None) -> _Compared:
     return _Compared(
         differs,
         int((full & (textured | flat)).sum()),
-        1.0 if warp is None else float(cover.mean()),
+        covered,
         whole,
         tone,
         float((full & textured).sum() / n_full),
