@@ -76,7 +76,7 @@ def scan_table(
     paths = images["path"].tolist()
     # Files go to the workers in chunks of up to 64, each hashed in one vectorised DCT; 8 chunks per worker keep
     # both busy to the end.
-    size = max(1, min(64, len(paths) // (max(1, pp.workers) * 8)))
+    size = max(1, min(32, len(paths) // (max(1, pp.workers) * 8)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     scanned = map_batches(
         scan, chunks, [len(c) for c in chunks], "validating + hashing", "img", pool, rounds=storage_rounds(cfg)

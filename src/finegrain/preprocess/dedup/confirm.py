@@ -99,7 +99,7 @@ def confirm_pairs(
         pairs = _rounds(candidates, groups, done)
         if not pairs:
             return out
-        per_job = max(8, min(128, len(pairs) // (max(1, pp.workers) * 4)))
+        per_job = max(8, min(32, len(pairs) // (max(1, pp.workers) * 8)))
         jobs = []
         for start in range(0, len(pairs), per_job):
             batch = pairs[start : start + per_job]

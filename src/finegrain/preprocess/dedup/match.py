@@ -5,8 +5,8 @@
 The thumbnails (normalize.thumbnail: DETAIL px, borders trimmed, orientation applied) no longer show a letterbox
 or an EXIF turn. What is left: a mirror image (taken when it correlates better), a geometric change (a crop
 scaled back, a small rotation, a resize to another shape) found as an affine map by ECC (cv2.findTransformECC on
-the 64-px views, started from the best of a few crop hypotheses, only when the pair does not already agree as
-it is; refined on the 128-px thumbnails where a soft picture leaves the small views too little), and a
+the 64-px views, started from the best of a few crop hypotheses; refined on the 128-px thumbnails where a soft
+picture leaves the small views too little), and a
 brightness, contrast or gamma change, undone by mapping b's grey levels onto a's distribution (histogram
 matching over the overlap).
 
@@ -14,6 +14,10 @@ Then the verdict, block by block (8x8 px blocks of the DETAIL thumbnails): two t
 no longer correlate, two flat ones when their levels part. Copies differ in almost no block ("same");
 a watermark, logo or other local edit differs in one compact blob and nowhere else ("edit"); different pictures
 of one scene (another pose, another part of a landscape) differ in blocks all over the frame ("different").
+
+Order, for speed (the check is most of preprocess's time after decoding): a pair whose small views correlate
+closely as they are is judged as it is first, and a copy found so ends there; the others look for their
+geometry first, and are judged as they are only when no crop or turn makes them a copy.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ _MIN_START = 0.6
 # The refinement on full thumbnails (match_thumbs) only where the start correlates this well: the soft copies
 # it rescued on the real-photo bench started at 0.88-0.99, the synthetic renders' other candidates at ~0.82.
 _MIN_REFINE = 0.88
+# Small views correlating this well as they are (or mirrored) are judged as they are before any geometry is
+# looked for: re-saves, resizes, tone changes and watermarks on the real-photo bench start at 0.87-1.00, crops
+# and turns of a few percent or degrees mostly lower, other pictures of a scene at a median of 0.2.
+_LIKE_AS_IS = 0.95
 
 
 @dataclass
@@ -172,38 +180,46 @@ def match_thumbs(
 
     views: the two thumbnails' small_view, when the caller already has them (a picture in several pairs)."""
     sa, sb = views if views is not None else (small_view(thumb_a), small_view(thumb_b))
-    flipped = ncc(sa, sb[:, ::-1]) > ncc(sa, sb) + 0.02
+    as_is, mirrored = ncc(sa, sb), ncc(sa, sb[:, ::-1])
+    flipped = mirrored > as_is + 0.02
     if flipped:
         thumb_b, sb = np.ascontiguousarray(thumb_b[:, ::-1]), np.ascontiguousarray(sb[:, ::-1])
     limits = (same_at, edit_at, min_similarity)
 
-    def judged(warp: np.ndarray | None) -> tuple[str, float, _Compared]:
+    def judged(warp: np.ndarray | None) -> Match:
         c = _blocks(thumb_a, thumb_b, warp)
         verdict, changed = _verdict(c, *limits)
-        if verdict == "different" or c.textured >= _TEXTURED_ENOUGH or c.clipped:
-            return verdict, changed, c
-        # Both ways, the worse verdict: b's grey levels mapped onto a flat-ish a lose b's texture (a blurred
-        # backdrop "agrees" with any other), and the other way round shows it. Not when b is clipped (a copy
-        # brightened to pure white in places): the other way round would only count what the clipping erased.
-        back = _blocks(thumb_b, thumb_a, None if warp is None else cv2.invertAffineTransform(warp))
-        v2, changed2 = _verdict(back, *limits)
-        order = ("same", "edit", "different")
-        return max((verdict, changed), (v2, changed2), key=lambda t: (order.index(t[0]), t[1])) + (c,)
+        if verdict != "different" and c.textured < _TEXTURED_ENOUGH and not c.clipped:
+            # Both ways, the worse verdict: b's grey levels mapped onto a flat-ish a lose b's texture (a blurred
+            # backdrop "agrees" with any other), and the other way round shows it. Not when b is clipped (a copy
+            # brightened to pure white in places): the other way round would only count what the clipping erased.
+            back = _blocks(thumb_b, thumb_a, None if warp is None else cv2.invertAffineTransform(warp))
+            v2, changed2 = _verdict(back, *limits)
+            order = ("same", "edit", "different")
+            verdict, changed = max((verdict, changed), (v2, changed2), key=lambda t: (order.index(t[0]), t[1]))
+        return Match(verdict, flipped, np.eye(2, 3, dtype=np.float32) if warp is None else warp, c.ncc, changed,
+                     c.tone)  # fmt: skip
 
-    verdict, changed, c = judged(None)
-    best = Match(verdict, flipped, np.eye(2, 3, dtype=np.float32), c.ncc, changed, c.tone)
-    if verdict != "different" and changed == 0.0:
-        return best  # nothing differs as it is: no geometry to look for
+    # Pictures that correlate closely as they are (a re-save, resize, tone change, watermark) are judged as they
+    # are first: most copies end there. The others (crops, turns, other pictures) first look for their geometry.
+    best = judged(None) if max(as_is, mirrored) >= _LIKE_AS_IS else None
+    if best is not None and best.verdict == "same":
+        # A copy as it is: what differs is noise, and finding a slight crop would not change what is done with
+        # it (dropped either way). An edit goes on: the blob may be the edge a slight crop moved (dropped) rather
+        # than a watermark (kept in one fold).
+        return best
     start, score = start_map(sa, sb)
-    if score < _MIN_START:
-        return best  # no crop or turn of the one lines up with the other even roughly: different pictures
-    warp = ecc(sa, sb, start)
+    warp = ecc(sa, sb, start) if score >= _MIN_START else None  # else no crop or turn lines them up at all
     if warp is not None:
         warp[:, 2] *= DETAIL / THUMB  # the map found on THUMB px views, on the DETAIL grid
-        verdict, changed, c = judged(warp)
-        if (verdict != "different", -changed) > (best.verdict != "different", -best.changed):
-            best = Match(verdict, flipped, warp, c.ncc, changed, c.tone)
-    if best.verdict != "different" or score < _MIN_REFINE:
+        aligned = judged(warp)
+        if best is None and aligned.same:
+            return aligned  # a crop or turn, lined up: judging it as it is could not make it more a copy
+        best = best if best is not None else judged(None)
+        if (aligned.same, -aligned.changed) > (best.same, -best.changed):
+            best = aligned
+    best = best if best is not None else judged(None)
+    if best.same or score < _MIN_REFINE:
         return best
     # Soft pictures (clouds, water, bokeh) give the small views too little to hold ECC on: refine on the full
     # thumbnails, from where the small views left it. Only pairs still judged different whose small views line
@@ -214,7 +230,7 @@ def match_thumbs(
     blur = [cv2.GaussianBlur(x.astype(np.float32), (0, 0), _SIGMA) for x in (thumb_a, thumb_b)]
     fine = ecc(*blur, warp)
     if fine is not None:
-        verdict, changed, c = judged(fine)
-        if verdict != "different":
-            best = Match(verdict, flipped, fine, c.ncc, changed, c.tone)
+        refined = judged(fine)
+        if refined.same:
+            best = refined
     return best
