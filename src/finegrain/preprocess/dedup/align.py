@@ -45,6 +45,13 @@ def ncc(x: np.ndarray, y: np.ndarray) -> float:
     return float(x @ y) / denominator if denominator > 0 else 0.0
 
 
+def rescaled(warp: np.ndarray, factor: float) -> np.ndarray:
+    """The same 2x3 map on grids `factor` times the size (the shift scales, the linear part does not); a copy."""
+    out = np.array(warp, dtype=np.float32)
+    out[:, 2] *= factor
+    return out
+
+
 def _crop_map(fractions: tuple[float, float, float, float], n: int, inverse: bool) -> np.ndarray:
     """The 2x3 map (a's grid -> b's) when b is a's picture cropped by `fractions` (left, top, right, bottom) and
     scaled back to a's size; `inverse`: when a is the crop of b."""
@@ -90,8 +97,7 @@ def start_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     else:
         crop, inverse = hypotheses[k]
         best = _crop_map(crop, n, inverse)
-    best[:, 2] *= 2.0  # half-size map to THUMB px
-    return best, float(scores[k])
+    return rescaled(best, 2.0), float(scores[k])  # the half-size map on THUMB px
 
 
 def ecc(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> np.ndarray | None:

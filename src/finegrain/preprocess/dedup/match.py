@@ -6,9 +6,8 @@ The thumbnails (normalize.thumbnail: DETAIL px, borders trimmed, orientation app
 or an EXIF turn. What is left: a mirror image (taken when it correlates better), a geometric change (a crop
 scaled back, a small rotation, a resize to another shape) found as an affine map by ECC (cv2.findTransformECC on
 48-px views, started from the best of a few crop hypotheses; refined on the 128-px thumbnails where a soft
-picture leaves the small views too little), and a
-brightness, contrast or gamma change, undone by mapping b's grey levels onto a's distribution (histogram
-matching over the overlap).
+picture leaves the small views too little), and a brightness, contrast or gamma change, undone by mapping b's
+grey levels onto a's distribution (histogram matching over the overlap).
 
 Then the verdict, block by block (8x8 px blocks of the DETAIL thumbnails): two textured blocks differ when they
 no longer correlate, two flat ones when their levels part. Copies differ in almost no block ("same");
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from finegrain.preprocess.dedup.align import ecc, map_parts, ncc, start_map
+from finegrain.preprocess.dedup.align import ecc, map_parts, ncc, rescaled, start_map
 from finegrain.preprocess.dedup.normalize import DETAIL, THUMB, small_view
 
 _BLOCK = 8  # px of the DETAIL thumbnail per verdict block
@@ -216,24 +215,23 @@ def match_thumbs(
         # mostly per step, not per pixel), and on the real-photo bench it converged from farther (recall of
         # crops and turns 0.98-0.99, was 0.97-0.99).
         ea, eb = (cv2.resize(v, (_ECC_SIDE, _ECC_SIDE), interpolation=cv2.INTER_AREA) for v in (sa, sb))
-        warp = ecc(ea, eb, np.hstack([start[:, :2], start[:, 2:] * (_ECC_SIDE / THUMB)]))
+        warp = ecc(ea, eb, rescaled(start, _ECC_SIDE / THUMB))
+    aligned = None
     if warp is not None:
-        warp[:, 2] *= DETAIL / _ECC_SIDE  # the map found on the ECC views, on the DETAIL grid
+        warp = rescaled(warp, DETAIL / _ECC_SIDE)  # the map found on the ECC views, on the DETAIL grid
         aligned = judged(warp)
         if best is None and aligned.same:
             return aligned  # a crop or turn, lined up: judging it as it is could not make it more a copy
-        best = best if best is not None else judged(None)
-        if (aligned.same, -aligned.changed) > (best.same, -best.changed):
-            best = aligned
     best = best if best is not None else judged(None)
+    if aligned is not None and (aligned.same, -aligned.changed) > (best.same, -best.changed):
+        best = aligned
     if best.same or score < _MIN_REFINE:
         return best
     # Soft pictures (clouds, water, bokeh) give the small views too little to hold ECC on: refine on the full
     # thumbnails, from where the small views left it. Only pairs still judged different whose small views line
     # up closely pay for it (a soft picture's do; on the synthetic renders, most other pairs' do not).
     if warp is None:
-        warp = start.copy()
-        warp[:, 2] *= DETAIL / THUMB
+        warp = rescaled(start, DETAIL / THUMB)
     blur = [cv2.GaussianBlur(x.astype(np.float32), (0, 0), _SIGMA) for x in (thumb_a, thumb_b)]
     fine = ecc(*blur, warp)
     if fine is not None:
