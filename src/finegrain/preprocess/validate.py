@@ -8,10 +8,14 @@ read is not judged at all (see read_file): storage failures are never an image s
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from finegrain.data.decode import CheckedImage, check_image
+
+if TYPE_CHECKING:
+    from finegrain.preprocess.dedup.store import ThumbStore
 
 __all__ = ["CheckedImage", "check_image", "read_file", "scan_image", "scan_images"]
 
@@ -50,9 +54,14 @@ def read_file(uri: str) -> tuple[bytes | None, str]:
         return None, why
 
 
-def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
+def scan_images(
+    uris: list[str], max_pixels: int, min_side: int, store: ThumbStore | None = None, first_row: int = 0
+) -> list[dict]:
     """Everything preprocess needs from each file: sha256, status/reason, size, pHash and the near-duplicate
     check's picture (dedup.normalize.Picture: thumbnail, tiny features, trim, orientation).
+
+    store: where the thumbnails go (dedup.store; the files are rows first_row, first_row + 1, ... of it), so that
+    a worker returns each picture by reference; None: the pictures carry their thumbnails.
 
     Runs in worker processes on a chunk of files at a time (the hashes and tiny features of a chunk are computed
     together), so it takes and returns plain picklable values. A file that cannot be read for good gets status
@@ -63,7 +72,7 @@ def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
     from finegrain.preprocess.dedup.normalize import DETAIL, Picture, thumb_phashes, thumbnail, tiny_features
 
     out, seen = [], []
-    for uri in uris:
+    for position, uri in enumerate(uris):
         data, read_error = read_file(uri)  # a transient failure raises: the whole batch is rerun later
         # The thumbnail (DETAIL px) needs no more pixels than that a side, and no colour: a JPEG is decoded at a
         # reduced DCT scale, luma only. Every later near-duplicate step works from it: no file is read again.
@@ -84,15 +93,19 @@ def scan_images(uris: list[str], max_pixels: int, min_side: int) -> list[dict]:
         }
         if checked.image is not None:
             thumb, trim = thumbnail(np.asarray(checked.image))
-            seen.append((row, thumb, trim, checked.orientation))
+            seen.append((first_row + position, row, thumb, trim, checked.orientation))
         out.append(row)
     if seen:
-        thumbs = np.stack([thumb for _, thumb, _, _ in seen])
+        thumbs = np.stack([thumb for _, _, thumb, _, _ in seen])
         hashes, tiny = thumb_phashes(thumbs), tiny_features(thumbs)
-        for k, (row, thumb, trim, orientation) in enumerate(seen):
+        for k, (at, row, thumb, trim, orientation) in enumerate(seen):
             row["phash"] = hash_hex(int(hashes[k]))
             size = (row["width"], row["height"])
-            row["thumb"] = Picture(thumb, tiny[k], size, trim, orientation)
+            row["thumb"] = (
+                Picture(thumb, tiny[k], size, trim, orientation)
+                if store is None
+                else store.keep(at, thumb, tiny[k], size, trim, orientation)
+            )
     return out
 
 

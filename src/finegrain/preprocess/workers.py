@@ -2,6 +2,7 @@
 
     with worker_pool(cfg.preprocess.workers) as pool:        # None for one worker: everything runs inline
         results = map_batches(fn, batches, sizes, "hashing", "img", pool, rounds=5)
+        scratch_dir(pool)                                     # a directory the pool's processes share, or None
 
 A batch whose storage read fails after the storage layer's own retries raises TransientReadError; map_batches
 then stops handing out batches (a dead server would otherwise cost every remaining batch its full retry
@@ -15,7 +16,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -51,12 +54,27 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     else:
         ctx = multiprocessing.get_context("spawn")
     settings = {k: v for k, v in os.environ.items() if k.startswith(_WORKER_ENV)}
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, s3client.DEFAULT_RETRIES)
-    ) as pool:
+    # The scratch directory outlives the pool: it is removed once the workers have exited.
+    with (
+        tempfile.TemporaryDirectory(prefix="finegrain-preprocess-") as scratch,
+        ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, s3client.DEFAULT_RETRIES)
+        ) as pool,
+    ):
+        _SCRATCH[pool] = scratch
         for _ in range(workers):
             pool.submit(os.getpid)  # a no-op task: the executor starts one worker per task submitted
         yield pool
+
+
+# Each pool's scratch directory (worker_pool), removed after the pool's workers have exited.
+_SCRATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def scratch_dir(pool: ProcessPoolExecutor | None) -> str | None:
+    """A directory the pool's workers and this process share for the pool's lifetime (dedup.store keeps the
+    thumbnails there); None inline or for a pool worker_pool did not make."""
+    return None if pool is None else _SCRATCH.get(pool)
 
 
 # Storage settings the workers must see as the parent sees them now: a fork-server child inherits the server's

@@ -37,6 +37,7 @@ from finegrain.data.layouts import DatasetError, read_dataset
 from finegrain.preprocess.copies import group_copies, note_same_fold
 from finegrain.preprocess.dedup.confirm import confirm_pairs
 from finegrain.preprocess.dedup.search import candidate_pairs
+from finegrain.preprocess.dedup.store import ThumbStore
 from finegrain.preprocess.folds import assign_folds, fold_balance
 from finegrain.preprocess.noise import find_noisy_labels, load_oof
 from finegrain.preprocess.report import render_report
@@ -46,6 +47,7 @@ from finegrain.preprocess.validate import scan_images
 from finegrain.preprocess.workers import (
     UnreadableFilesError,
     map_batches,
+    scratch_dir,
     storage_rounds,
     unreadable_message,
     worker_pool,
@@ -72,14 +74,17 @@ def scan_table(
     that may pass (an S3 outage): only bytes that were read can be called corrupt.
     """
     pp = cfg.preprocess
-    scan = functools.partial(scan_images, max_pixels=pp.max_pixels, min_side=pp.min_side)
     paths = images["path"].tolist()
+    # Pool workers write the thumbnails into one shared file and return them by reference (dedup.store).
+    scratch = scratch_dir(pool)
+    store = ThumbStore.create(len(paths), scratch) if scratch else None
+    scan = functools.partial(_scan_chunk, max_pixels=pp.max_pixels, min_side=pp.min_side, store=store)
     # Files go to the workers in chunks of up to 32 (~25 ms of work), each hashed in one vectorised DCT; 8 or more
     # chunks per worker keep both busy to the end (chunks of 64 left one idle for up to ~50 ms at the end).
     size = max(1, min(32, len(paths) // (max(1, pp.workers) * 8)))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    chunks = [(i, paths[i : i + size]) for i in range(0, len(paths), size)]
     scanned = map_batches(
-        scan, chunks, [len(c) for c in chunks], "validating + hashing", "img", pool, rounds=storage_rounds(cfg)
+        scan, chunks, [len(c) for _, c in chunks], "validating + hashing", "img", pool, rounds=storage_rounds(cfg)
     )
     scans = [row for rows in scanned for row in rows]
     unread = [(p, s["reason"]) for p, s in zip(paths, scans) if s["status"] == "unread"]
@@ -91,6 +96,12 @@ def scan_table(
     thumbs = [s.pop("thumb") for s in scans]
     table = pd.concat([images.reset_index(drop=True), pd.DataFrame(scans)], axis=1)
     return table, thumbs
+
+
+def _scan_chunk(chunk: tuple[int, list[str]], max_pixels: int, min_side: int, store: ThumbStore | None) -> list:
+    """scan_images on one chunk (its first row, its paths) in a worker."""
+    first, paths = chunk
+    return scan_images(paths, max_pixels, min_side, store=store, first_row=first)
 
 
 def _check_test_images(table: pd.DataFrame) -> None:

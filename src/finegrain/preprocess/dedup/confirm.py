@@ -3,7 +3,8 @@
     checked = confirm_pairs(pictures, candidates, linked, cfg, pool)  # [(i, j, same, rule, similarity, changed)]
 
 No file is read again: each pair is judged from the two scan-time pictures (normalize.Picture), so a storage
-outage after the scan cannot touch the verdicts, and a batch costs pickling its thumbnails, not decoding them.
+outage after the scan cannot touch the verdicts, and a batch costs no decoding. On a worker pool the pictures
+are views of the scan's thumbnail store (dedup.store): a batch pickles their store rows, not their pixels.
 
 Rounds spare the checks that cannot change the grouping: round one checks each picture's best candidate; later
 rounds only pairs whose two pictures are not yet in one group (already linked, directly or through a chain of
