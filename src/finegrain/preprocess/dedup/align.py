@@ -12,6 +12,8 @@ pictures can be "aligned" by a wild map.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -26,23 +28,39 @@ _MAX_ZOOM, _MAX_TURN, _MAX_SHIFT, _MAX_SHEAR, _MAX_ASPECT = 1.35, np.deg2rad(8.0
 
 def map_parts(warp: np.ndarray, n: int) -> tuple[float, float, float, float, float]:
     """What a 2x3 map (a's n-px grid -> b's) does: scale along x and y, turn (radians), shear (cosine of the angle
-    between the mapped axes) and how far it moves the centre (share of the side)."""
-    m = warp[:, :2].astype(np.float64)
-    sx, sy = float(np.linalg.norm(m[:, 0])), float(np.linalg.norm(m[:, 1]))
-    turn = float(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
-    centre = m @ np.array([n / 2, n / 2]) + warp[:, 2] - n / 2
-    return sx, sy, turn, abs(float(m[:, 0] @ m[:, 1])) / (sx * sy), float(np.abs(centre).max()) / n
+    between the mapped axes) and how far it moves the centre (share of the side). In Python floats: numpy's calls
+    on a 2x3 array cost ~30 us, and every check and copy_rule asks."""
+    (a, b, tx), (c, d, ty) = np.asarray(warp, dtype=np.float64).tolist()
+    sx, sy = math.hypot(a, c), math.hypot(b, d)
+    turn = math.atan2(c - b, a + d)
+    half = n / 2
+    shift = max(abs(a * half + b * half + tx - half), abs(c * half + d * half + ty - half)) / n
+    return sx, sy, turn, abs(a * b + c * d) / (sx * sy), shift
 
 
 def ncc(x: np.ndarray, y: np.ndarray) -> float:
     """Normalised cross-correlation of two same-shape arrays (0 when either is flat). Centred, then three dot
-    products: ~8 us on the check's 32-64 px arrays, where numpy's elementwise version or cv2.matchTemplate cost
-    ~20-30 us (the check's mirror test; the sample's planted look-alikes)."""
+    products: ~20 us on 64 px arrays, where cv2.matchTemplate costs ~30 (the sample's planted look-alikes; the
+    check asks ncc_and_mirrored)."""
     x = np.asarray(x, np.float32).ravel()
     y = np.asarray(y, np.float32).ravel()
     x, y = x - x.mean(), y - y.mean()
     denominator = float(np.sqrt(float(x @ x) * float(y @ y)))
     return float(x @ y) / denominator if denominator > 0 else 0.0
+
+
+def ncc_and_mirrored(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """ncc(x, y) and ncc(x, y mirrored left to right), centring each once: the first two questions of every check
+    (half the cost of two ncc calls)."""
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.float32)
+    xc = (x - x.mean()).ravel()
+    yc = y - y.mean()
+    flat = yc.ravel()
+    denominator = float(np.sqrt(float(xc @ xc) * float(flat @ flat)))
+    if denominator <= 0:
+        return 0.0, 0.0
+    return float(xc @ flat) / denominator, float(xc @ yc[:, ::-1].ravel()) / denominator
 
 
 def rescaled(warp: np.ndarray, factor: float) -> np.ndarray:
