@@ -5,8 +5,8 @@
 The thumbnails (normalize.thumbnail: DETAIL px, borders trimmed, orientation applied) no longer show a letterbox
 or an EXIF turn. What is left: a mirror image (taken when it correlates better), a geometric change (a crop
 scaled back, a small rotation, a resize to another shape) found as an affine map by ECC (cv2.findTransformECC on
-48-px views, started from the best of a few crop hypotheses; refined on 96-px views of the thumbnails where a
-soft picture leaves the small views too little), and a brightness, contrast or gamma change, undone by mapping b's
+48-px views, started from the best of a few crop hypotheses; refined on the 128-px thumbnails where a soft
+picture leaves the small views too little), and a brightness, contrast or gamma change, undone by mapping b's
 grey levels onto a's distribution (histogram matching over the overlap).
 
 Then the verdict, block by block (8x8 px blocks of the DETAIL thumbnails): two textured blocks differ when they
@@ -43,7 +43,7 @@ _TEXTURED_ENOUGH = 0.5  # see match_thumbs.judged
 # turns of a picture do (0.8 cost the bench a tenth of its turned copies; 0.6 none), many other pictures of a
 # scene do not, and their check then costs no ECC.
 _MIN_START = 0.6
-# The refinement on larger views (match_thumbs) only where the start correlates this well: the soft copies
+# The refinement on full thumbnails (match_thumbs) only where the start correlates this well: the soft copies
 # it rescued on the real-photo bench started at 0.88-0.99, the synthetic renders' other candidates at ~0.82.
 _MIN_REFINE = 0.88
 # Small views correlating this well as they are (or mirrored) are judged as they are before any geometry is
@@ -51,10 +51,6 @@ _MIN_REFINE = 0.88
 # and turns of a few percent or degrees mostly lower, other pictures of a scene at a median of 0.2.
 _LIKE_AS_IS = 0.95
 _ECC_SIDE = 48  # px of the views ECC aligns (see match_thumbs)
-# px of the views the refinement aligns: on the real-photo bench 96 px rescued the same soft copies as the full
-# 128-px thumbnails (64 px lost 1-2 % of crops and turns), at ~60 % of the cost; most pairs refined are other
-# pictures of one scene (221 of 239 there), so the refinement was a third of the cost of rejecting them.
-_REFINE_SIDE = 96
 
 
 @dataclass
@@ -233,19 +229,15 @@ def match_thumbs(
         best = aligned
     if best.same or score < _MIN_REFINE:
         return best
-    # Soft pictures (clouds, water, bokeh) give the small views too little to hold ECC on: refine on 96-px views
-    # of the thumbnails, from where the small views left it. Only pairs still judged different whose small views line
+    # Soft pictures (clouds, water, bokeh) give the small views too little to hold ECC on: refine on the full
+    # thumbnails, from where the small views left it. Only pairs still judged different whose small views line
     # up closely pay for it (a soft picture's do; on the synthetic renders, most other pairs' do not).
     if warp is None:
         warp = rescaled(start, DETAIL / THUMB)
-    views = [
-        cv2.resize(cv2.GaussianBlur(x.astype(np.float32), (0, 0), _SIGMA), (_REFINE_SIDE, _REFINE_SIDE),
-                   interpolation=cv2.INTER_AREA)
-        for x in (thumb_a, thumb_b)
-    ]  # fmt: skip
-    fine = ecc(*views, rescaled(warp, _REFINE_SIDE / DETAIL))
+    blur = [cv2.GaussianBlur(x.astype(np.float32), (0, 0), _SIGMA) for x in (thumb_a, thumb_b)]
+    fine = ecc(*blur, warp)
     if fine is not None:
-        refined = judged(rescaled(fine, DETAIL / _REFINE_SIDE))
+        refined = judged(fine)
         if refined.same:
             best = refined
     return best
