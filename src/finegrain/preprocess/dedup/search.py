@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 _BLOCK = 2048  # rows of the similarity matrix held at a time (2048 x 33k float32: 270 MB)
-_ONE_THREAD_UP_TO = 4096  # pictures; see candidate_pairs
+_ONE_THREAD_UP_TO = 2048  # pictures; see candidate_pairs
 
 
 def candidate_pairs(
@@ -34,7 +34,8 @@ def candidate_pairs(
     found_i, found_j, found_s = [], [], []
     # A small search runs on one BLAS thread: OpenBLAS's threads spin for ~0.1 s after a call, on the cores the
     # check's workers start on next (0.085 s of CPU taken from them on 2 cores at 1,752 pictures, where the
-    # products take ~0.05 s on one thread). A large one (33k pictures: ~20 s on one thread) takes every thread.
+    # products take ~0.05 s on one thread). A larger one takes every thread: 4,000 pictures took 0.67 s on one
+    # (the products grow as n squared), 33k would take ~20 s.
     one_thread = n <= _ONE_THREAD_UP_TO
     with threadpool_limits(1, user_api="blas") if one_thread else contextlib.nullcontext():
         for start in range(0, n, _BLOCK):
