@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DETAIL = 128  # side of the thumbnail kept per picture (16 KiB: 540 MB at Hecto's 33k pictures)
+# Side of the thumbnail kept per picture: 16 KiB, 540 MB at Hecto's 33k pictures (with a worker pool, in a
+# memory-mapped file in the pool's scratch directory, not on the heap: dedup.store).
+DETAIL = 128
 THUMB = 64  # side of the views the alignment and the tiny pictures use
 INNER = 0.06  # the inner-crop hash drops this share of each side: the middle of the 1-10 % crops people make
 _BAR_TOL = 12  # grey levels a bar row/column may differ from the bar's colour (JPEG ringing, noise)
