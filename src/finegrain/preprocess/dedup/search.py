@@ -55,8 +55,8 @@ def candidate_pairs(
             found_s.append(best_s[keep])
     i, j, s = (np.concatenate(x) for x in (found_i, found_j, found_s))
     lo, hi = np.minimum(i, j), np.maximum(i, j)
-    # A pair found from both ends keeps its better score (the score is not symmetric: i's inner crop vs j whole
-    # is j whole vs i's inner crop the other way round, but mirrored and inner-vs-whole terms differ by end).
+    # A pair found from both ends keeps the better of its two scores (equal but for rounding: each end's four
+    # terms are the other end's, mirrored or transposed).
     order = np.lexsort((-s, hi, lo))  # by pair, best score first within a pair
     lo, hi, s = lo[order], hi[order], s[order]
     first = np.ones(len(lo), bool)

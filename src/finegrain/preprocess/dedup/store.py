@@ -5,12 +5,12 @@
     pickle.dumps(picture)                     # ~1 KB: the store's path and the row, not the 16 KB thumbnail
 
 Without it every thumbnail crossed a pipe twice: pickled back from the scan worker to the parent, and pickled out
-again to the check's workers with each batch of pairs (29 MB each way for the 1,752-picture bench set). The
-parent's share of that (its feeder thread pickling, its result thread unpickling, pipe writes in 64 KB steps)
-ran on the same two cores the workers needed: ~0.1 s of CPU a run, a tenth of what the workers spent checking.
-The file lives in the worker pool's scratch directory (workers.scratch_dir), removed with the pool; the parent's
-views stay valid after that (an unlinked file stays mapped until its last view goes). Pages are the page cache's:
-a thumbnail the parent keeps costs no heap, and the kernel may write the file out under memory pressure.
+again to the check's workers with each batch of pairs (29 MB each way for the 1,752-picture bench set): ~0.1 s
+of CPU a run between the parent's threads and the workers, pickling, unpickling and pipe writes in 64 KB steps,
+on the cores the workers need. The file lives in the worker pool's scratch directory (workers.scratch_dir),
+removed with the pool; the parent's views stay valid after that (an unlinked file stays mapped until its last
+view goes). Its pages are the page cache's: the thumbnails the parent keeps cost no heap, and where the temporary
+directory is on disk the kernel may write them out under memory pressure.
 """
 
 from __future__ import annotations
