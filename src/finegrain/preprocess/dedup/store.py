@@ -56,8 +56,7 @@ class ThumbStore:
 
     def keep(self, row: int, thumb: np.ndarray, tiny: np.ndarray, size, trim, orientation: int) -> Picture:
         """Write `thumb` as row `row` and return the Picture viewing it (pickled by reference: _stored)."""
-        view = self.array[row]
-        view[...] = thumb
+        self.array[row] = thumb
         return _stored(self, row, tiny, size, trim, orientation)
 
 
